@@ -1,0 +1,1 @@
+"""The shipped AudioNet checkpoint (installed as the ``pianonotes.models`` package data)."""

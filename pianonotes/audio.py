@@ -1,0 +1,164 @@
+"""Audio input and output: decode with soundfile, resample with scipy's polyphase filter."""
+
+from __future__ import annotations
+
+import math
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from pianonotes.errors import PianonotesError
+
+SUPPORTED = "WAV, FLAC, OGG/Vorbis, AIFF and (with libsndfile >= 1.1) MP3"
+
+
+def audio_info(path: str | os.PathLike) -> tuple[int, int, float]:
+    """(sample_rate, channels, seconds) of an audio file, without decoding it."""
+    import soundfile as sf
+
+    path = _check_path(path)
+    try:
+        info = sf.info(os.fspath(path))
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError
+        raise _decode_error(path, exc) from exc
+    return info.samplerate, info.channels, info.frames / max(info.samplerate, 1)
+
+
+def _check_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise PianonotesError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise PianonotesError(f"{path} is a folder, not an audio file")
+    if path.stat().st_size == 0:
+        raise PianonotesError(f"{path} is empty (0 bytes); record or export the audio again")
+    return path
+
+
+def _decode_error(path: Path, exc: Exception) -> PianonotesError:
+    return PianonotesError(
+        f"{path}: cannot decode audio ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+        f"supported formats: {SUPPORTED}"
+    )
+
+
+def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample float audio (samples along the first axis) with scipy.signal.resample_poly."""
+    if orig_sr == target_sr:
+        return audio
+    from scipy.signal import resample_poly
+
+    ratio = Fraction(int(target_sr), int(orig_sr)).limit_denominator(1000)
+    return resample_poly(audio, ratio.numerator, ratio.denominator, axis=0).astype(np.float32)
+
+
+def to_mono(audio: np.ndarray) -> np.ndarray:
+    """Average channels: (n,) or (n, channels) to (n,) float32."""
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1)
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def load_audio(
+    path: str | os.PathLike,
+    sample_rate: int,
+    *,
+    start: float | None = None,
+    end: float | None = None,
+) -> np.ndarray:
+    """Load an audio file as mono float32 at ``sample_rate`` Hz.
+
+    Parameters
+    ----------
+    path : audio file (WAV, FLAC, OGG, AIFF, MP3 where libsndfile supports it), any rate and channels.
+    sample_rate : target rate in Hz.
+    start, end : optional excerpt in seconds.
+
+    Returns
+    -------
+    np.ndarray, shape (n,), float32, nominally in [-1, 1].
+
+    Raises
+    ------
+    PianonotesError for a missing, empty, truncated, non-audio or non-finite file.
+    """
+    import soundfile as sf
+
+    path = _check_path(path)
+    try:
+        with sf.SoundFile(os.fspath(path)) as f:
+            sr = f.samplerate
+            first = 0 if start is None else max(0, int(round(start * sr)))
+            last = f.frames if end is None else min(f.frames, int(round(end * sr)))
+            if first:
+                f.seek(min(first, f.frames))
+            data = f.read(max(0, last - first), dtype="float32", always_2d=True)
+    except PianonotesError:
+        raise
+    except Exception as exc:
+        raise _decode_error(path, exc) from exc
+    if data.size == 0 and (start is None or start == 0):
+        raise PianonotesError(f"{path} holds no audio samples; record or export it again")
+    if not np.all(np.isfinite(data)):
+        raise PianonotesError(f"{path} contains NaN or infinite samples; re-export the audio")
+    return resample(to_mono(data), sr, sample_rate)
+
+
+def iter_audio_blocks(
+    path: str | os.PathLike, sample_rate: int, block_seconds: float = 30.0
+):
+    """Yield mono float32 blocks at ``sample_rate`` from a file of any length, with bounded memory.
+
+    Each block is decoded and resampled with enough context on both sides that the concatenation equals
+    resampling the whole file (up to filter edge effects far below audibility).
+    """
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    path = _check_path(path)
+    try:
+        f = sf.SoundFile(os.fspath(path))
+    except Exception as exc:
+        raise _decode_error(path, exc) from exc
+    with f:
+        sr = f.samplerate
+        if f.frames == 0:
+            raise PianonotesError(f"{path} holds no audio samples; record or export it again")
+        ratio = Fraction(int(sample_rate), int(sr)).limit_denominator(1000)
+        up, down = ratio.numerator, ratio.denominator
+        # Blocks are whole multiples of `down` input samples so output boundaries are exact.
+        block_in = max(down, int(block_seconds * sr) // down * down)
+        pad = 0 if up == down else 10 * max(up, down) // math.gcd(up, down) * down
+        pos = 0
+        while pos < f.frames:
+            lo = max(0, pos - pad)
+            hi = min(f.frames, pos + block_in + pad)
+            f.seek(lo)
+            try:
+                data = f.read(hi - lo, dtype="float32", always_2d=True)
+            except Exception as exc:
+                raise _decode_error(path, exc) from exc
+            if not np.all(np.isfinite(data)):
+                raise PianonotesError(f"{path} contains NaN or infinite samples; re-export the audio")
+            mono = to_mono(data)
+            if up == down:
+                out = mono[pos - lo: pos - lo + block_in]
+            else:
+                res = resample_poly(mono, up, down).astype(np.float32)
+                a = (pos - lo) * up // down
+                n_out = (min(block_in, f.frames - pos) * up + down - 1) // down
+                out = res[a: a + n_out]
+            yield out
+            pos += block_in
+
+
+def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, **kwargs) -> None:
+    """Write audio atomically; the format follows the extension (.wav, .flac, .ogg)."""
+    import soundfile as sf
+
+    from pianonotes.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        sf.write(os.fspath(tmp), audio, sample_rate, **kwargs)

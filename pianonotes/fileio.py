@@ -1,0 +1,49 @@
+"""Atomic file writes: a temp file in the target folder, then a rename. Nothing half-written."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from pianonotes.errors import PianonotesError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
+
+    The temporary file keeps the target's suffix so writers that look at it (soundfile, music21) work.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise PianonotesError(f"{path} exists; pass --overwrite to replace it")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise PianonotesError(f"output folder {folder} does not exist; create it first")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=folder)
+    except OSError as exc:
+        raise PianonotesError(f"cannot write to {folder}: {exc.strerror}; choose a writable folder") from exc
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except OSError as exc:
+        raise PianonotesError(f"cannot write {path}: {exc.strerror}; check the folder and free space") from exc
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, overwrite: bool = True) -> Path:
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"), overwrite=overwrite)

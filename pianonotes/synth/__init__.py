@@ -1,0 +1,1 @@
+"""Synthetic piano training data: MIDI sources, performance variation, FluidSynth rendering, augmentation."""

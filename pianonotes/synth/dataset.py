@@ -1,0 +1,283 @@
+"""``pianonotes data synth``: a dataset folder of rendered shards, deterministic and resumable.
+
+Layout::
+
+    OUT/manifest.json                 config, sources, licenses, soundfonts, augmentation, seed, totals
+    OUT/<split>/shard-00000.flac      mono 16 kHz audio (several clips, each followed by a silent tail)
+    OUT/<split>/shard-00000.json      labels (sounding notes with key releases, pedal), clips, provenance
+
+A shard counts as done once its JSON exists; both files are written atomically (FLAC first), so an
+interrupted run resumes where it stopped and never counts a half-written shard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from pianonotes import constants as C
+from pianonotes.errors import PianonotesError
+from pianonotes.synth import sources as S
+from pianonotes.synth.augment import NO_AUGMENT, AugmentConfig, augment
+from pianonotes.synth.performance import Performance
+from pianonotes.synth.render import check_soundfont, fluidsynth_binary, layout, render
+from pianonotes.synth.textures import generate
+
+PIANO_PROGRAMS = (0, 0, 1, 2)  # GM: acoustic grand (twice as likely), bright acoustic, electric grand
+
+
+@dataclasses.dataclass
+class SynthConfig:
+    hours: float = 1.0  # training audio
+    eval_minutes: float = 10.0  # each of validation and test
+    splits: tuple[str, ...] = S.SPLITS
+    soundfonts: tuple[str, ...] = ("fluidr3", "fluidr3mono", "timgm6mb")
+    midi_dir: str | None = None  # default: the shared corpus
+    weights: dict = dataclasses.field(default_factory=lambda: {"corpus": 0.55, "music21": 0.1, "textures": 0.35})
+    clip_seconds: tuple[float, float] = (10.0, 30.0)
+    shard_seconds: float = 120.0
+    tempo: tuple[float, float] = (0.8, 1.25)
+    transpose: int = 3
+    seed: int = 0
+    sample_rate: int = C.SAMPLE_RATE
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["augment"] = self.augment.to_dict()
+        return d
+
+
+def soundfont_path(name: str) -> str:
+    if name in C.RESERVED_SOUNDFONTS or "musescore" in name.lower():
+        raise PianonotesError(
+            "the MuseScore General soundfont is reserved for evaluation on an unseen piano; "
+            f"choose from {', '.join(list(C.TRAIN_SOUNDFONTS) + list(C.HELDOUT_SOUNDFONTS))}"
+        )
+    path = {**C.TRAIN_SOUNDFONTS, **C.HELDOUT_SOUNDFONTS}.get(name, name)
+    check_soundfont(path)
+    return path
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardJob:
+    split: str
+    index: int
+    out: str
+
+
+def plan(cfg: SynthConfig, out: Path) -> list[ShardJob]:
+    jobs = []
+    for split in cfg.splits:
+        seconds = cfg.hours * 3600 if split == "train" else cfg.eval_minutes * 60
+        n = max(1, math.ceil(seconds / cfg.shard_seconds)) if seconds > 0 else 0
+        jobs += [ShardJob(split, i, str(out)) for i in range(n)]
+    return jobs
+
+
+def shard_paths(job: ShardJob) -> tuple[Path, Path]:
+    base = Path(job.out) / job.split / f"shard-{job.index:05d}"
+    return base.with_suffix(".flac"), base.with_suffix(".json")
+
+
+def is_done(job: ShardJob) -> bool:
+    flac, js = shard_paths(job)
+    return flac.exists() and js.exists()
+
+
+def _pieces(cfg: SynthConfig) -> dict[str, list[S.Piece]]:
+    pieces: dict[str, list[S.Piece]] = {"corpus": [], "music21": []}
+    if cfg.weights.get("corpus", 0) > 0:
+        folder = cfg.midi_dir or S.default_corpus_dir()
+        if folder is None:
+            raise PianonotesError("no MIDI corpus found; pass --midi-dir or set the corpus weight to 0")
+        pieces["corpus"] = S.corpus_pieces(folder)
+    if cfg.weights.get("music21", 0) > 0:
+        pieces["music21"] = S.music21_pieces()
+    return pieces
+
+
+@functools.lru_cache(maxsize=64)
+def _load_cached(piece: S.Piece) -> Performance:
+    return S.load_piece(piece)
+
+
+def make_shard(job: ShardJob, cfg: SynthConfig, pieces: dict[str, list[S.Piece]]) -> dict:
+    """Render one shard and write it atomically; returns its summary."""
+    from pianonotes.audio import write_audio
+    from pianonotes.fileio import write_text_atomic
+
+    split_id = S.SPLITS.index(job.split) if job.split in S.SPLITS else 9
+    rng = np.random.default_rng([cfg.seed, split_id, job.index])
+    sf_name = str(rng.choice(list(cfg.soundfonts)))
+    sf_path = soundfont_path(sf_name)
+    avail = {k: [p for p in v if p.split == job.split] for k, v in pieces.items()}
+    weights = {k: w for k, w in cfg.weights.items() if w > 0 and (k == "textures" or avail.get(k))}
+    if not weights:
+        raise PianonotesError(f"no sources for split {job.split}")
+    names = sorted(weights)
+    probs = np.array([weights[k] for k in names], float)
+    probs /= probs.sum()
+    clips: list[Performance] = []
+    info: list[dict] = []
+    total = 0.0
+    while total < cfg.shard_seconds:
+        src = names[int(rng.choice(len(names), p=probs))]
+        length = float(rng.uniform(*cfg.clip_seconds))
+        if src == "textures":
+            perf, kind = generate(rng, length)
+            meta = {"source": "textures", "texture": kind, "license": "generated (CC0)"}
+        else:
+            cand = avail[src]
+            piece = cand[int(rng.integers(len(cand)))]
+            full = _load_cached(piece)
+            perf, start = S.random_excerpt(full, rng, length)
+            meta = {"source": src, "corpus": piece.corpus, "piece": _rel(piece.ref), "start": round(start, 3),
+                    "license": piece.license}
+        perf, var = perf.varied(rng, tempo=cfg.tempo, transpose=cfg.transpose, velocity_scale=(0.75, 1.25),
+                                velocity_jitter=6.0)
+        if len(perf.keys) == 0:
+            continue
+        meta.update(var)
+        meta["program"] = int(rng.choice(PIANO_PROGRAMS))
+        clips.append(perf)
+        info.append(meta)
+        total += perf.duration
+    keys, pedals, starts, length = layout(clips)
+    for meta, s, clip in zip(info, starts, clips):
+        meta["offset"] = round(s, 4)
+        meta["seconds"] = round(clip.duration, 4)
+    audio = render(keys, pedals, length, sf_path, info[0]["program"], cfg.sample_rate,
+                   programs_at=[(s, m["program"]) for s, m in zip(starts, info)])
+    # augmentation per clip (each clip with its tail gets its own chain)
+    bounds = [int(round(s * cfg.sample_rate)) for s in starts] + [len(audio)]
+    for i, meta in enumerate(info):
+        a, b = bounds[i], bounds[i + 1]
+        audio[a:b], meta["augment"] = augment(audio[a:b], cfg.sample_rate, rng, cfg.augment)
+    perf = Performance(np.array(keys, float).reshape(-1, 4), pedals, length)
+    notes = perf.sounding_notes()
+    labels = {
+        "split": job.split,
+        "index": job.index,
+        "seed": [cfg.seed, split_id, job.index],
+        "sample_rate": cfg.sample_rate,
+        "seconds": round(length, 4),
+        "soundfont": {"name": sf_name, "path": sf_path},
+        "notes": [[round(n.onset, 6), round(n.offset, 6), n.pitch, n.velocity, round(n.release, 6)] for n in notes],
+        "pedals": [[round(p.start, 6), round(p.end, 6)] for p in pedals],
+        "clips": info,
+    }
+    flac, js = shard_paths(job)
+    flac.parent.mkdir(parents=True, exist_ok=True)
+    write_audio(flac, audio, cfg.sample_rate, format="FLAC", subtype="PCM_24")
+    write_text_atomic(js, json.dumps(labels, separators=(",", ":")))
+    return {"split": job.split, "index": job.index, "seconds": length, "notes": len(notes)}
+
+
+def _rel(path: str) -> str:
+    corpus = S.default_corpus_dir()
+    try:
+        return str(Path(path).relative_to(corpus)) if corpus else path
+    except ValueError:
+        return path
+
+
+def _worker(args):
+    job, cfg, pieces = args
+    try:
+        return make_shard(job, cfg, pieces)
+    except PianonotesError as exc:
+        return {"error": str(exc), "split": job.split, "index": job.index}
+
+
+def synthesize(out: str | os.PathLike, cfg: SynthConfig, *, workers: int = 1,
+               on_progress: Callable[[dict, int, int], None] | None = None) -> dict:
+    """Render the dataset described by ``cfg`` into ``out`` (resuming any earlier run there).
+
+    Returns the manifest. Raises PianonotesError on the first failing shard (shards already written stay).
+    """
+    out = Path(out)
+    fluidsynth_binary()
+    for sf in cfg.soundfonts:
+        soundfont_path(sf)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise PianonotesError(f"cannot write to {out}: {exc.strerror}; choose a writable folder") from exc
+    manifest_path = out / "manifest.json"
+    if manifest_path.exists():
+        old = json.loads(manifest_path.read_text())
+        if old.get("config") != json.loads(json.dumps(cfg.to_dict())):
+            raise PianonotesError(f"{out} holds a dataset made with other settings; use a new folder")
+    pieces = _pieces(cfg)
+    manifest = _manifest(cfg, pieces)
+    from pianonotes.fileio import write_text_atomic
+
+    write_text_atomic(manifest_path, json.dumps(manifest, indent=2))
+    jobs = plan(cfg, out)
+    todo = [j for j in jobs if not is_done(j)]
+    done = len(jobs) - len(todo)
+    if on_progress:
+        on_progress({}, done, len(jobs))
+    results: Iterable[dict]
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
+        pool = ctx.Pool(workers)
+        results = pool.imap_unordered(_worker, [(j, cfg, pieces) for j in todo])
+    else:
+        pool = None
+        results = (_worker((j, cfg, pieces)) for j in todo)
+    try:
+        for res in results:
+            if "error" in res:
+                raise PianonotesError(res["error"])
+            done += 1
+            if on_progress:
+                on_progress(res, done, len(jobs))
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    manifest["totals"] = summarize(out)
+    write_text_atomic(manifest_path, json.dumps(manifest, indent=2))
+    return manifest
+
+
+def summarize(out: Path) -> dict:
+    totals = {}
+    for split in S.SPLITS:
+        files = sorted((out / split).glob("shard-*.json"))
+        secs = notes = 0.0
+        for f in files:
+            d = json.loads(f.read_text())
+            secs += d["seconds"]
+            notes += len(d["notes"])
+        if files:
+            totals[split] = {"shards": len(files), "hours": round(secs / 3600, 3), "notes": int(notes)}
+    return totals
+
+
+def _manifest(cfg: SynthConfig, pieces: dict[str, list[S.Piece]]) -> dict:
+    licenses = sorted({p.license for v in pieces.values() for p in v} | {"generated textures: CC0"})
+    return {
+        "format": "pianonotes-synth-v1",
+        "config": json.loads(json.dumps(cfg.to_dict())),
+        "soundfonts": {name: soundfont_path(name) for name in cfg.soundfonts},
+        "sources": {k: len(v) for k, v in pieces.items()},
+        "licenses": licenses,
+        "attribution": "piano-midi.de files: Bernd Krueger, www.piano-midi.de (CC BY-SA 3.0 DE); "
+                       "POP909: MIT (POP909-Dataset); music21 corpus; generated textures",
+        "renderer": "FluidSynth (reverb and chorus off), augmentation in pianonotes.synth.augment",
+    }
