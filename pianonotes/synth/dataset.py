@@ -47,6 +47,7 @@ class SynthConfig:
     transpose: int = 3
     seed: int = 0
     sample_rate: int = C.SAMPLE_RATE
+    evaluation_only: bool = False  # may use the reserved MuseScore soundfont; never for training
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict:
@@ -55,10 +56,13 @@ class SynthConfig:
         return d
 
 
-def soundfont_path(name: str) -> str:
+def soundfont_path(name: str, *, evaluation_only: bool = False) -> str:
+    if evaluation_only and name in C.RESERVED_SOUNDFONTS:
+        check_soundfont(C.RESERVED_SOUNDFONTS[name])
+        return C.RESERVED_SOUNDFONTS[name]
     if name in C.RESERVED_SOUNDFONTS or "musescore" in name.lower():
         raise PianonotesError(
-            "the MuseScore General soundfont is reserved for evaluation on an unseen piano; "
+            "the MuseScore General soundfont is reserved for evaluation on an unseen piano (--evaluation-only); "
             f"choose from {', '.join(list(C.TRAIN_SOUNDFONTS) + list(C.HELDOUT_SOUNDFONTS))}"
         )
     path = {**C.TRAIN_SOUNDFONTS, **C.HELDOUT_SOUNDFONTS}.get(name, name)
@@ -117,7 +121,7 @@ def make_shard(job: ShardJob, cfg: SynthConfig, pieces: dict[str, list[S.Piece]]
     split_id = S.SPLITS.index(job.split) if job.split in S.SPLITS else 9
     rng = np.random.default_rng([cfg.seed, split_id, job.index])
     sf_name = str(rng.choice(list(cfg.soundfonts)))
-    sf_path = soundfont_path(sf_name)
+    sf_path = soundfont_path(sf_name, evaluation_only=cfg.evaluation_only)
     avail = {k: [p for p in v if p.split == job.split] for k, v in pieces.items()}
     weights = {k: w for k, w in cfg.weights.items() if w > 0 and (k == "textures" or avail.get(k))}
     if not weights:
@@ -206,7 +210,7 @@ def synthesize(out: str | os.PathLike, cfg: SynthConfig, *, workers: int = 1,
     out = Path(out)
     fluidsynth_binary()
     for sf in cfg.soundfonts:
-        soundfont_path(sf)
+        soundfont_path(sf, evaluation_only=cfg.evaluation_only)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -274,7 +278,8 @@ def _manifest(cfg: SynthConfig, pieces: dict[str, list[S.Piece]]) -> dict:
     return {
         "format": "pianonotes-synth-v1",
         "config": json.loads(json.dumps(cfg.to_dict())),
-        "soundfonts": {name: soundfont_path(name) for name in cfg.soundfonts},
+        "soundfonts": {name: soundfont_path(name, evaluation_only=cfg.evaluation_only) for name in cfg.soundfonts},
+        "evaluation_only": cfg.evaluation_only,
         "sources": {k: len(v) for k, v in pieces.items()},
         "licenses": licenses,
         "attribution": "piano-midi.de files: Bernd Krueger, www.piano-midi.de (CC BY-SA 3.0 DE); "

@@ -75,7 +75,7 @@ def corpus_pieces(folder: str | os.PathLike) -> list[Piece]:
 
 MUSIC21_PIECES = (
     # Multi-voice pieces from music21's bundled corpus, folded into piano range.
-    "bach/bwv66.6", "bach/bwv7.7", "bach/bwv10.7", "bach/bwv101.7", "bach/bwv102.7", "bach/bwv103.7",
+    "bach/bwv66.6", "bach/bwv7.7", "bach/bwv10.7", "bach/bwv101.7", "bach/bwv102.7", "bach/bwv103.6",
     "bach/bwv104.6", "bach/bwv108.6", "bach/bwv11.6", "bach/bwv110.7", "bach/bwv111.6", "bach/bwv112.5",
     "bach/bwv113.8", "bach/bwv114.7", "bach/bwv115.6", "bach/bwv116.6", "bach/bwv117.4", "bach/bwv119.9",
     "bach/bwv120.6", "bach/bwv121.6", "bach/bwv122.6", "bach/bwv123.6", "bach/bwv124.6", "bach/bwv125.6",

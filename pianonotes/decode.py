@@ -1,0 +1,180 @@
+"""From frame and onset probabilities to notes (Onsets-and-Frames style), offline or incrementally.
+
+A note starts where a key's onset probability rises above ``onset_threshold`` and lasts while its
+key-down (frame) probability, or its onset probability, stays above threshold; a new onset on a sounding
+key ends the note and starts another. Notes shorter than ``min_note_seconds`` are dropped. Offline
+decoding is the streaming decoder run over the whole array, so both always agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from pianonotes import constants as C
+from pianonotes.errors import PianonotesError
+from pianonotes.notes import Note
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+    onset_threshold: float = C.ONSET_THRESHOLD
+    frame_threshold: float = C.FRAME_THRESHOLD
+    min_note_seconds: float = C.MIN_NOTE_SECONDS
+
+    def __post_init__(self):
+        for name in ("onset_threshold", "frame_threshold"):
+            v = getattr(self, name)
+            if not 0.0 < v < 1.0:
+                raise PianonotesError(f"{name.replace('_', ' ')} must be between 0 and 1, got {v}")
+        if self.min_note_seconds < 0:
+            raise PianonotesError("minimum note length must be >= 0 seconds")
+
+
+class StreamingDecoder:
+    """Feed probability frames in chunks; get finished notes as soon as they end."""
+
+    def __init__(self, fps: float, options: DecodeOptions = DecodeOptions(), *, time_offset: float = 0.0):
+        self.fps = fps
+        self.opt = options
+        self.t0 = time_offset
+        self.n = 0  # frames consumed
+        self.prev_on = np.zeros(C.N_KEYS, bool)
+        self.active_start = np.full(C.N_KEYS, -1, np.int64)
+        self.active_conf = np.zeros(C.N_KEYS, np.float32)
+        self.active_vel = np.zeros(C.N_KEYS, np.float32)
+
+    def active(self) -> list[tuple[int, float, float]]:
+        """Sounding keys now: (pitch, onset seconds, confidence)."""
+        ks = np.nonzero(self.active_start >= 0)[0]
+        return [(int(k) + C.MIN_PITCH, self.t0 + self.active_start[k] / self.fps, float(self.active_conf[k]))
+                for k in ks]
+
+    def _note(self, k: int, a: int, b: int, conf: float, vel: float) -> Note | None:
+        if (b - a) / self.fps < self.opt.min_note_seconds - 1e-9 or b <= a:
+            return None
+        v = int(np.clip(round(vel * 127), 1, 127)) if vel > 0 else C.DEFAULT_VELOCITY
+        return Note(self.t0 + a / self.fps, self.t0 + b / self.fps, int(k) + C.MIN_PITCH, v,
+                    confidence=round(float(conf), 4))
+
+    def push(self, frame: np.ndarray, onset: np.ndarray, velocity: np.ndarray | None = None) -> list[Note]:
+        """frame, onset, velocity: (n, 88) probabilities in [0, 1] for the next n frames."""
+        n = len(frame)
+        if n == 0:
+            return []
+        o = self.opt
+        on = onset >= o.onset_threshold
+        keep = (frame >= o.frame_threshold) | on
+        prev = np.vstack([self.prev_on[None], on[:-1]])
+        edge = on & ~prev
+        out: list[Note] = []
+        busy = np.nonzero(edge.any(0) | (self.active_start >= 0))[0]
+        for k in busy:
+            edges = np.nonzero(edge[:, k])[0]
+            offs = np.nonzero(~keep[:, k])[0]
+            t = 0
+            ei = 0
+            while True:
+                if self.active_start[k] >= 0:
+                    # the active note ends at the next off frame or the next edge after t
+                    nxt_off = offs[np.searchsorted(offs, t)] if np.searchsorted(offs, t) < len(offs) else None
+                    nxt_edge = edges[ei] if ei < len(edges) and edges[ei] >= t else None
+                    while nxt_edge is not None and nxt_edge < t:
+                        ei += 1
+                        nxt_edge = edges[ei] if ei < len(edges) else None
+                    cands = [c for c in (nxt_off, nxt_edge) if c is not None]
+                    if not cands:
+                        a_local = max(0, self.active_start[k] - self.n)
+                        self.active_conf[k] = max(self.active_conf[k], float(onset[a_local:, k].max()))
+                        break
+                    end = min(cands)
+                    a_local = max(0, self.active_start[k] - self.n)
+                    if end > a_local:
+                        self.active_conf[k] = max(self.active_conf[k], float(onset[a_local:end, k].max()))
+                    note = self._note(k, int(self.active_start[k]), self.n + int(end),
+                                      float(self.active_conf[k]), float(self.active_vel[k]))
+                    if note:
+                        out.append(note)
+                    self.active_start[k] = -1
+                    t = int(end)
+                    if nxt_edge is not None and end == nxt_edge:
+                        self._start(k, int(end), onset, velocity)
+                        ei += 1
+                        t = int(end) + 1
+                else:
+                    while ei < len(edges) and edges[ei] < t:
+                        ei += 1
+                    if ei >= len(edges):
+                        break
+                    self._start(k, int(edges[ei]), onset, velocity)
+                    t = int(edges[ei]) + 1
+                    ei += 1
+        self.prev_on = on[-1].copy()
+        self.n += n
+        out.sort()
+        return out
+
+    def _start(self, k: int, t_local: int, onset: np.ndarray, velocity: np.ndarray | None) -> None:
+        self.active_start[k] = self.n + t_local
+        self.active_conf[k] = float(onset[t_local, k])
+        self.active_vel[k] = float(velocity[t_local, k]) if velocity is not None else 0.0
+
+    def flush(self) -> list[Note]:
+        """End every sounding note at the last frame consumed."""
+        out = []
+        for k in np.nonzero(self.active_start >= 0)[0]:
+            note = self._note(int(k), int(self.active_start[k]), self.n, float(self.active_conf[k]),
+                              float(self.active_vel[k]))
+            if note:
+                out.append(note)
+            self.active_start[k] = -1
+        return sorted(out)
+
+
+def decode(frame: np.ndarray, onset: np.ndarray, velocity: np.ndarray | None = None, *, fps: float,
+           options: DecodeOptions = DecodeOptions()) -> list[Note]:
+    """Offline decoding of (T, 88) probability arrays into sorted notes."""
+    dec = StreamingDecoder(fps, options)
+    notes = dec.push(np.asarray(frame), np.asarray(onset), None if velocity is None else np.asarray(velocity))
+    return sorted(notes + dec.flush())
+
+
+@dataclasses.dataclass
+class Activations:
+    """The network's outputs for one recording: (T, 88) float arrays and the frame rate."""
+
+    frame: np.ndarray
+    onset: np.ndarray
+    velocity: np.ndarray | None
+    fps: float
+    source: str = ""
+
+    def decode(self, options: DecodeOptions = DecodeOptions()) -> list[Note]:
+        return decode(self.frame, self.onset, self.velocity, fps=self.fps, options=options)
+
+    def save(self, path: str | os.PathLike) -> None:
+        import io
+
+        from pianonotes.fileio import write_bytes_atomic
+
+        buf = io.BytesIO()
+        arrays = {"frame": self.frame.astype(np.float16), "onset": self.onset.astype(np.float16),
+                  "fps": np.array(self.fps), "source": np.array(self.source)}
+        if self.velocity is not None:
+            arrays["velocity"] = self.velocity.astype(np.float16)
+        np.savez_compressed(buf, **arrays)
+        write_bytes_atomic(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Activations":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls(z["frame"].astype(np.float32), z["onset"].astype(np.float32),
+                           z["velocity"].astype(np.float32) if "velocity" in z else None,
+                           float(z["fps"]), str(z["source"]))
+        except FileNotFoundError as exc:
+            raise PianonotesError(f"activations file {path} not found") from exc
+        except (OSError, ValueError, KeyError) as exc:
+            raise PianonotesError(f"{path} is not a pianonotes activations file (.npz): {exc}") from exc

@@ -1,0 +1,513 @@
+"""Notes (seconds) to a readable piano score (music21), and MusicXML files.
+
+The score is built directly rather than through music21's generic MIDI import (see
+``/work/shared/recipes/notation.md``): tempo, a quantization grid in quarter-note beats, a hand split
+that follows the music, chords of equal onsets, key-aware spelling, then ``makeNotation`` for measures,
+ties across barlines and beams. Time zero of the score is the first onset (leading silence is dropped).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import zipfile
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import TYPE_CHECKING, Sequence
+
+from pianonotes.errors import PianonotesError
+from pianonotes.fileio import write_bytes_atomic
+from pianonotes.notes import Note
+
+if TYPE_CHECKING:  # pragma: no cover
+    from music21 import stream
+
+DEFAULT_BPM = 120.0  # tempo when there are too few notes to estimate one
+MIN_BPM, MAX_BPM = 60.0, 180.0  # estimated tempi are folded into this range
+CLUSTER_SECONDS = 0.03  # onsets closer than this count as one onset for tempo estimation
+
+# Hand split: default hand centres (MIDI) before any note is seen, and cost weights.
+_LEFT_HOME, _RIGHT_HOME = 45.0, 71.0  # A2 and B4: a lone first note above ~58 goes to the right hand
+_HAND_SPAN = 12  # semitones one hand may cover without penalty (an octave)
+_BEAM = 8
+
+
+# --------------------------------------------------------------------------------------------- tempo
+def _onset_clusters(notes: Sequence[Note]):
+    """Onset times (s) merged within CLUSTER_SECONDS, with weights (more and louder notes weigh more)."""
+    import numpy as np
+
+    ons = sorted((n.onset, n.velocity) for n in notes)
+    times: list[float] = []
+    weights: list[float] = []
+    group: list[tuple[float, int]] = []
+    for on, vel in ons:
+        if group and on - group[0][0] > CLUSTER_SECONDS:
+            times.append(group[0][0])
+            weights.append(math.sqrt(len(group)) * (sum(v for _, v in group) / len(group)) / 80.0)
+            group = []
+        group.append((on, vel))
+    if group:
+        times.append(group[0][0])
+        weights.append(math.sqrt(len(group)) * (sum(v for _, v in group) / len(group)) / 80.0)
+    return np.asarray(times, dtype=float), np.asarray(weights, dtype=float)
+
+
+def estimate_tempo(notes: Sequence[Note]) -> float:
+    """Estimate the tempo in quarter-note beats per minute from the onsets, folded into 60-180 bpm.
+
+    Method: a smoothed onset train (10 ms bins, 20 ms Gaussian) is autocorrelated; each candidate beat
+    period P scores ``A(P) + A(2P)/2 + A(P/2)/2 + A(P/4)/4`` (beats, bars, eighths and sixteenths line
+    up), with a mild preference for ~110 bpm to break octave ties. The best period is then refined
+    from the inter-onset intervals rounded to sixteenths. Deterministic. Fewer than four distinct
+    onsets give 120.
+    """
+    import numpy as np
+
+    times, weights = _onset_clusters(notes)
+    if len(times) < 4:
+        return DEFAULT_BPM
+    fs = 100.0
+    t = times - times[0]
+    max_lag = int(4.5 * fs)
+    n = int(round(t[-1] * fs)) + 1
+    env = np.zeros(n + 8)
+    np.add.at(env, np.round(t * fs).astype(int), weights)
+    kernel = np.exp(-0.5 * (np.arange(-6, 7) / 2.0) ** 2)
+    env = np.convolve(env, kernel, mode="same")
+    size = 1 << int(math.ceil(math.log2(2 * len(env) + 1)))
+    spec = np.fft.rfft(env, size)
+    ac = np.fft.irfft(spec * np.conj(spec), size)[: max_lag + 1]
+    if ac[0] <= 0:
+        return DEFAULT_BPM
+    ac = ac / ac[0]
+    lags = np.arange(len(ac), dtype=float)
+
+    def a(periods_s):
+        return np.interp(periods_s * fs, lags, ac, right=0.0)
+
+    periods = np.arange(60.0 / MAX_BPM, 60.0 / MIN_BPM + 1e-9, 0.002)
+    score = a(periods) + 0.5 * a(2 * periods) + 0.5 * a(periods / 2) + 0.25 * a(periods / 4)
+    bpms = 60.0 / periods
+    score = score * (1.0 + 0.1 * np.exp(-0.5 * np.log2(bpms / 110.0) ** 2))
+    period = float(periods[int(np.argmax(score))])
+
+    # Refine: inter-onset intervals of up to two beats, counted in sixteenths.
+    iois = np.diff(times)
+    for _ in range(3):
+        r = iois / (period / 4)
+        k = np.round(r)
+        ok = (k >= 1) & (k <= 8) & (np.abs(r - k) < 0.25)
+        if ok.sum() < 3:
+            break
+        period = 4 * float(iois[ok].sum() / k[ok].sum())
+    bpm = 60.0 / period
+    while bpm < MIN_BPM:
+        bpm *= 2
+    while bpm > MAX_BPM:
+        bpm /= 2
+    return round(bpm, 2)
+
+
+# ------------------------------------------------------------------------------------- quantization
+def _check_grid(grid: Sequence[int]) -> tuple[int, ...]:
+    try:
+        g = tuple(int(d) for d in grid)
+    except (TypeError, ValueError):
+        raise PianonotesError(f"grid {grid!r} must be divisions per quarter note, such as (4,) or (4, 3)")
+    if not g or any(d < 1 or d > 32 for d in g):
+        raise PianonotesError(f"grid {grid!r} must hold divisions per quarter note between 1 and 32, e.g. (4,)")
+    return g
+
+
+class _Quantizer:
+    """Snap positions in beats to a grid; each beat uses one of the grid's divisions.
+
+    The first division is the default. Another one (e.g. 3, triplets) is used for a beat only when the
+    onsets there really sit on it: every onset within 0.08 beats of it, at least one onset off the
+    default grid, and half the total error of the default grid or less.
+    """
+
+    def __init__(self, onsets_beats: Sequence[float], grid: tuple[int, ...]):
+        self.grid = grid
+        self.primary = grid[0]
+        self.beat_div: dict[int, int] = {}
+        if len(grid) > 1:
+            by_beat: dict[int, list[float]] = {}
+            half = 0.5 / max(grid)
+            for x in onsets_beats:
+                by_beat.setdefault(math.floor(x + half), []).append(x)
+            for b, xs in by_beat.items():
+                err_p = sum(abs(x - round(x * self.primary) / self.primary) for x in xs)
+                best = self.primary
+                for d in grid[1:]:
+                    errs = [abs(x - round(x * d) / d) for x in xs]
+                    off_primary = any(
+                        Fraction(round(x * d), d) * self.primary % 1 != 0 for x in xs
+                    )
+                    if off_primary and max(errs) < 0.08 and sum(errs) <= 0.5 * err_p:
+                        best = d
+                        break
+                if best != self.primary:
+                    self.beat_div[b] = best
+
+    def div_at(self, x: float) -> int:
+        return self.beat_div.get(math.floor(x), self.primary)
+
+    def onset(self, x: float) -> Fraction:
+        half = 0.5 / max(self.grid)
+        d = self.beat_div.get(math.floor(x + half), self.primary)
+        return max(Fraction(0), Fraction(round(x * d), d))
+
+    def offset(self, x: float) -> Fraction:
+        d = self.div_at(x)
+        return Fraction(round(x * d), d)
+
+    def step(self, pos: Fraction) -> Fraction:
+        return Fraction(1, self.div_at(float(pos)))
+
+
+@dataclass
+class _QNote:
+    start: Fraction  # quarter-note beats from the first onset
+    end: Fraction
+    pitch: int
+    velocity: int
+
+
+def _quantize(notes: Sequence[Note], bpm: float, grid: tuple[int, ...]) -> tuple[list[_QNote], _Quantizer]:
+    t0 = min((n.onset for n in notes), default=0.0)
+    beat = 60.0 / bpm
+    q = _Quantizer([(n.onset - t0) / beat for n in notes], grid)
+    best: dict[tuple[Fraction, int], _QNote] = {}
+    for n in notes:
+        start = q.onset((n.onset - t0) / beat)
+        end = max(q.offset((n.offset - t0) / beat), start + q.step(start))
+        key = (start, n.pitch)
+        old = best.get(key)
+        if old is None:
+            best[key] = _QNote(start, end, n.pitch, n.velocity)
+        else:  # the same key twice at one grid point: one note
+            old.end = max(old.end, end)
+            old.velocity = max(old.velocity, n.velocity)
+    return sorted(best.values(), key=lambda qn: (qn.start, qn.pitch)), q
+
+
+# --------------------------------------------------------------------------------------- hand split
+def _split_cost(pitches: Sequence[int], k: int, c_left: float, c_right: float) -> float:
+    cost = 0.0
+    for hand, centre, prior in ((pitches[:k], c_left, 1), (pitches[k:], c_right, -1)):
+        if not hand:
+            continue
+        cost += sum(abs(p - centre) for p in hand)
+        if prior > 0:  # left hand high in the treble
+            cost += sum(0.15 * max(0, p - 67) for p in hand)
+        else:  # right hand deep in the bass
+            cost += sum(0.15 * max(0, 53 - p) for p in hand)
+        span = hand[-1] - hand[0]
+        if span > _HAND_SPAN:
+            cost += 10.0 + 3.0 * (span - _HAND_SPAN)
+        if len(hand) > 5:
+            cost += 30.0 * (len(hand) - 5)
+    if 0 < k < len(pitches):  # cutting a close-position chord in two is unnatural
+        cost += 1.5 * max(0, 7 - (pitches[k] - pitches[k - 1]))
+    return cost
+
+
+def split_hands(chords: Sequence[Sequence[int]]) -> list[int]:
+    """Split each onset cluster (ascending MIDI pitches) between the hands.
+
+    Returns, per cluster, how many of its lowest pitches go to the left hand. A beam search over the
+    clusters in time order: each hand has a centre (a running average of the pitches it played, which
+    drifts back home while the hand rests); a split costs the distance of each note from its hand's
+    centre, plus penalties for a hand spanning more than an octave or holding more than five notes, for
+    cutting a close chord between the hands, and a weak register prior. So a melody that dips below middle C stays in the right hand, and a chord
+    wider than an octave is shared between the hands.
+    """
+    # hypothesis: (cost, c_left, c_right, parent index in previous layer, k)
+    layer: list[tuple[float, float, float, int, int]] = [(0.0, _LEFT_HOME, _RIGHT_HOME, -1, 0)]
+    history: list[list[tuple[float, float, float, int, int]]] = []
+    for pitches in chords:
+        pitches = sorted(pitches)
+        cand = []
+        for hi, (cost, cl, cr, _, _) in enumerate(layer):
+            for k in range(len(pitches) + 1):
+                c = cost + _split_cost(pitches, k, cl, cr)
+                left, right = pitches[:k], pitches[k:]
+                ncl = cl + 0.5 * (sum(left) / len(left) - cl) if left else cl + 0.02 * (_LEFT_HOME - cl)
+                ncr = cr + 0.5 * (sum(right) / len(right) - cr) if right else cr + 0.02 * (_RIGHT_HOME - cr)
+                cand.append((c, ncl, ncr, hi, k))
+        cand.sort(key=lambda h: h[0])
+        layer = cand[:_BEAM]
+        history.append(layer)
+    out: list[int] = []
+    idx = 0
+    for layer in reversed(history):
+        _, _, _, parent, k = layer[idx]
+        out.append(k)
+        idx = parent
+    out.reverse()
+    return out
+
+
+# ----------------------------------------------------------------------------------------- spelling
+_SHARP_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
+_FLAT_NAMES = ["C", "D-", "D", "E-", "E", "F", "G-", "G", "A-", "A", "B-", "B"]
+_NEUTRAL_NAMES = ["C", "C#", "D", "E-", "E", "F", "F#", "G", "G#", "A", "B-", "B"]
+
+
+def _spelling_table(k) -> list[str]:
+    """Pitch-class → music21 name for key ``k``: the scale's own spelling (plus the raised leading
+    tone in minor), other black keys with flats in flat keys and sharps in sharp keys."""
+    if k.sharps > 0:
+        table = list(_SHARP_NAMES)
+    elif k.sharps < 0:
+        table = list(_FLAT_NAMES)
+    else:
+        table = list(_NEUTRAL_NAMES)
+    scale = list(k.pitches)
+    if k.mode == "minor":
+        scale.append(k.tonic.transpose("M7"))
+    for p in scale:
+        table[p.pitchClass] = p.name
+    return table
+
+
+def _pitch(midi: int, table: list[str]):
+    from music21 import pitch
+
+    p = pitch.Pitch(table[midi % 12])
+    p.octave = 4
+    p.octave += (midi - p.midi) // 12
+    if p.midi != midi:  # cannot happen with the tables above; keep a safe fallback
+        p = pitch.Pitch(midi=midi)
+    return p
+
+
+# --------------------------------------------------------------------------------------------- score
+_TS_RE = re.compile(r"^\s*(\d{1,2})\s*/\s*(\d{1,2})\s*$")
+
+
+def _check_time_signature(ts: str) -> tuple[int, int]:
+    m = _TS_RE.match(str(ts))
+    if not m or int(m.group(1)) < 1 or int(m.group(2)) not in (1, 2, 4, 8, 16, 32):
+        raise PianonotesError(f"time signature {ts!r} is not valid; use a form such as 4/4, 3/4 or 6/8")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _is_dyadic(x: Fraction) -> bool:
+    d = x.denominator
+    return d & (d - 1) == 0
+
+
+def _pieces(start: Fraction, end: Fraction) -> list[tuple[Fraction, Fraction]]:
+    """Split a span at whole beats when an end is off the binary grid (a tuplet), so every piece has
+    a duration MusicXML can write."""
+    if _is_dyadic(start) and _is_dyadic(end):
+        return [(start, end)]
+    cuts = [start]
+    b = math.floor(start) + 1
+    while b < end:
+        cuts.append(Fraction(b))
+        b += 1
+    cuts.append(end)
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def _fill_staff(staff, events: list[tuple[Fraction, Fraction, list[int]]], total: Fraction, table) -> None:
+    from music21 import chord, note, tie
+
+    cursor = Fraction(0)
+
+    def rest(a: Fraction, b: Fraction) -> None:
+        for s, e in _pieces(a, b):
+            r = note.Rest()
+            r.quarterLength = e - s
+            staff.insert(s, r)
+
+    for start, end, pitches in events:
+        if start > cursor:
+            rest(cursor, start)
+        parts = _pieces(start, end)
+        for i, (s, e) in enumerate(parts):
+            ps = [_pitch(m, table) for m in pitches]
+            if len(ps) == 1:
+                obj = note.Note(ps[0])
+            else:
+                obj = chord.Chord(ps)
+            obj.quarterLength = e - s
+            if len(parts) > 1:
+                kind = "start" if i == 0 else ("stop" if i == len(parts) - 1 else "continue")
+                if isinstance(obj, chord.Chord):
+                    for n in obj.notes:
+                        n.tie = tie.Tie(kind)
+                else:
+                    obj.tie = tie.Tie(kind)
+            staff.insert(s, obj)
+        cursor = end
+    if total > cursor:
+        rest(cursor, total)
+
+
+def _staff_events(qnotes: list[_QNote], step_of) -> list[tuple[Fraction, Fraction, list[int]]]:
+    """Group one staff's notes into chords; a chord ends at the next onset in the staff or its own
+    (latest) offset, whichever comes first, but lasts at least one grid step."""
+    by_start: dict[Fraction, list[_QNote]] = {}
+    for qn in qnotes:
+        by_start.setdefault(qn.start, []).append(qn)
+    starts = sorted(by_start)
+    events = []
+    for i, s in enumerate(starts):
+        group = by_start[s]
+        end = max(max(qn.end for qn in group), s + step_of(s))
+        if i + 1 < len(starts):
+            end = min(end, starts[i + 1])
+        events.append((s, end, sorted({qn.pitch for qn in group})))
+    return events
+
+
+def notes_to_score(
+    notes: Sequence[Note],
+    *,
+    title: str,
+    bpm: float | None = None,
+    time_signature: str = "4/4",
+    grid: Sequence[int] = (4,),
+) -> "stream.Score":
+    """Build a piano grand-staff score from notes.
+
+    Parameters
+    ----------
+    notes : the notes (seconds); may be empty (a score of rests).
+    title : shown at the top of the score.
+    bpm : quarter notes per minute; ``None`` estimates it with :func:`estimate_tempo`.
+    time_signature : e.g. ``"4/4"``, ``"3/4"``, ``"6/8"``.
+    grid : divisions of the quarter note that onsets and offsets snap to; ``(4,)`` is sixteenths,
+        ``(4, 3)`` also allows eighth-note triplets where the onsets really sit on them.
+
+    Returns a ``music21.stream.Score`` with two ``PartStaff`` (treble, bass) in a braced ``StaffGroup``
+    (one MusicXML part with two staves), a metronome mark, time and key signature (estimated with
+    ``analyze('key')``), notes spelled for the key, measures, ties across barlines and beams.
+    """
+    from music21 import clef, instrument, key, layout, metadata, meter, note, stream, tempo
+
+    num, den = _check_time_signature(time_signature)
+    g = _check_grid(grid)
+    notes = list(notes)
+    if bpm is None:
+        bpm = estimate_tempo(notes)
+    elif not (isinstance(bpm, (int, float)) and math.isfinite(bpm) and 10 <= bpm <= 400):
+        raise PianonotesError(f"tempo {bpm!r} bpm is out of range; give a value between 10 and 400")
+    bpm = float(bpm)
+
+    qnotes, quant = _quantize(notes, bpm, g)
+
+    # Hand split over onset clusters.
+    by_start: dict[Fraction, list[_QNote]] = {}
+    for qn in qnotes:
+        by_start.setdefault(qn.start, []).append(qn)
+    starts = sorted(by_start)
+    clusters = [sorted(by_start[s], key=lambda qn: qn.pitch) for s in starts]
+    ks = split_hands([[qn.pitch for qn in c] for c in clusters])
+    left = [qn for c, k in zip(clusters, ks) for qn in c[:k]]
+    right = [qn for c, k in zip(clusters, ks) for qn in c[k:]]
+    right_events = _staff_events(right, quant.step)
+    left_events = _staff_events(left, quant.step)
+
+    ts = meter.TimeSignature(f"{num}/{den}")
+    bar = Fraction(ts.barDuration.quarterLength).limit_denominator(64)
+    last = max([e for _, e, _ in right_events + left_events], default=Fraction(0))
+    total = max(bar, bar * math.ceil(last / bar))
+
+    # Key from the pitches, weighted by duration.
+    if qnotes:
+        probe = stream.Stream()
+        for qn in qnotes:
+            n = note.Note()
+            n.pitch.midi = qn.pitch
+            n.quarterLength = min(float(qn.end - qn.start), 4.0)
+            probe.insert(float(qn.start), n)
+        k = probe.analyze("key")
+        k = key.Key(k.tonic.name, k.mode)
+    else:
+        k = key.Key("C")
+    table = _spelling_table(k)
+
+    upper = stream.PartStaff(id="RH")
+    lower = stream.PartStaff(id="LH")
+    piano = instrument.Piano()
+    upper.insert(0, piano)
+    for staff, events in ((upper, right_events), (lower, left_events)):
+        pitches = [p for _, _, ps in events for p in ps]
+        med = sorted(pitches)[len(pitches) // 2] if pitches else None
+        if staff is upper:
+            staff.insert(0, clef.BassClef() if med is not None and med < 55 else clef.TrebleClef())
+        else:
+            staff.insert(0, clef.TrebleClef() if med is not None and med >= 62 else clef.BassClef())
+        staff.insert(0, key.Key(k.tonic.name, k.mode))
+        staff.insert(0, meter.TimeSignature(f"{num}/{den}"))
+        _fill_staff(staff, events, total, table)
+    mm = tempo.MetronomeMark(number=int(round(bpm)), referent=note.Note(type="quarter"))
+    upper.insert(0, mm)
+
+    sc = stream.Score(id="pianonotes")
+    sc.metadata = metadata.Metadata()
+    sc.metadata.title = title
+    sc.metadata.movementName = title
+    sc.metadata.addContributor(metadata.Contributor(role="transcriber", name="pianonotes"))
+    sc.insert(0, upper)
+    sc.insert(0, lower)
+    sc.insert(0, layout.StaffGroup([upper, lower], name="Piano", abbreviation="Pno.", symbol="brace"))
+    for staff in (upper, lower):
+        staff.makeNotation(inPlace=True)
+    return sc
+
+
+# -------------------------------------------------------------------------------------------- output
+def score_to_musicxml(score: "stream.Score") -> bytes:
+    """Uncompressed MusicXML (UTF-8 bytes) for a score from :func:`notes_to_score`."""
+    from music21.musicxml import m21ToXml
+
+    exporter = m21ToXml.GeneralObjectExporter(score)
+    exporter.makeNotation = False  # notes_to_score already did it; skipping saves a deep copy pass
+    return exporter.parse()
+
+
+_MXL_CONTAINER = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    '<container><rootfiles><rootfile full-path="score.musicxml" '
+    'media-type="application/vnd.recordare.musicxml+xml"/></rootfiles></container>\n'
+)
+
+
+def mxl_bytes(musicxml: bytes) -> bytes:
+    """Compressed MusicXML (.mxl): a zip holding the score and ``META-INF/container.xml``."""
+    import io
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("mimetype", "application/vnd.recordare.musicxml", compress_type=zipfile.ZIP_STORED)
+        z.writestr("META-INF/container.xml", _MXL_CONTAINER, compress_type=zipfile.ZIP_DEFLATED)
+        z.writestr("score.musicxml", musicxml, compress_type=zipfile.ZIP_DEFLATED)
+    return buf.getvalue()
+
+
+def write_musicxml(
+    path: str | os.PathLike,
+    notes: Sequence[Note],
+    *,
+    title: str,
+    bpm: float | None = None,
+    time_signature: str = "4/4",
+    grid: Sequence[int] = (4,),
+    compressed: bool | None = None,
+    overwrite: bool = True,
+) -> None:
+    """Write notes as MusicXML atomically: ``.mxl`` (or ``compressed=True``) is compressed, anything
+    else (``.musicxml``, ``.xml``) plain. Options as :func:`notes_to_score`."""
+    sc = notes_to_score(notes, title=title, bpm=bpm, time_signature=time_signature, grid=grid)
+    data = score_to_musicxml(sc)
+    if compressed is None:
+        compressed = str(path).lower().endswith(".mxl")
+    write_bytes_atomic(path, mxl_bytes(data) if compressed else data, overwrite=overwrite)

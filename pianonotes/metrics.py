@@ -1,0 +1,83 @@
+"""Transcription metrics: mir_eval note and frame scores and the seed's exact-frame accuracy."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from pianonotes import constants as C
+from pianonotes.notes import Note
+
+
+def _arrays(notes: Sequence[Note]) -> tuple[np.ndarray, np.ndarray]:
+    iv = np.array([[n.onset, n.offset] for n in notes], float).reshape(-1, 2)
+    hz = 440.0 * 2 ** ((np.array([n.pitch for n in notes], float) - 69) / 12)
+    return iv, hz
+
+
+def note_scores(ref: Sequence[Note], est: Sequence[Note]) -> dict[str, float]:
+    """mir_eval note precision/recall/F1: onset only (50 ms) and with offsets (50 ms or 20 %)."""
+    import mir_eval
+
+    if not ref and not est:
+        return {k: 1.0 for k in ("note_p", "note_r", "note_f1", "note_off_p", "note_off_r", "note_off_f1")}
+    if not ref or not est:
+        return {k: 0.0 for k in ("note_p", "note_r", "note_f1", "note_off_p", "note_off_r", "note_off_f1")}
+    ri, rp = _arrays(ref)
+    ei, ep = _arrays(est)
+    p, r, f, _ = mir_eval.transcription.precision_recall_f1_overlap(
+        ri, rp, ei, ep, onset_tolerance=C.ONSET_TOLERANCE, offset_ratio=None)
+    po, ro, fo, _ = mir_eval.transcription.precision_recall_f1_overlap(
+        ri, rp, ei, ep, onset_tolerance=C.ONSET_TOLERANCE, offset_ratio=C.OFFSET_RATIO,
+        offset_min_tolerance=C.OFFSET_MIN_TOLERANCE)
+    return {"note_p": p, "note_r": r, "note_f1": f, "note_off_p": po, "note_off_r": ro, "note_off_f1": fo}
+
+
+def piano_roll(notes: Sequence[Note], n_frames: int, fps: float) -> np.ndarray:
+    """(n_frames, 88) bool: key sounding at each frame time."""
+    roll = np.zeros((n_frames, C.N_KEYS), bool)
+    for n in notes:
+        a = int(np.ceil(n.onset * fps - 1e-9))
+        b = int(np.ceil(n.offset * fps - 1e-9))
+        roll[max(a, 0): max(min(b, n_frames), 0), n.pitch - C.MIN_PITCH] = True
+    return roll
+
+
+def frame_scores(ref: np.ndarray, est: np.ndarray) -> dict[str, float]:
+    """Frame precision/recall/F1 over (T, 88) boolean rolls, and the seed's exact-frame accuracy."""
+    tp = float(np.logical_and(ref, est).sum())
+    fp = float(np.logical_and(~ref, est).sum())
+    fn = float(np.logical_and(ref, ~est).sum())
+    p = tp / (tp + fp) if tp + fp else (1.0 if fn == 0 else 0.0)
+    r = tp / (tp + fn) if tp + fn else 1.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    exact = float(np.mean(np.all(ref == est, axis=1))) if len(ref) else 1.0
+    return {"frame_p": p, "frame_r": r, "frame_f1": f, "exact_frame_acc": exact}
+
+
+def transcription_scores(ref: Sequence[Note], est: Sequence[Note], duration: float) -> dict[str, float]:
+    """All headline metrics. Frame metrics use the seed's 50 ms frames (20 per second)."""
+    fps = 1.0 / C.SEED_FRAME_SECONDS
+    n = int(np.ceil(duration * fps))
+    out = note_scores(ref, est)
+    out.update(frame_scores(piano_roll(ref, n, fps), piano_roll(est, n, fps)))
+    return out
+
+
+def per_pitch(ref: Sequence[Note], est: Sequence[Note]) -> dict[int, dict[str, float]]:
+    """Note-onset F1 and counts for each pitch present in the reference or the estimate."""
+    out = {}
+    for p in sorted({n.pitch for n in ref} | {n.pitch for n in est}):
+        r = [n for n in ref if n.pitch == p]
+        e = [n for n in est if n.pitch == p]
+        s = note_scores(r, e)
+        out[p] = {"f1": s["note_f1"], "precision": s["note_p"], "recall": s["note_r"], "ref": len(r), "est": len(e)}
+    return out
+
+
+def aggregate(rows: Sequence[dict[str, float]], weights: Sequence[float] | None = None) -> dict[str, float]:
+    if not rows:
+        return {}
+    w = np.ones(len(rows)) if weights is None else np.asarray(weights, float)
+    return {k: float(np.average([r[k] for r in rows], weights=w)) for k in rows[0]}

@@ -1,0 +1,1 @@
+"""AudioNet and the seed's baselines: architectures, checkpoints, training data, training."""

@@ -1,0 +1,371 @@
+"""``pianonotes train``: AudioNet and the seed's baselines on a synthetic (or MSMD) dataset.
+
+Single process or DistributedDataParallel under torchrun (gloo on the CPU, NCCL on GPUs). Checkpoints
+are written atomically every ``save_every`` steps and at the end; ``resume`` continues exactly
+(weights, optimizer, data order, step, RNG). Library code: progress goes to a callback, never a print.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from pianonotes import constants as C
+from pianonotes.errors import PianonotesError
+from pianonotes.nn import data as D
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    data: str | None = None
+    out: str = "runs/audionet"
+    arch: str = "audionet"
+    epochs: float = 10.0
+    max_steps: int | None = None
+    batch_size: int = 16
+    window: int = 200  # output frames per training window
+    lr: float | None = None  # default: 1e-3 AdamW (audionet), 0.01 SGD (seed-mlp, linear)
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    device: str = "auto"
+    seed: int = 0
+    save_every: int = 500
+    val_every: int = 0  # steps; 0: at each save
+    val_seconds: float = 600.0  # validation audio used during training
+    limit_hours: float | None = None  # use only this much training audio
+    workers: int = 0
+    max_classes: int = 35531  # combination vocabulary of the seed's models
+    arch_config: dict = dataclasses.field(default_factory=dict)
+    msmd: dict | None = None  # MSMD options (pianonotes.msmd) instead of a synthetic dataset
+    train_split: str = "train"
+    val_split: str = "validation"
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def pick_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PianonotesError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise PianonotesError(f"unknown device '{name}'; use auto, cpu or cuda")
+    return name
+
+
+def load_data(cfg: TrainConfig, frontend=None, on_event: Callable | None = None):
+    """(train recordings, validation recordings, front end config, data description)."""
+    if cfg.msmd is not None:
+        from pianonotes import msmd
+
+        return msmd.training_data(cfg.msmd, on_event=on_event)
+    if not cfg.data:
+        raise PianonotesError("no training data: pass --data DIR (made by `pianonotes data synth`) or --msmd PATH")
+    from pianonotes.frontend import FrontEnd
+
+    root = Path(cfg.data)
+    if not root.is_dir():
+        raise PianonotesError(f"dataset folder {root} not found; make one with `pianonotes data synth {root}`")
+    fe = frontend or FrontEnd()
+    limit = cfg.limit_hours * 3600 if cfg.limit_hours else None
+    prog = (lambda i, n: on_event("loading", {"done": i, "total": n})) if on_event else None
+    train = D.load_split(root, cfg.train_split, fe, limit_seconds=limit, on_progress=prog)
+    val = []
+    if (root / cfg.val_split).is_dir():
+        val = D.load_split(root, cfg.val_split, fe, limit_seconds=cfg.val_seconds)
+    manifest = {}
+    if (root / "manifest.json").exists():
+        manifest = json.loads((root / "manifest.json").read_text())
+    if manifest.get("evaluation_only"):
+        raise PianonotesError(f"{root} is an evaluation-only dataset (reserved soundfont); never train on it")
+    desc = {
+        "dataset": str(root.resolve()),
+        "format": manifest.get("format", "unknown"),
+        "train_hours": round(sum(r.n_frames for r in train) / fe.fps / 3600, 3),
+        "soundfonts": sorted(manifest.get("soundfonts", {})),
+        "licenses": manifest.get("licenses", []),
+        "attribution": manifest.get("attribution", ""),
+        "synth_config": manifest.get("config", {}),
+    }
+    return train, val, fe.to_dict(), desc
+
+
+def _lr_at(step: int, total: int, base: float, warmup: int, cosine: bool) -> float:
+    if not cosine:
+        return base
+    if step < warmup:
+        return base * (step + 1) / warmup
+    prog = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * prog)))
+
+
+def _dist():
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if os.environ.get("PIANONOTES_DDP_BACKEND", "") == "nccl" else "gloo"
+        dist.init_process_group(backend)
+    rank = dist.get_rank() if world > 1 else 0
+    return rank, world
+
+
+def _save_state(path: Path, model, opt, meta: dict) -> None:
+    """Optimizer and RNG state (safetensors + JSON, no pickle), for an exact resume."""
+    import torch
+    from safetensors.torch import save as st_save
+
+    from pianonotes.fileio import write_bytes_atomic, write_text_atomic
+
+    sd = opt.state_dict()
+    tensors = {}
+    scalars = {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    tensors["rng.torch"] = torch.get_rng_state()
+    write_bytes_atomic(path.with_suffix(".safetensors"), st_save(tensors))
+    meta = dict(meta, param_groups=sd["param_groups"], opt_scalars=scalars)
+    write_text_atomic(path.with_suffix(".json"), json.dumps(meta, indent=1))
+
+
+def _load_state(path: Path, opt) -> dict:
+    import torch
+    from safetensors.torch import load_file
+
+    meta = json.loads(path.with_suffix(".json").read_text())
+    tensors = load_file(os.fspath(path.with_suffix(".safetensors")))
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, pid, k = key.split(".", 2)
+            state.setdefault(int(pid), {})[k] = v
+    for key, v in meta.get("opt_scalars", {}).items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    return meta
+
+
+def validate(model, recs, fps: float, device: str, options=None) -> dict[str, float]:
+    """Note and frame metrics of ``model`` on recordings (features already computed)."""
+    from pianonotes.decode import DecodeOptions, decode
+    from pianonotes.engine import infer_features
+    from pianonotes.metrics import aggregate, transcription_scores
+
+    was_training = model.training
+    model.eval()
+    rows, weights = [], []
+    for rec in recs:
+        probs = infer_features(model, rec.features.astype(np.float32), device=device)
+        est = decode(probs["frame"], probs["onset"], probs["velocity"], fps=fps, options=options or DecodeOptions())
+        dur = rec.n_frames / fps
+        rows.append(transcription_scores(rec.notes, est, dur))
+        weights.append(dur)
+    if was_training:
+        model.train()
+    return aggregate(rows, weights)
+
+
+def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[str, dict], None] | None = None,
+          stop: Callable[[], bool] | None = None) -> dict:
+    """Train; returns a summary. ``on_event(kind, info)`` receives 'loading', 'start', 'step', 'val',
+    'save' and 'done' events. KeyboardInterrupt saves a resumable checkpoint before it propagates."""
+    import torch
+    from torch.nn import functional as F
+
+    from pianonotes.nn import checkpoint as ckpt
+    from pianonotes.nn.archs import ARCHS, build
+
+    if cfg.arch not in ARCHS:
+        raise PianonotesError(f"unknown architecture '{cfg.arch}'; choose one of {', '.join(ARCHS)}")
+    emit = on_event or (lambda kind, info: None)
+    rank, world = _dist()
+    device = pick_device(cfg.device)
+    if device.startswith("cuda") and world > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(device)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    if rank == 0:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PianonotesError(f"cannot create {out}: {exc.strerror}") from exc
+
+    train_recs, val_recs, fe_cfg, desc = load_data(cfg, on_event=emit if rank == 0 else None)
+    if not train_recs:
+        raise PianonotesError("the training split is empty")
+    from pianonotes.frontend import frontend_from_config
+
+    fps = frontend_from_config(fe_cfg).fps
+    n_features = train_recs[0].features.shape[1]
+    arch_cfg = dict(cfg.arch_config)
+    vocab = None
+    if cfg.arch in ("seed-mlp", "linear"):
+        vocab = D.combo_vocab(train_recs, cfg.max_classes)
+        arch_cfg["n_classes"] = int(len(vocab))
+        if cfg.arch == "seed-mlp":
+            arch_cfg.setdefault("hidden", [300, 1000, 600, 300])
+        arch_cfg_for_build = dict(arch_cfg, vocab=vocab)
+    else:
+        arch_cfg_for_build = arch_cfg
+    model = build(cfg.arch, n_features, arch_cfg_for_build).to(device)
+    past, future = int(model.past), int(model.future)
+    combo = getattr(model, "kind", "") == "combo"
+    if combo:
+        window = cfg.window
+        vocab_lookup = vocab
+    is_seed = cfg.arch in ("seed-mlp", "linear")
+    base_lr = cfg.lr or (0.01 if is_seed else 1e-3)
+    if is_seed:
+        opt = torch.optim.SGD(model.parameters(), lr=base_lr)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=base_lr, weight_decay=cfg.weight_decay)
+    ddp_model = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ddp_model = DDP(model, device_ids=[int(device.split(":")[1])] if device.startswith("cuda:") else None)
+
+    # seed's batch is 16 frames; ours are windows of frames
+    batch = cfg.batch_size
+    sampler = D.WindowSampler(train_recs, cfg.window, cfg.seed)
+    per_epoch = math.ceil(len(sampler.epoch(0)) / (batch * world))
+    total_steps = cfg.max_steps or max(1, int(cfg.epochs * per_epoch))
+    step, epoch, best = 0, 0, -1.0
+    if resume:
+        state_path = Path(resume)
+        state_path = state_path.with_suffix("") if state_path.suffix in (".json", ".safetensors") else state_path
+        if not state_path.name.endswith("-state"):
+            state_path = state_path.with_name(state_path.name + "-state")
+        if not state_path.with_suffix(".json").exists():
+            raise PianonotesError(f"no training state at {state_path}.json to resume from")
+        from safetensors.torch import load_file
+
+        weights_path = state_path.with_name(state_path.name[: -len("-state")])
+        m, _ = ckpt.load(weights_path)
+        model.load_state_dict(m.state_dict(), strict=True)
+        meta = _load_state(state_path, opt)
+        step, best = int(meta["step"]), float(meta.get("best", -1.0))
+        del load_file
+
+    config_base = {
+        "arch": cfg.arch, "arch_config": arch_cfg, "n_features": n_features, "frontend": fe_cfg,
+        "fps": fps, "past_frames": past, "future_frames": future,
+        "lookahead_seconds": future / fps + frontend_from_config(fe_cfg).lookahead_seconds,
+        "decode": {"onset_threshold": C.ONSET_THRESHOLD, "frame_threshold": C.FRAME_THRESHOLD,
+                   "min_note_seconds": C.MIN_NOTE_SECONDS},
+        "data": desc, "train_config": cfg.to_dict(),
+    }
+
+    def save(name: str, metrics: dict | None = None) -> None:
+        if rank != 0:
+            return
+        conf = dict(config_base, step=step, metrics=metrics or {})
+        ckpt.save(out / name, model, conf)
+        _save_state(out / f"{name}-state", model, opt, {"step": step, "best": best})
+        emit("save", {"path": str(out / name), "step": step})
+
+    log_path = out / "metrics.jsonl"
+
+    def log(row: dict) -> None:
+        if rank == 0:
+            with open(log_path, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+    emit("start", {"total_steps": total_steps, "per_epoch": per_epoch, "step": step, "device": device,
+                   "world": world, "train_hours": desc.get("train_hours"), "params": sum(
+                       p.numel() for p in model.parameters())})
+    use_amp = device.startswith("cuda")
+    model.train()
+    t_last, frames_since = time.time(), 0
+    metrics: dict = {}
+    try:
+        while step < total_steps:
+            epoch = step // per_epoch
+            order = sampler.epoch(epoch)
+            i0 = (step % per_epoch) * batch * world
+            for i in range(i0, len(order), batch * world):
+                if step >= total_steps or (stop and stop()):
+                    break
+                pos = order[i: i + batch * world][rank::world]
+                if len(pos) == 0:
+                    continue
+                x, fr, on, ve = D.batch_arrays(train_recs, pos, cfg.window, past, future)
+                xt = torch.from_numpy(x).to(device, non_blocking=True)
+                lr = _lr_at(step, total_steps, base_lr, cfg.warmup_steps, not is_seed)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                    res = ddp_model(xt)
+                if combo:
+                    tgt = torch.from_numpy(D.combo_targets(fr, vocab_lookup)).to(device)
+                    loss = F.cross_entropy(res["logits"].float().reshape(-1, res["logits"].shape[-1]),
+                                           tgt.reshape(-1), ignore_index=-100)
+                    parts = {"ce": float(loss)}
+                else:
+                    frt = torch.from_numpy(fr).to(device)
+                    ont = torch.from_numpy(on).to(device)
+                    vet = torch.from_numpy(ve).to(device)
+                    l_on = F.binary_cross_entropy_with_logits(res["onset"].float(), ont)
+                    l_fr = F.binary_cross_entropy_with_logits(res["frame"].float(), frt)
+                    l_ve = ((res["velocity"].float() - vet) ** 2 * ont).sum() / ont.sum().clamp(min=1)
+                    loss = l_on + l_fr + 0.5 * l_ve
+                    parts = {"onset": float(l_on), "frame": float(l_fr), "velocity": float(l_ve)}
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
+                opt.step()
+                step += 1
+                frames_since += len(pos) * cfg.window * world
+                if step % 10 == 0 or step == total_steps:
+                    now = time.time()
+                    fps_train = frames_since / max(now - t_last, 1e-9)
+                    t_last, frames_since = now, 0
+                    row = {"step": step, "epoch": round(step / per_epoch, 3), "loss": float(loss), "lr": lr,
+                           "frames_per_s": round(fps_train, 1), **parts}
+                    log(row)
+                    emit("step", dict(row, total_steps=total_steps))
+                if step % cfg.save_every == 0 or (cfg.val_every and step % cfg.val_every == 0):
+                    if val_recs and rank == 0:
+                        metrics = validate(model, val_recs, fps, device)
+                        log({"step": step, "val": metrics})
+                        emit("val", {"step": step, **metrics})
+                        if metrics.get("note_f1", 0) > best:
+                            best = metrics["note_f1"]
+                            save("best", metrics)
+                    save("last", metrics)
+            if stop and stop():
+                break
+    except KeyboardInterrupt:
+        save("last", metrics)
+        raise
+    if val_recs and rank == 0:
+        metrics = validate(model, val_recs, fps, device)
+        log({"step": step, "val": metrics})
+        emit("val", {"step": step, **metrics})
+        if metrics.get("note_f1", 0) > best:
+            best = metrics["note_f1"]
+            save("best", metrics)
+    save("last", metrics)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    emit("done", {"step": step, "metrics": metrics, "out": str(out)})
+    return {"step": step, "metrics": metrics, "out": str(out), "best_note_f1": best}
