@@ -35,33 +35,45 @@ _BEAM = 8
 
 # --------------------------------------------------------------------------------------------- tempo
 def _onset_clusters(notes: Sequence[Note]):
-    """Onset times (s) merged within CLUSTER_SECONDS, with weights (more and louder notes weigh more)."""
+    """Onset times (s) merged within CLUSTER_SECONDS, with weights: more, louder and longer notes weigh
+    more, and an onset with a bass note (the lowest fifth of the piece's pitches) weighs four times as
+    much, since the bass marks the beat."""
     import numpy as np
 
-    ons = sorted((n.onset, n.velocity) for n in notes)
+    ons = sorted(notes, key=lambda n: n.onset)
+    pitches = sorted(n.pitch for n in ons)
+    low = pitches[len(pitches) // 5] + 2 if pitches else 0
     times: list[float] = []
     weights: list[float] = []
-    group: list[tuple[float, int]] = []
-    for on, vel in ons:
-        if group and on - group[0][0] > CLUSTER_SECONDS:
-            times.append(group[0][0])
-            weights.append(math.sqrt(len(group)) * (sum(v for _, v in group) / len(group)) / 80.0)
+    group: list[Note] = []
+
+    def flush() -> None:
+        vel = sum(n.velocity for n in group) / len(group)
+        longest = max(n.duration for n in group)
+        bass = any(n.pitch <= low for n in group)
+        times.append(group[0].onset)
+        weights.append(math.sqrt(len(group)) * vel / 80.0 * (1.0 + 3.0 * bass) * (1.0 + min(longest, 1.0)))
+
+    for n in ons:
+        if group and n.onset - group[0].onset > CLUSTER_SECONDS:
+            flush()
             group = []
-        group.append((on, vel))
+        group.append(n)
     if group:
-        times.append(group[0][0])
-        weights.append(math.sqrt(len(group)) * (sum(v for _, v in group) / len(group)) / 80.0)
+        flush()
     return np.asarray(times, dtype=float), np.asarray(weights, dtype=float)
 
 
 def estimate_tempo(notes: Sequence[Note]) -> float:
-    """Estimate the tempo in quarter-note beats per minute from the onsets, folded into 60-180 bpm.
+    """Estimate the tempo in quarter-note beats per minute from the onsets, within 60-180 bpm.
 
-    Method: a smoothed onset train (10 ms bins, 20 ms Gaussian) is autocorrelated; each candidate beat
-    period P scores ``A(P) + A(2P)/2 + A(P/2)/2 + A(P/4)/4`` (beats, bars, eighths and sixteenths line
-    up), with a mild preference for ~110 bpm to break octave ties. The best period is then refined
-    from the inter-onset intervals rounded to sixteenths. Deterministic. Fewer than four distinct
-    onsets give 120.
+    Method: a weighted onset train (10 ms bins, 20 ms Gaussian; see :func:`_onset_clusters`) is
+    autocorrelated (A); each candidate beat period P scores ``A(P) + A(2P)/2 + A(4P)/4`` (beats, half
+    bars, bars line up), times a broad log-normal preference around 120 bpm (sigma 1.2 octaves) that
+    settles double/half-tempo ties. The best period is then refined from the inter-onset intervals
+    counted in sixteenths. Deterministic. Fewer than four distinct onsets give 120. On synthetic
+    patterns (quarters, eighths, sixteenths, Alberti bass, waltz, dotted rhythms; 60-180 bpm, 15 ms
+    jitter) the only misses are double/half-tempo readings that the notes alone cannot settle.
     """
     import numpy as np
 
@@ -70,7 +82,7 @@ def estimate_tempo(notes: Sequence[Note]) -> float:
         return DEFAULT_BPM
     fs = 100.0
     t = times - times[0]
-    max_lag = int(4.5 * fs)
+    max_lag = int(60.0 / MIN_BPM * 4 * fs) + 2
     n = int(round(t[-1] * fs)) + 1
     env = np.zeros(n + 8)
     np.add.at(env, np.round(t * fs).astype(int), weights)
@@ -88,9 +100,8 @@ def estimate_tempo(notes: Sequence[Note]) -> float:
         return np.interp(periods_s * fs, lags, ac, right=0.0)
 
     periods = np.arange(60.0 / MAX_BPM, 60.0 / MIN_BPM + 1e-9, 0.002)
-    score = a(periods) + 0.5 * a(2 * periods) + 0.5 * a(periods / 2) + 0.25 * a(periods / 4)
-    bpms = 60.0 / periods
-    score = score * (1.0 + 0.1 * np.exp(-0.5 * np.log2(bpms / 110.0) ** 2))
+    score = a(periods) + 0.5 * a(2 * periods) + 0.25 * a(4 * periods)
+    score = score * np.exp(-0.5 * (np.log2(60.0 / periods / 120.0) / 1.2) ** 2)
     period = float(periods[int(np.argmax(score))])
 
     # Refine: inter-onset intervals of up to two beats, counted in sixteenths.
@@ -117,7 +128,9 @@ def _check_grid(grid: Sequence[int]) -> tuple[int, ...]:
     except (TypeError, ValueError):
         raise PianonotesError(f"grid {grid!r} must be divisions per quarter note, such as (4,) or (4, 3)")
     if not g or any(d < 1 or d > 32 for d in g):
-        raise PianonotesError(f"grid {grid!r} must hold divisions per quarter note between 1 and 32, e.g. (4,)")
+        raise PianonotesError(
+            f"grid {grid!r} must hold divisions per quarter note between 1 and 32, e.g. (4,)"
+        )
     return g
 
 
@@ -222,8 +235,8 @@ def split_hands(chords: Sequence[Sequence[int]]) -> list[int]:
     clusters in time order: each hand has a centre (a running average of the pitches it played, which
     drifts back home while the hand rests); a split costs the distance of each note from its hand's
     centre, plus penalties for a hand spanning more than an octave or holding more than five notes, for
-    cutting a close chord between the hands, and a weak register prior. So a melody that dips below middle C stays in the right hand, and a chord
-    wider than an octave is shared between the hands.
+    cutting a close chord between the hands, and a weak register prior. So a melody that dips below
+    middle C stays in the right hand, and a chord wider than an octave is shared between the hands.
     """
     # hypothesis: (cost, c_left, c_right, parent index in previous layer, k)
     layer: list[tuple[float, float, float, int, int]] = [(0.0, _LEFT_HOME, _RIGHT_HOME, -1, 0)]
@@ -283,6 +296,25 @@ def _pitch(midi: int, table: list[str]):
     if p.midi != midi:  # cannot happen with the tables above; keep a safe fallback
         p = pitch.Pitch(midi=midi)
     return p
+
+
+_KEY_METHODS = ("krumhansl", "aarden", "temperley", "bellman")
+
+
+def _estimate_key(probe):
+    """music21's ``analyze('key')`` run with several key profiles (Krumhansl-Schmuckler, Aarden-Essen,
+    Temperley-Kostka-Payne, Bellman-Budge); the key with the highest summed correlation wins. One profile
+    alone errs more often (Aarden-Essen, the default, reads a D-minor scale with C# as G minor)."""
+    from music21 import key
+
+    totals: dict[tuple[str, str], float] = {}
+    for method in _KEY_METHODS:
+        best = probe.analyze(method)
+        for k in [best, *best.alternateInterpretations]:
+            name = (k.tonic.name, k.mode)
+            totals[name] = totals.get(name, 0.0) + float(k.correlationCoefficient)
+    (tonic, mode), _ = max(totals.items(), key=lambda kv: (kv[1], kv[0]))
+    return key.Key(tonic, mode)
 
 
 # --------------------------------------------------------------------------------------------- score
@@ -388,7 +420,8 @@ def notes_to_score(
 
     Returns a ``music21.stream.Score`` with two ``PartStaff`` (treble, bass) in a braced ``StaffGroup``
     (one MusicXML part with two staves), a metronome mark, time and key signature (estimated with
-    ``analyze('key')``), notes spelled for the key, measures, ties across barlines and beams.
+    ``analyze('key')``, several profiles), notes spelled for the key, measures, ties across barlines
+    and beams.
     """
     from music21 import clef, instrument, key, layout, metadata, meter, note, stream, tempo
 
@@ -428,8 +461,7 @@ def notes_to_score(
             n.pitch.midi = qn.pitch
             n.quarterLength = min(float(qn.end - qn.start), 4.0)
             probe.insert(float(qn.start), n)
-        k = probe.analyze("key")
-        k = key.Key(k.tonic.name, k.mode)
+        k = _estimate_key(probe)
     else:
         k = key.Key("C")
     table = _spelling_table(k)
@@ -461,6 +493,9 @@ def notes_to_score(
     sc.insert(0, layout.StaffGroup([upper, lower], name="Piano", abbreviation="Pno.", symbol="brace"))
     for staff in (upper, lower):
         staff.makeNotation(inPlace=True)
+        # durations no single note value can write (e.g. 1.25 quarters) become tied notes
+        staff.splitAtDurations(recurse=True)
+        staff.makeBeams(inPlace=True)
     return sc
 
 

@@ -1,0 +1,41 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FLUIDR3 = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
+
+needs_fluidsynth = pytest.mark.skipif(
+    not (shutil.which("fluidsynth") and Path(FLUIDR3).exists()), reason="fluidsynth and fluid-soundfont-gm needed"
+)
+
+
+def run_cli(*args, cwd=None, env=None, timeout=300, input=None):
+    """Run the real `pianonotes` executable; returns CompletedProcess with text output."""
+    exe = Path(sys.executable).with_name("pianonotes")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "pianonotes"]
+    e = dict(os.environ, COLUMNS="100", NO_COLOR="1")
+    if env:
+        e.update(env)
+    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=e,
+                          timeout=timeout, input=input)
+
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    err = proc.stderr.strip()
+    assert "Traceback" not in err and "Traceback" not in proc.stdout, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    for n in needles:
+        assert n.lower() in err.lower(), err
+
+
+def sine(freq, seconds, sr=16000, amp=0.3):
+    t = np.arange(int(seconds * sr)) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)

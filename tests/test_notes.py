@@ -1,0 +1,79 @@
+import mido
+import pytest
+
+from pianonotes.errors import PianonotesError
+from pianonotes.notes import Note, PedalEvent, apply_sustain, midi_bytes, pitch_name, read_midi, read_midi_with_pedal
+
+
+def _write(tmp_path, msgs, tpb=480):
+    mid = mido.MidiFile(ticks_per_beat=tpb)
+    tr = mido.MidiTrack()
+    tr.append(mido.MetaMessage("set_tempo", tempo=500000, time=0))  # 120 bpm: 960 ticks/s
+    for m in msgs:
+        tr.append(m)
+    mid.tracks.append(tr)
+    path = tmp_path / "x.mid"
+    mid.save(path)
+    return path
+
+
+def test_pitch_names():
+    assert pitch_name(60) == "C4" and pitch_name(21) == "A0" and pitch_name(108) == "C8" and pitch_name(61) == "C#4"
+
+
+def test_note_validation():
+    with pytest.raises(PianonotesError):
+        Note(0.0, 1.0, 20)
+    with pytest.raises(PianonotesError):
+        Note(1.0, 1.0, 60)
+    with pytest.raises(PianonotesError):
+        Note(0.0, 1.0, 60, velocity=0)
+
+
+def test_sustain_pedal_extends_offset_and_keeps_release(tmp_path):
+    # C4 pressed 0-0.5 s, pedal down 0.25-2.0 s; E4 0.5-1.0 without pedal release inside; G4 after pedal
+    path = _write(tmp_path, [
+        mido.Message("note_on", note=60, velocity=90, time=0),
+        mido.Message("control_change", control=64, value=127, time=240),  # 0.25 s
+        mido.Message("note_off", note=60, time=240),  # 0.5 s
+        mido.Message("control_change", control=64, value=0, time=1440),  # 2.0 s
+        mido.Message("note_on", note=67, velocity=50, time=960),  # 3.0 s
+        mido.Message("note_off", note=67, time=480),  # 3.5 s
+    ])
+    notes = read_midi(path)
+    c4 = [n for n in notes if n.pitch == 60][0]
+    assert c4.onset == pytest.approx(0.0) and c4.offset == pytest.approx(2.0) and c4.release == pytest.approx(0.5)
+    g4 = [n for n in notes if n.pitch == 67][0]
+    assert (g4.onset, g4.offset, g4.velocity) == (pytest.approx(3.0), pytest.approx(3.5), 50)
+    raw = read_midi(path, sustain=False)
+    assert [n for n in raw if n.pitch == 60][0].offset == pytest.approx(0.5)
+
+
+def test_restrike_under_pedal_cuts_previous_note():
+    notes = apply_sustain([(0.0, 0.2, 60, 80), (1.0, 1.2, 60, 80)], [PedalEvent(0.1, 3.0)])
+    assert [(n.onset, n.offset) for n in notes] == [(0.0, 1.0), (1.0, 3.0)]
+
+
+def test_midi_round_trip_with_pedal(tmp_path):
+    notes = [Note(0.1, 0.6, 21, 30), Note(0.5, 1.25, 108, 127), Note(1.0, 2.0, 64, 64)]
+    path = tmp_path / "out.mid"
+    path.write_bytes(midi_bytes(notes))
+    back = read_midi(path)
+    assert [(n.pitch, n.velocity) for n in back] == [(21, 30), (108, 127), (64, 64)]
+    for a, b in zip(notes, back):
+        assert abs(a.onset - b.onset) < 2e-3 and abs(a.offset - b.offset) < 2e-3
+    # written as key releases + pedal, the sounding offsets come back
+    keys = [Note(0.0, 0.3, 60, 80, key_offset=0.3)]
+    path.write_bytes(midi_bytes(keys, pedals=[PedalEvent(0.2, 1.5)], use_key_offsets=True))
+    n, pedals = read_midi_with_pedal(path)
+    assert n[0].offset == pytest.approx(1.5, abs=2e-3) and n[0].release == pytest.approx(0.3, abs=2e-3)
+    assert len(pedals) == 1
+
+
+def test_unreadable_midi(tmp_path):
+    bad = tmp_path / "bad.mid"
+    bad.write_text("not a midi file")
+    with pytest.raises(PianonotesError, match="cannot read MIDI"):
+        read_midi(bad)
+    with pytest.raises(PianonotesError, match="not found"):
+        read_midi(tmp_path / "missing.mid")

@@ -1,0 +1,148 @@
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pianonotes import constants as C
+from pianonotes.errors import PianonotesError
+from pianonotes.notes import PedalEvent
+from pianonotes.synth.augment import NO_AUGMENT
+from pianonotes.synth.dataset import SynthConfig, synthesize
+from pianonotes.synth.render import render
+from pianonotes.synth.textures import GENERATORS, generate
+
+from conftest import FLUIDR3, assert_one_line_error, needs_fluidsynth, run_cli
+
+SR = 16000
+
+
+def _band_energy(audio, pitch, t0, t1):
+    """Energy at a note's fundamental (and 2nd harmonic for the lowest keys) between t0 and t1."""
+    f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+    seg = audio[int(t0 * SR): int(t1 * SR)]
+    n = len(seg)
+    spec = np.abs(np.fft.rfft(seg * np.hanning(n))) ** 2
+    freqs = np.fft.rfftfreq(n, 1 / SR)
+    hs = [f0, 2 * f0, 3 * f0] if pitch < 40 else [f0]
+    return sum(spec[(freqs > h * 0.985) & (freqs < h * 1.015)].sum() for h in hs if h < SR / 2)
+
+
+@needs_fluidsynth
+@pytest.mark.parametrize("pitch", [21, 60, 108])
+def test_rendered_note_matches_its_label(pitch):
+    audio = render([(0.5, 1.5, pitch, 100)], [], 3.0, FLUIDR3, 0, SR)
+    before = _band_energy(audio, pitch, 0.1, 0.45)
+    during = _band_energy(audio, pitch, 0.6, 0.95)
+    after = _band_energy(audio, pitch, 2.2, 2.55)  # release is over well before 2.2 s
+    assert during > 30 * max(before, 1e-12)
+    assert during > 10 * max(after, 1e-12)
+
+
+@needs_fluidsynth
+def test_pedal_holds_the_note_as_labelled():
+    from pianonotes.synth.performance import Performance
+
+    keys = [(0.2, 0.5, 60, 100)]
+    pedals = [PedalEvent(0.1, 2.0)]
+    audio = render(keys, pedals, 3.5, FLUIDR3, 0, SR)
+    label = Performance(np.array(keys, float), pedals, 3.5).sounding_notes()[0]
+    assert label.offset == pytest.approx(2.0) and label.release == pytest.approx(0.5)
+    held = _band_energy(audio, 60, 1.5, 1.9)  # key released, pedal down: still sounding
+    gone = _band_energy(audio, 60, 2.8, 3.2)  # pedal lifted at 2.0
+    assert held > 20 * max(gone, 1e-12)
+    unpedalled = render(keys, [], 3.5, FLUIDR3, 0, SR)
+    assert held > 20 * _band_energy(unpedalled, 60, 1.5, 1.9)
+
+
+def test_generated_textures_cover_every_key():
+    rng = np.random.default_rng(0)
+    seen = set()
+    for kind in GENERATORS:
+        for _ in range(6):
+            perf, _ = generate(rng, 20.0, kind)
+            seen |= set(perf.keys[:, 2].astype(int))
+            assert perf.keys[:, 2].min() >= C.MIN_PITCH and perf.keys[:, 2].max() <= C.MAX_PITCH
+            assert np.all(perf.keys[:, 1] > perf.keys[:, 0])
+    assert seen == set(range(C.MIN_PITCH, C.MAX_PITCH + 1))
+
+
+def _small_cfg(**kw):
+    base = dict(hours=0.0, eval_minutes=0.4, splits=("validation",), shard_seconds=12.0, clip_seconds=(4.0, 6.0),
+                weights={"corpus": 0.5, "textures": 0.5}, soundfonts=("timgm6mb",), seed=3)
+    base.update(kw)
+    return SynthConfig(**base)
+
+
+@needs_fluidsynth
+def test_dataset_is_deterministic_and_labelled(tmp_path):
+    cfg = _small_cfg()
+    m1 = synthesize(tmp_path / "a", cfg)
+    synthesize(tmp_path / "b", cfg)
+    files = sorted((tmp_path / "a" / "validation").iterdir())
+    assert len(files) >= 4
+    for f in files:
+        assert f.read_bytes() == (tmp_path / "b" / "validation" / f.name).read_bytes(), f.name
+    labels = json.loads(files[1].read_text())
+    audio, sr = sf.read(files[0])
+    assert sr == SR and abs(len(audio) / sr - labels["seconds"]) < 0.01
+    assert labels["notes"] and all(C.MIN_PITCH <= n[2] <= C.MAX_PITCH for n in labels["notes"])
+    assert all(c["license"] for c in labels["clips"])
+    assert m1["totals"]["validation"]["shards"] == len(files) // 2
+    man = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert man["config"]["seed"] == 3 and "licenses" in man and man["soundfonts"] == {"timgm6mb": C.TRAIN_SOUNDFONTS["timgm6mb"]}
+    # a different seed gives different audio
+    synthesize(tmp_path / "c", _small_cfg(seed=4))
+    assert files[0].read_bytes() != (tmp_path / "c" / "validation" / files[0].name).read_bytes()
+
+
+@needs_fluidsynth
+def test_resume_after_interruption_and_no_half_shard(tmp_path):
+    cfg = _small_cfg(augment=NO_AUGMENT)
+    out = tmp_path / "d"
+    synthesize(out, cfg)
+    shards = sorted((out / "validation").glob("*.json"))
+    ref = {p.name: p.read_bytes() for p in (out / "validation").iterdir()}
+    # simulate a crash mid-shard: its labels missing and a stray temp file
+    shards[-1].unlink()
+    (out / "validation" / ".shard-00001.abc.part.flac").write_bytes(b"partial")
+    synthesize(out, cfg)
+    got = {p.name: p.read_bytes() for p in (out / "validation").iterdir() if not p.name.startswith(".")}
+    assert got == ref
+
+
+def test_reserved_soundfont_refused(tmp_path):
+    with pytest.raises(PianonotesError, match="reserved"):
+        synthesize(tmp_path, _small_cfg(soundfonts=("musescore",)))
+
+
+# ---- the CLI on bad input: one clear line, non-zero exit, nothing half-written counted as done
+@needs_fluidsynth
+def test_cli_bad_inputs(tmp_path):
+    p = run_cli("data", "synth", tmp_path / "o1", "--hours", "0", "--eval-minutes", "0.2", "--split", "test",
+                "--soundfonts", str(tmp_path / "nope.sf2"))
+    assert_one_line_error(p, "soundfont")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    p = run_cli("data", "synth", tmp_path / "o2", "--hours", "0", "--eval-minutes", "0.2", "--split", "test",
+                "--midi-dir", empty)
+    assert_one_line_error(p, "no MIDI files")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "broken.mid").write_text("garbage")
+    (bad / "manifest.csv").write_text("path,corpus,split,seconds,license\nbroken.mid,mine,test,10,CC0\n")
+    p = run_cli("data", "synth", tmp_path / "o3", "--hours", "0", "--eval-minutes", "0.3", "--split", "test",
+                "--midi-dir", bad, "--weights", "corpus=1", "--workers", "1")
+    assert_one_line_error(p, "broken.mid", "cannot read MIDI")
+    assert not list((tmp_path / "o3" / "test").glob("*.json")) if (tmp_path / "o3" / "test").exists() else True
+
+
+@needs_fluidsynth
+def test_unwritable_output_is_a_clear_error(tmp_path):
+    """The output folder cannot be created (a file is in the way): one line, no traceback."""
+    target = tmp_path / "file-not-folder"
+    target.write_text("x")
+    p = run_cli("data", "synth", target / "sub", "--hours", "0", "--eval-minutes", "0.2", "--split", "test")
+    assert_one_line_error(p, "cannot write")
