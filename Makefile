@@ -4,10 +4,12 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 DATA    ?= $(HOME)/.cache/pianonotes/data
 RUNS    ?= runs
-STEPS   ?= 2400
+STEPS   ?= 5000
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-.PHONY: install system-deps test test-fast lint data data-eval model bench example clean
+setup: system-deps install
+
+.PHONY: setup install system-deps test test-fast lint data data-eval model bench example clean
 
 install: $(BIN)/pianonotes
 
@@ -19,6 +21,7 @@ $(BIN)/pianonotes: pyproject.toml constraints.txt
 
 # Debian packages the renderer, the engraver checks and the live tests need (run as root).
 system-deps:
+	@if [ "$$(id -u)" != 0 ]; then echo "system-deps installs Debian packages: run it as root (sudo make system-deps)"; exit 1; fi
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	  fluidsynth fluid-soundfont-gm fluidr3mono-gm-soundfont timgm6mb-soundfont csound-soundfont \

@@ -15,6 +15,12 @@ from pianonotes import __version__
 from pianonotes import constants as C
 from pianonotes.errors import PianonotesError
 
+THRESH_HELP = {
+    "onset": f"Onset probability that starts a note (default: the model's calibrated value, else {C.ONSET_THRESHOLD}).",
+    "frame": f"Key-down probability that sustains a note (default: the model's, else {C.FRAME_THRESHOLD}).",
+    "min_note": f"Shortest note kept, in seconds (default: the model's, else {C.MIN_NOTE_SECONDS}).",
+}
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -48,6 +54,171 @@ def main_callback(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
     """pianonotes: transcribe piano recordings to MIDI, MusicXML and engraved scores."""
+
+
+# ------------------------------------------------------------------------------------------ transcribe
+def _plan_outputs(inputs, outputs, formats, *, from_activations=False):
+    """{input: [output paths]} from -o (files or one folder) and --format."""
+    from pianonotes.export import FORMATS
+
+    fmts = [f.lower().lstrip(".") for f in formats] or ["mid"]
+    for f in fmts:
+        if "." + f not in FORMATS:
+            raise PianonotesError(f"unknown format '{f}'; use one of {', '.join(e.lstrip('.') for e in FORMATS)}")
+
+    def stem(p):
+        return p.name[: -len(".npz")] if from_activations and p.name.endswith(".npz") else p.stem
+
+    if not outputs:
+        return {p: [p.with_name(f"{stem(p)}.{f}") for f in fmts] for p in inputs}
+    dirs = [o for o in outputs if o.is_dir() or str(o).endswith(("/", "\\"))]
+    if dirs or len(inputs) > 1:
+        if len(outputs) != 1:
+            raise PianonotesError("with several inputs, -o must be one output folder (use --format for formats)")
+        folder = outputs[0]
+        if folder.exists() and not folder.is_dir():
+            raise PianonotesError(f"-o {folder} is a file; with several inputs -o must be a folder")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PianonotesError(f"cannot create output folder {folder}: {exc.strerror}")
+        return {p: [folder / f"{stem(p)}.{f}" for f in fmts] for p in inputs}
+    for o in outputs:
+        if o.suffix.lower() not in FORMATS:
+            raise PianonotesError(
+                f"cannot write {o.name}: unknown output extension '{o.suffix}'; use one of {', '.join(FORMATS)}")
+        if not o.parent.is_dir():
+            raise PianonotesError(f"output folder {o.parent} does not exist; create it first")
+    return {inputs[0]: list(outputs)}
+
+
+@app.command()
+def transcribe(
+    inputs: List[str] = typer.Argument(..., help="Audio files, globs or folders (WAV, FLAC, OGG, MP3, AIFF)."),
+    output: List[Path] = typer.Option([], "-o", "--output",
+                                      help="Output file(s) (.mid .musicxml .mxl .pdf .svg .png .csv .json) or a folder."),
+    fmt: List[str] = typer.Option([], "--format", "-f", help="Formats when -o is a folder or absent (repeat)."),
+    model: Optional[Path] = typer.Option(None, help="Checkpoint (default: the shipped AudioNet)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    onset_threshold: Optional[float] = typer.Option(None, help=THRESH_HELP["onset"]),
+    frame_threshold: Optional[float] = typer.Option(None, help=THRESH_HELP["frame"]),
+    min_note: Optional[float] = typer.Option(None, help=THRESH_HELP["min_note"]),
+    start: Optional[float] = typer.Option(None, help="Start at this many seconds."),
+    end: Optional[float] = typer.Option(None, help="Stop at this many seconds."),
+    bpm: Optional[float] = typer.Option(None, help="Tempo of the score (default: estimated)."),
+    time_signature: str = typer.Option("4/4", help="Meter of the score."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Search folders recursively."),
+    overwrite: bool = typer.Option(False, help="Replace existing outputs."),
+    roll: bool = typer.Option(False, "--roll", help="Also write a piano-roll image NAME.roll.png."),
+    save_activations: Optional[Path] = typer.Option(None, help="Save the network's outputs (.npz) to re-decode later."),
+    from_activations: bool = typer.Option(False, "--from-activations",
+                                          help="Inputs are .npz activations: decode them without the network."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+) -> None:
+    """Transcribe piano recordings to MIDI, MusicXML, engraved scores or note lists."""
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from pianonotes.decode import Activations, DecodeOptions
+    from pianonotes.export import write_notes, write_piano_roll
+
+    console = _console()
+    try:
+        overrides = dict(onset_threshold=onset_threshold, frame_threshold=frame_threshold, min_note_seconds=min_note)
+        options = DecodeOptions.for_model(None, **overrides)  # validates the values early
+        if from_activations:
+            files = [Path(i) for i in inputs]
+            for f in files:
+                if not f.exists():
+                    raise PianonotesError(f"{f}: no such activations file")
+        else:
+            from pianonotes.transcribe import expand_inputs
+
+            files = expand_inputs(inputs, recursive=recursive)
+        plan = _plan_outputs(files, output, fmt, from_activations=from_activations)
+        if save_activations and len(files) > 1:
+            raise PianonotesError("--save-activations takes one input file; transcribe files one at a time")
+        if bpm is not None and not 20 <= bpm <= 400:
+            raise PianonotesError("--bpm must be between 20 and 400")
+        transcriber = None
+        if not from_activations:
+            from pianonotes.audio import audio_info
+            from pianonotes.transcribe import Transcriber
+
+            transcriber = Transcriber(model, device=device)
+            transcriber.options = DecodeOptions.for_model(transcriber.config, **overrides)
+    except PianonotesError as exc:
+        raise fail(str(exc))
+
+    show = console.is_terminal and not quiet
+    rows, failed = [], 0
+    t_all = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rt]}"),
+                  TimeRemainingColumn(), console=console, disable=not show, transient=True) as progress:
+        for path in files:
+            outs = plan[path]
+            task = progress.add_task(path.name, total=None, rt="")
+            try:
+                if not overwrite:
+                    for o in outs:
+                        if o.exists():
+                            raise PianonotesError(f"{o} exists; pass --overwrite to replace it")
+                if from_activations:
+                    t0 = time.perf_counter()
+                    acts = Activations.load(path)
+                    notes = acts.decode(DecodeOptions.for_model({"decode": acts.decode_defaults}, **overrides))
+                    seconds, xrt = len(acts.frame) / acts.fps, 0.0
+                    del t0
+                else:
+                    _, _, dur = audio_info(path)
+                    progress.update(task, total=dur)
+                    t0 = time.perf_counter()
+
+                    def on_progress(sec, task=task, t0=t0):
+                        el = time.perf_counter() - t0
+                        progress.update(task, completed=sec, rt=f"{sec / max(el, 1e-9):.0f}x real time")
+
+                    res = transcriber.transcribe_file(path, start=start, end=end,
+                                                      keep_activations=save_activations is not None,
+                                                      on_progress=on_progress)
+                    notes, seconds, xrt = res.notes, res.seconds, res.x_real_time
+                    if save_activations:
+                        res.activations.save(save_activations)
+                title = path.name[: -len(".npz")] if from_activations else path.stem
+                written = []
+                for o in outs:
+                    written += write_notes(o, notes, title=title.replace("_", " "), bpm=bpm,
+                                           time_signature=time_signature, overwrite=overwrite)
+                if roll:
+                    rp = outs[0].with_name(f"{title}.roll.png")
+                    write_piano_roll(rp, notes, title=title)
+                    written.append(rp)
+                rows.append((str(path), str(len(notes)), f"{seconds:.1f}", f"{xrt:.0f}x" if xrt else "-",
+                             ", ".join(str(w) for w in written)))
+            except PianonotesError as exc:
+                failed += 1
+                rows.append((str(path), "-", "-", "-", f"[red]failed: {exc}[/]"))
+                if len(files) == 1:
+                    raise fail(str(exc))
+            except KeyboardInterrupt:
+                raise fail("interrupted; finished outputs are complete, the rest were not written", 130)
+            finally:
+                progress.remove_task(task)
+    if len(files) == 1 and not failed:
+        if not quiet:
+            console.print(f"{rows[0][1]} notes from {rows[0][0]} ({rows[0][2]} s, {rows[0][3]} real time) -> {rows[0][4]}")
+        return
+    table = Table(title=f"{len(files)} files, {failed} failed, {time.perf_counter() - t_all:.1f} s")
+    for col in ("input", "notes", "seconds", "speed", "outputs"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*r)
+    if not quiet or failed:
+        console.print(table)
+    if failed:
+        raise typer.Exit(1)
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -119,7 +290,12 @@ def train(
     workers: int = typer.Option(0, help="DataLoader worker processes."),
     limit_hours: Optional[float] = typer.Option(None, help="Use only this much training audio."),
     msmd_split: Optional[Path] = typer.Option(None, "--split", help="MSMD split YAML {train, valid, test}."),
-    msmd_preset: Optional[str] = typer.Option(None, "--preset", help="MSMD preset, e.g. 'authors'."),
+    msmd_preset: Optional[str] = typer.Option(None, "--preset", help="MSMD preset: all (default) or authors."),
+    msmd_soundfonts: Optional[str] = typer.Option(None, "--soundfonts", help="MSMD: train on these soundfonts (comma list)."),
+    tempo_min: Optional[float] = typer.Option(None, help="MSMD: slowest performance tempo ratio to use."),
+    tempo_max: Optional[float] = typer.Option(None, help="MSMD: fastest performance tempo ratio to use."),
+    eval_soundfonts: Optional[str] = typer.Option(None, help="MSMD: validate on these soundfonts (comma list)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="MSMD: download without asking."),
 ) -> None:
     """Train AudioNet (or the seed's baselines) on the CPU or GPUs; torchrun for several processes."""
     import os
@@ -132,7 +308,17 @@ def train(
 
     msmd_opts = None
     if msmd is not None:
-        msmd_opts = {"root": msmd, "split_file": str(msmd_split) if msmd_split else None, "preset": msmd_preset}
+        msmd_opts = {"root": msmd, "split_file": str(msmd_split) if msmd_split else None, "preset": msmd_preset,
+                     "limit_hours": limit_hours, "val_seconds": 600.0}
+        for key, value in (("soundfonts", msmd_soundfonts), ("eval_soundfonts", eval_soundfonts)):
+            if value:
+                msmd_opts[key] = [s.strip() for s in value.split(",") if s.strip()]
+        if tempo_min is not None:
+            msmd_opts["tempo_min"] = tempo_min
+        if tempo_max is not None:
+            msmd_opts["tempo_max"] = tempo_max
+        if msmd == "download":
+            msmd_opts["root"] = _download_msmd(yes)
     cfg = TrainConfig(data=str(data) if data else None, out=str(out), arch=arch, epochs=epochs, max_steps=max_steps,
                       batch_size=batch_size, window=window, lr=lr, device=device, seed=seed,
                       save_every=save_every, workers=workers, limit_hours=limit_hours, msmd=msmd_opts)
@@ -178,6 +364,35 @@ def train(
         console.print(f"done: {result['step']} steps; checkpoints in {result['out']} (best, last)")
 
 
+def _download_msmd(yes: bool) -> str:
+    """Fetch MSMD into the cache folder (asking first); returns the dataset folder."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from pianonotes import download, msmd
+
+    root = msmd.default_root()
+    target = root / msmd.FOLDER_NAME
+    if target.exists():
+        return str(target)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise fail(f"MSMD is not in {root}; pass --yes to download it (about 8.9 GB) or --msmd PATH")
+        if not typer.confirm(f"Download MSMD (about 8.9 GB) into {root}?"):
+            raise typer.Exit(1)
+    console = _console()
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=console, disable=not console.is_terminal) as progress:
+        task = progress.add_task("download", total=None)
+
+        def on_progress(stage, done, total):
+            progress.update(task, description=stage, completed=done, total=total)
+
+        try:
+            return str(download.download_msmd(root, on_progress=on_progress))
+        except PianonotesError as exc:
+            raise fail(str(exc))
+
+
 # -------------------------------------------------------------------------------------------- evaluate
 @app.command()
 def evaluate(
@@ -186,17 +401,17 @@ def evaluate(
     split: str = typer.Option("test", help="Dataset split to score."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write metrics JSON here (and a PNG beside it)."),
     device: str = typer.Option("auto"),
-    onset_threshold: float = typer.Option(C.ONSET_THRESHOLD),
-    frame_threshold: float = typer.Option(C.FRAME_THRESHOLD),
-    min_note: float = typer.Option(C.MIN_NOTE_SECONDS, help="Minimum note length in seconds."),
+    onset_threshold: Optional[float] = typer.Option(None, help=THRESH_HELP["onset"]),
+    frame_threshold: Optional[float] = typer.Option(None, help=THRESH_HELP["frame"]),
+    min_note: Optional[float] = typer.Option(None, help=THRESH_HELP["min_note"]),
 ) -> None:
     """Score a checkpoint: mir_eval note/frame F1, the seed's exact-frame accuracy, per-pitch F1."""
     from pianonotes.decode import DecodeOptions
     from pianonotes.evaluate import evaluate as run_eval
 
     try:
-        opts = DecodeOptions(onset_threshold, frame_threshold, min_note)
-        result = run_eval(model, data, split=split, device=device, options=opts, output=output)
+        opts = dict(onset_threshold=onset_threshold, frame_threshold=frame_threshold, min_note_seconds=min_note)
+        result = run_eval(model, data, split=split, device=device, overrides=opts, output=output)
     except PianonotesError as exc:
         raise fail(str(exc))
     from rich.table import Table
@@ -210,6 +425,17 @@ def evaluate(
     console.print(t)
     if output:
         console.print(f"wrote {output}" + (f" and {result.get('plot')}" if result.get("plot") else ""))
+
+
+def _register_optional() -> None:
+    try:
+        from pianonotes.cli_live import register
+    except ImportError:  # pragma: no cover
+        return
+    register(app)
+
+
+_register_optional()
 
 
 def main() -> None:

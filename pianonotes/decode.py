@@ -9,6 +9,7 @@ decoding is the streaming decoder run over the whole array, so both always agree
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -31,6 +32,16 @@ class DecodeOptions:
                 raise PianonotesError(f"{name.replace('_', ' ')} must be between 0 and 1, got {v}")
         if self.min_note_seconds < 0:
             raise PianonotesError("minimum note length must be >= 0 seconds")
+
+    @classmethod
+    def for_model(cls, config: dict | None, *, onset_threshold: float | None = None,
+                  frame_threshold: float | None = None, min_note_seconds: float | None = None) -> "DecodeOptions":
+        """The checkpoint's calibrated thresholds (library defaults where it has none), with overrides."""
+        d = (config or {}).get("decode", {})
+        pick = lambda given, key, default: given if given is not None else float(d.get(key, default))  # noqa: E731
+        return cls(pick(onset_threshold, "onset_threshold", C.ONSET_THRESHOLD),
+                   pick(frame_threshold, "frame_threshold", C.FRAME_THRESHOLD),
+                   pick(min_note_seconds, "min_note_seconds", C.MIN_NOTE_SECONDS))
 
 
 class StreamingDecoder:
@@ -150,8 +161,10 @@ class Activations:
     velocity: np.ndarray | None
     fps: float
     source: str = ""
+    decode_defaults: dict = dataclasses.field(default_factory=dict)  # the model's calibrated thresholds
 
-    def decode(self, options: DecodeOptions = DecodeOptions()) -> list[Note]:
+    def decode(self, options: DecodeOptions | None = None) -> list[Note]:
+        options = options or DecodeOptions.for_model({"decode": self.decode_defaults})
         return decode(self.frame, self.onset, self.velocity, fps=self.fps, options=options)
 
     def save(self, path: str | os.PathLike) -> None:
@@ -161,7 +174,8 @@ class Activations:
 
         buf = io.BytesIO()
         arrays = {"frame": self.frame.astype(np.float16), "onset": self.onset.astype(np.float16),
-                  "fps": np.array(self.fps), "source": np.array(self.source)}
+                  "fps": np.array(self.fps), "source": np.array(self.source),
+                  "decode_defaults": np.array(json.dumps(self.decode_defaults))}
         if self.velocity is not None:
             arrays["velocity"] = self.velocity.astype(np.float16)
         np.savez_compressed(buf, **arrays)
@@ -173,7 +187,8 @@ class Activations:
             with np.load(path, allow_pickle=False) as z:
                 return cls(z["frame"].astype(np.float32), z["onset"].astype(np.float32),
                            z["velocity"].astype(np.float32) if "velocity" in z else None,
-                           float(z["fps"]), str(z["source"]))
+                           float(z["fps"]), str(z["source"]),
+                           json.loads(str(z["decode_defaults"])) if "decode_defaults" in z else {})
         except FileNotFoundError as exc:
             raise PianonotesError(f"activations file {path} not found") from exc
         except (OSError, ValueError, KeyError) as exc:

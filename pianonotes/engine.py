@@ -96,7 +96,7 @@ class Engine:
         self.config = config
         self.frontend = frontend_from_config(config["frontend"])
         self.fps = self.frontend.fps
-        self._fe = StreamingFrontEnd(self.frontend)
+        self._fe = self.frontend.streaming() if hasattr(self.frontend, "streaming") else StreamingFrontEnd(self.frontend)
         self._net = NetworkStream(model, device=device, chunk_frames=chunk_frames)
         self.decoder = StreamingDecoder(self.fps, options, time_offset=time_offset)
         self.frames_out = 0

@@ -26,8 +26,8 @@ def _pairs(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
 
 
 def evaluate(model_path, data: Sequence[os.PathLike], *, split: str = "test", device: str = "auto",
-             options: DecodeOptions = DecodeOptions(), output: os.PathLike | None = None,
-             limit_seconds: float | None = None) -> dict:
+             options: DecodeOptions | None = None, overrides: dict | None = None,
+             output: os.PathLike | None = None, limit_seconds: float | None = None) -> dict:
     """Metrics of a checkpoint over dataset folders (their ``split``) and/or audio files with MIDI beside.
 
     Returns {'overall': {...}, 'per_recording': [...], 'per_pitch': {...}, ...}; with ``output`` writes
@@ -42,6 +42,7 @@ def evaluate(model_path, data: Sequence[os.PathLike], *, split: str = "test", de
 
     dev = pick_device(device)
     model, cfg = ckpt.load(model_path, device=dev)
+    options = options or DecodeOptions.for_model(cfg, **(overrides or {}))
     fe = frontend_from_config(cfg["frontend"])
     recs = []
     paths = [Path(p) for p in data]

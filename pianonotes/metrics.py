@@ -16,9 +16,19 @@ def _arrays(notes: Sequence[Note]) -> tuple[np.ndarray, np.ndarray]:
     return iv, hz
 
 
+def _mir_eval():
+    try:
+        import mir_eval
+    except ImportError as exc:
+        from pianonotes.errors import PianonotesError
+
+        raise PianonotesError("training and evaluation need mir_eval: pip install 'pianonotes[train]'") from exc
+    return mir_eval
+
+
 def note_scores(ref: Sequence[Note], est: Sequence[Note]) -> dict[str, float]:
     """mir_eval note precision/recall/F1: onset only (50 ms) and with offsets (50 ms or 20 %)."""
-    import mir_eval
+    mir_eval = _mir_eval()
 
     if not ref and not est:
         return {k: 1.0 for k in ("note_p", "note_r", "note_f1", "note_off_p", "note_off_r", "note_off_f1")}

@@ -41,6 +41,8 @@ class TrainConfig:
     val_seconds: float = 600.0  # validation audio used during training
     limit_hours: float | None = None  # use only this much training audio
     workers: int = 0
+    onset_weight: float = 3.0  # loss weight of the onset head
+    onset_pos_weight: float = 5.0  # BCE weight of onset positives
     max_classes: int = 35531  # combination vocabulary of the seed's models
     arch_config: dict = dataclasses.field(default_factory=dict)
     msmd: dict | None = None  # MSMD options (pianonotes.msmd) instead of a synthetic dataset
@@ -292,6 +294,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
                    "world": world, "train_hours": desc.get("train_hours"), "params": sum(
                        p.numel() for p in model.parameters())})
     use_amp = device.startswith("cuda")
+    onset_pos_weight = torch.tensor(cfg.onset_pos_weight, device=device)
     model.train()
     t_last, frames_since = time.time(), 0
     metrics: dict = {}
@@ -317,16 +320,18 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
                     tgt = torch.from_numpy(D.combo_targets(fr, vocab_lookup)).to(device)
                     loss = F.cross_entropy(res["logits"].float().reshape(-1, res["logits"].shape[-1]),
                                            tgt.reshape(-1), ignore_index=-100)
-                    parts = {"ce": float(loss)}
+                    parts = {"ce": loss.item()}
                 else:
                     frt = torch.from_numpy(fr).to(device)
                     ont = torch.from_numpy(on).to(device)
                     vet = torch.from_numpy(ve).to(device)
-                    l_on = F.binary_cross_entropy_with_logits(res["onset"].float(), ont)
+                    # onsets are rare (~0.2 % of key-frames): weight their positives and their loss, and
+                    # calibrate the decoding thresholds on validation data afterwards (tools.ship)
+                    l_on = F.binary_cross_entropy_with_logits(res["onset"].float(), ont, pos_weight=onset_pos_weight)
                     l_fr = F.binary_cross_entropy_with_logits(res["frame"].float(), frt)
                     l_ve = ((res["velocity"].float() - vet) ** 2 * ont).sum() / ont.sum().clamp(min=1)
-                    loss = l_on + l_fr + 0.5 * l_ve
-                    parts = {"onset": float(l_on), "frame": float(l_fr), "velocity": float(l_ve)}
+                    loss = cfg.onset_weight * l_on + l_fr + 0.5 * l_ve
+                    parts = {"onset": l_on.item(), "frame": l_fr.item(), "velocity": l_ve.item()}
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
@@ -337,7 +342,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
                     now = time.time()
                     fps_train = frames_since / max(now - t_last, 1e-9)
                     t_last, frames_since = now, 0
-                    row = {"step": step, "epoch": round(step / per_epoch, 3), "loss": float(loss), "lr": lr,
+                    row = {"step": step, "epoch": round(step / per_epoch, 3), "loss": loss.item(), "lr": lr,
                            "frames_per_s": round(fps_train, 1), **parts}
                     log(row)
                     emit("step", dict(row, total_steps=total_steps))

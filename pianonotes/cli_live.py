@@ -1,0 +1,230 @@
+"""``pianonotes devices`` and ``pianonotes listen``: live transcription from a microphone (or a file).
+
+``register(app)`` adds both commands to the main Typer app; registering twice is harmless. Only this
+layer prints or exits. torch is imported only once a take starts; ``devices`` never imports it.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from pianonotes import constants as C
+from pianonotes.errors import PianonotesError
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    """One red line on stderr, then a non-zero exit (as ``pianonotes.cli.fail``)."""
+    _console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def devices() -> None:
+    """List audio input devices (index, name, channels, default rate; * marks the default)."""
+    from pianonotes.live import list_input_devices
+
+    try:
+        devs = list_input_devices()
+    except PianonotesError as exc:
+        raise _fail(str(exc))
+    if not devs:
+        raise _fail("no audio input device found; connect a microphone (or check that this user may use the "
+                    "sound card)")
+    from rich.table import Table
+
+    t = Table(box=None, pad_edge=False)
+    for col, just in (("", "left"), ("index", "right"), ("name", "left"), ("channels", "right"),
+                      ("default rate", "right"), ("host API", "left")):
+        t.add_column(col, justify=just)
+    for d in devs:
+        t.add_row("*" if d.is_default else "", str(d.index), d.name, str(d.channels),
+                  f"{d.default_samplerate:g} Hz", d.hostapi)
+    _console().print(t)
+
+
+def listen(
+    take_dir: Optional[Path] = typer.Argument(None, help="With --recover: the take folder "
+                                              "(default: the latest take)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Input device: index or part of its name "
+                                         "(see `pianonotes devices`; default: the system default)."),
+    samplerate: Optional[int] = typer.Option(None, "--samplerate", help="Capture rate in Hz (default: the "
+                                             "model's rate if the device takes it, else the device's)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint (default: the shipped AudioNet)."),
+    output: List[Path] = typer.Option([], "-o", "--output", help="Write the take here when it ends: .mid, "
+                                      ".musicxml, .mxl, .pdf, .svg, .png, .csv, .json (repeat for several)."),
+    record: Optional[Path] = typer.Option(None, "--record", help="Also save the audio (.wav, .flac, .ogg)."),
+    plain: bool = typer.Option(False, "--plain", help="One line per note event instead of the live screen."),
+    input_file: Optional[Path] = typer.Option(None, "--input", help="Play this audio file through the live "
+                                              "pipeline instead of the microphone (real-time pace)."),
+    fast: bool = typer.Option(False, "--fast", help="With --input: as fast as possible."),
+    duration: Optional[float] = typer.Option(None, "--duration",
+                                             help="Stop after this many seconds of audio."),
+    recover_take: bool = typer.Option(False, "--recover", help="Rebuild the outputs of an interrupted take "
+                                      "from its journal (TAKE_DIR, default the latest) and exit."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+    onset_threshold: Optional[float] = typer.Option(None, help="Onset probability that starts a note "
+                                                    f"(default: the model's, else {C.ONSET_THRESHOLD})."),
+    frame_threshold: Optional[float] = typer.Option(None, help="Key-down probability that sustains a note "
+                                                    f"(default: the model's, else {C.FRAME_THRESHOLD})."),
+    min_note: Optional[float] = typer.Option(None, help="Shortest note kept, in seconds "
+                                             f"(default: the model's, else {C.MIN_NOTE_SECONDS})."),
+) -> None:
+    """Transcribe live from the microphone, with a keyboard, piano roll and level meter on screen.
+
+    q, Ctrl-C or SIGTERM end the take and write it to every --output. The audio and notes are journaled
+    as you play: `pianonotes listen --recover` rebuilds a take after a crash.
+    """
+    thresholds = {"onset_threshold": onset_threshold, "frame_threshold": frame_threshold,
+                  "min_note_seconds": min_note}
+    if take_dir is not None and not recover_take:
+        raise _fail(f"unexpected argument '{take_dir}': a take folder is only for --recover")
+    if recover_take:
+        _recover(take_dir, model, output, overwrite, thresholds)
+        return
+    if fast and input_file is None:
+        raise _fail("--fast only applies to --input FILE")
+    if duration is not None and duration <= 0:
+        raise _fail("--duration must be a positive number of seconds")
+    _listen(device, samplerate, model, output, record, plain, input_file, fast, duration, overwrite,
+            thresholds)
+
+
+def _recover(take_dir, model, output, overwrite, thresholds) -> None:
+    from pianonotes import live
+
+    console = _console()
+    try:
+        folder = Path(take_dir) if take_dir is not None else live.latest_take()
+        rec = live.recover(folder, model=model, **thresholds)
+        if output:
+            outputs = live.check_outputs(output, overwrite=overwrite)
+        else:
+            outputs = live.check_outputs(rec.outputs or [folder / "take.mid"], overwrite=True)
+        written = live.write_outputs(rec.notes, outputs, title=outputs[0].stem)
+        if rec.record:
+            written.append(live.copy_recording(folder / "audio.wav", rec.record, int(live.take_meta(folder)
+                                                                                      .get("sample_rate"))))
+        live.mark_recovered(folder, written)
+    except PianonotesError as exc:
+        raise _fail(str(exc))
+    how = "re-transcribed its audio" if rec.method == "audio" else "from its note journal"
+    console.print(f"recovered {len(rec.notes)} notes ({rec.seconds:.1f} s, {how}) from {folder}")
+    for p in written:
+        console.print(f"wrote {p}")
+
+
+def _listen(device, samplerate, model, output, record, plain, input_file, fast, duration, overwrite,
+            thresholds) -> None:
+    from pianonotes import live
+    from pianonotes.decode import DecodeOptions
+
+    out_console = _console()
+    err_console = _console(stderr=True)
+    use_plain = plain or not out_console.is_terminal
+    msg = err_console if use_plain else out_console
+    msg.soft_wrap = True
+    try:
+        outputs = live.check_outputs(output, overwrite=overwrite)
+        record_path = live.check_record(record, overwrite=overwrite)
+        from pianonotes.nn import checkpoint
+
+        cfg_path, _ = checkpoint.resolve(model)
+        cfg = checkpoint.read_config(cfg_path)
+        options = DecodeOptions.for_model(cfg, **thresholds)
+        from pianonotes.frontend import frontend_from_config
+
+        engine_rate = int(frontend_from_config(cfg["frontend"]).sample_rate)
+        if input_file is not None:
+            source = live.FileSource(input_file, engine_rate, fast=fast)
+        else:
+            dev = live.resolve_device(device)
+            rate = live.choose_samplerate(dev, samplerate, engine_rate)
+            source = live.MicrophoneSource(dev, rate)
+        net, cfg = checkpoint.load(cfg_path)
+        from pianonotes.engine import Engine
+
+        engine = Engine(net, cfg, options=options)
+        meta = {"model": str(cfg_path), "decode": {"onset_threshold": options.onset_threshold,
+                                                   "frame_threshold": options.frame_threshold,
+                                                   "min_note_seconds": options.min_note_seconds},
+                "outputs": [str(p.resolve()) for p in outputs],
+                "record": str(record_path.resolve()) if record_path else None, "source": source.label}
+        journal = live.Journal(None, engine.sample_rate, meta)
+        session = live.LiveSession(engine, source, journal=journal, max_seconds=duration)
+    except PianonotesError as exc:
+        raise _fail(str(exc))
+    except KeyboardInterrupt:
+        raise _fail("interrupted before the take started", 130)
+    try:
+        session.start()
+    except PianonotesError as exc:
+        journal.close(status="failed")
+        import shutil
+
+        shutil.rmtree(journal.folder, ignore_errors=True)
+        raise _fail(str(exc))
+
+    def on_signal(signum, frame) -> None:
+        session.stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    lookahead_ms = 1000.0 * float(cfg.get("lookahead_seconds") or (
+        engine.latency_frames / engine.fps + getattr(engine.frontend, "lookahead_seconds", 0.0)))
+    try:
+        if use_plain:
+            msg.print(f"listening to {source.label}; q or Ctrl-C stops and saves")
+            from pianonotes.liveview import run_plain
+
+            run_plain(session, sys.stdout)
+        else:
+            from pianonotes.liveview import LiveView, run_screen
+
+            view = LiveView(title=f"{source.label} · {Path(str(cfg_path)).stem}", lookahead_ms=lookahead_ms)
+            run_screen(session, out_console, view)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    result = session.finish()
+    targets = outputs or [journal.folder / "take.mid"]
+    try:
+        written = live.write_outputs(result.notes, targets, title=targets[0].stem)
+        if record_path is not None:
+            written.append(live.copy_recording(journal.audio_path, record_path, journal.sample_rate))
+        journal.update_meta(status="complete", written=[str(p) for p in written])
+    except PianonotesError as exc:
+        raise _fail(f"{exc}; the take is kept in {journal.folder}: "
+                    f"pianonotes listen --recover {journal.folder}")
+    except KeyboardInterrupt:
+        raise _fail(f"interrupted while saving; the take is kept in {journal.folder}: "
+                    f"pianonotes listen --recover {journal.folder}", 130)
+    mins, secs = divmod(result.seconds, 60)
+    msg.print(f"take: {len(result.notes)} notes in {int(mins)}:{secs:04.1f}"
+              + (f", {result.dropped} audio blocks dropped" if result.dropped else ""))
+    if result.latencies_ms and not fast:
+        p50, p95 = live.percentile(result.latencies_ms, 50), live.percentile(result.latencies_ms, 95)
+        msg.print(f"latency to screen: median {p50:.0f} ms, p95 {p95:.0f} ms "
+                  f"(+{lookahead_ms:.0f} ms look-ahead)")
+    for p in written:
+        msg.print(f"wrote {p}")
+    msg.print(f"journal: {journal.folder}")
+    if result.error:
+        raise _fail(f"{result.error}; the take so far is saved")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``devices`` and ``listen`` to ``app`` (a no-op when they are already there)."""
+    names = {c.name or (c.callback.__name__ if c.callback else None) for c in app.registered_commands}
+    if "devices" not in names:
+        app.command("devices")(devices)
+    if "listen" not in names:
+        app.command("listen")(listen)

@@ -1,0 +1,1 @@
+"""Maintenance scripts: the shipped example, the shipped checkpoint, benchmarks."""

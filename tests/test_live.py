@@ -1,0 +1,416 @@
+"""`pianonotes listen` through the real stack: PortAudio capture from an ALSA-file-plugin virtual
+microphone, --input at real-time pace and fast, the Rich screen in tmux, SIGINT/SIGKILL and recovery.
+
+The checkpoint has random weights, so the notes are arbitrary but deterministic: every check compares the
+live pipeline with offline transcription (one Engine, the whole file pushed, then finish).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pianonotes import constants as C
+
+SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
+SR = C.SAMPLE_RATE
+CLIP_SECONDS = 5.0
+ALSA_MIC = ('pcm.!default { type file slave.pcm "null" file "/dev/null" '
+            'infile { @func getenv vars [ PN_TEST_RAW ] default "/dev/zero" } format "raw" }\n')
+# The commands on a fresh Typer app (registering twice must be harmless) ...
+RUN = ("import sys\nimport typer\nfrom pianonotes.cli_live import register\n"
+       "app = typer.Typer(pretty_exceptions_enable=False)\nregister(app)\nregister(app)\n"
+       "try:\n    app(prog_name='pianonotes')\nfinally:\n"
+       "    sys.stderr.write('torch-imported=%s\\n' % ('torch' in sys.modules))\n")
+# ... and on the main app, which registers them itself.
+RUN_MAIN = RUN.replace("import typer\n", "").replace("app = typer.Typer(pretty_exceptions_enable=False)\n",
+                                                      "from pianonotes.cli import app\n")
+
+
+def _have_portaudio() -> bool:
+    try:
+        import sounddevice  # noqa: F401
+    except OSError:
+        return False
+    return True
+
+
+needs_portaudio = pytest.mark.skipif(not _have_portaudio(), reason="libportaudio2 not installed")
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("live")
+
+
+@pytest.fixture(scope="module")
+def ckpt(work) -> Path:
+    import torch
+
+    from pianonotes.frontend import FrontEnd
+    from pianonotes.nn import checkpoint
+    from pianonotes.nn.archs import build
+
+    torch.manual_seed(0)
+    fe = FrontEnd()
+    model = build("audionet", fe.n_features)
+    cfg = {"arch": "audionet", "arch_config": {}, "n_features": fe.n_features, "frontend": fe.to_dict(),
+           "fps": fe.fps, "past_frames": model.past, "future_frames": model.future,
+           "lookahead_seconds": model.future / fe.fps + fe.lookahead_seconds,
+           "decode": {"onset_threshold": C.ONSET_THRESHOLD, "frame_threshold": C.FRAME_THRESHOLD,
+                      "min_note_seconds": C.MIN_NOTE_SECONDS}}
+    return checkpoint.save(work / "random", model, cfg)
+
+
+@pytest.fixture(scope="module")
+def clip(work) -> Path:
+    """5 s of FluidSynth piano at 16 kHz: a C major chord, then single notes."""
+    import soundfile as sf
+
+    if not shutil.which("fluidsynth") or not Path(SOUNDFONT).exists():
+        pytest.skip("fluidsynth or FluidR3_GM.sf2 missing")
+    from pianonotes.synth.render import render
+
+    keys = [(0.5, 1.5, 60, 90), (0.5, 1.5, 64, 90), (0.5, 1.5, 67, 90), (2.0, 3.0, 72, 80),
+            (2.2, 3.2, 48, 70), (3.5, 4.0, 55, 100)]
+    audio = render(keys, [], CLIP_SECONDS, SOUNDFONT, 0, SR)
+    path = work / "clip.wav"
+    sf.write(path, audio, SR, subtype="FLOAT")
+    # the virtual microphone's raw file: float32 little-endian mono, padded with a second of silence
+    np.concatenate([audio, np.zeros(SR, np.float32)]).astype("<f4").tofile(work / "clip.f32")
+    return path
+
+
+@pytest.fixture(scope="module")
+def offline(ckpt, clip):
+    from pianonotes.audio import load_audio
+    from pianonotes.engine import Engine
+    from pianonotes.nn import checkpoint
+
+    model, cfg = checkpoint.load(ckpt)
+    eng = Engine(model, cfg)
+    notes = sorted(eng.push(load_audio(clip, SR)).notes + eng.finish().notes)
+    assert 5 < len(notes) < 1000
+    return notes
+
+
+@pytest.fixture
+def env(work, tmp_path) -> dict:
+    e = dict(os.environ)
+    e["PIANONOTES_CACHE"] = str(tmp_path / "cache")
+    e["COLUMNS"] = "80"
+    e.pop("ALSA_CONFIG_PATH", None)
+    return e
+
+
+def _mic_env(env: dict, work: Path) -> dict:
+    conf = work / "mic.conf"
+    conf.write_text(ALSA_MIC)
+    return dict(env, ALSA_CONFIG_PATH=f"/usr/share/alsa/alsa.conf:{conf}", PN_TEST_RAW=str(work / "clip.f32"))
+
+
+def _cli(args, env, *, run: str = RUN, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", run, *map(str, args)], env=env, capture_output=True,
+                          text=True, timeout=kw.pop("timeout", 60), **kw)
+
+
+def _keyset(notes, digits: int = 2):
+    return {(n.pitch, round(n.onset, digits)) for n in notes}
+
+
+def _midi_notes(path):
+    from pianonotes.notes import read_midi
+
+    return read_midi(path, sustain=False)
+
+
+def _one_red_line(proc, text: str) -> None:
+    assert proc.returncode != 0
+    assert text in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len([ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]) == 1
+
+
+# ------------------------------------------------------------------------------------- pure pieces
+def test_stream_resampler_matches_whole_stream():
+    from scipy.signal import resample_poly
+
+    from pianonotes.live import StreamResampler
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(44100).astype(np.float32)
+    rs = StreamResampler(44100, 16000)
+    out = np.concatenate([rs.push(x[i: i + 1000]) for i in range(0, len(x), 1000)])
+    ref = resample_poly(x, 160, 441)
+    assert len(out) > len(ref) - 40
+    np.testing.assert_allclose(out, ref[: len(out)], atol=1e-5)
+
+
+def test_view_fits_the_terminal_and_degrades():
+    from rich.console import Console
+
+    from pianonotes.live import Snapshot
+    from pianonotes.liveview import LiveView
+    from pianonotes.notes import Note
+
+    snap = Snapshot(elapsed=12.3, level_db=-20, peak=0.3,
+                    active=((60, 11.9, 0.93), (64, 12.0, 0.5), (61, 12.1, 0.7)),
+                    recent=(Note(10.0, 11.0, 48, 80),), n_notes=42, dropped=0, latency_ms=31.0)
+    view = LiveView(title="default (16 kHz) · audionet", lookahead_ms=100)
+    for width in (120, 80, 60, 40):
+        console = Console(width=width, record=True, force_terminal=True, color_system=None)
+        console.print(view.render(snap, width))
+        text = console.export_text()
+        assert all(len(line) <= width for line in text.splitlines()), (width, text)
+        for needle in ("C4", "E4", "C#4", "level", "elapsed 00:12.3", "notes 42", "latency 31 ms",
+                       "dropped 0", "q stop and save"):
+            assert needle in text, (width, needle, text)
+        assert ("C1" in text and "C8" in text) == (width >= 54)
+
+
+def test_unsupported_samplerate_falls_back_or_lists_rates(monkeypatch):
+    from pianonotes import live
+    from pianonotes.errors import PianonotesError
+
+    class FakeSD:
+        @staticmethod
+        def check_input_settings(*, device, channels, dtype, samplerate):
+            if samplerate not in (44100, 48000):
+                raise ValueError("Invalid sample rate")
+
+    monkeypatch.setattr(live, "import_sounddevice", lambda: FakeSD)
+    dev = live.InputDevice(3, "USB mic", 1, 48000.0)
+    assert live.choose_samplerate(dev, None, 16000) == 48000  # the device's default rate
+    assert live.choose_samplerate(dev, 44100, 16000) == 44100
+    with pytest.raises(PianonotesError, match="does not support 16000 Hz; rates that work: 44100, 48000"):
+        live.choose_samplerate(dev, 16000, 16000)
+
+
+# --------------------------------------------------------------------------------------- library
+def test_fast_file_session_equals_offline_and_journal_recovers(ckpt, clip, offline, tmp_path, monkeypatch):
+    from pianonotes import live
+    from pianonotes.engine import Engine
+    from pianonotes.nn import checkpoint
+
+    monkeypatch.setenv("PIANONOTES_CACHE", str(tmp_path / "cache"))
+    model, cfg = checkpoint.load(ckpt)
+    eng = Engine(model, cfg)
+    journal = live.Journal(None, eng.sample_rate, {"model": str(ckpt)})
+    session = live.LiveSession(eng, live.FileSource(clip, eng.sample_rate, fast=True), journal=journal)
+    session.start()
+    assert session.wait(60)
+    result = session.finish()
+    assert result.error is None and result.dropped == 0
+    assert result.notes == offline
+    assert abs(result.seconds - CLIP_SECONDS) < 1e-6
+    assert journal.folder.parent == tmp_path / "cache" / "takes"
+    # the journal: audio bit-exact, note events complete
+    from pianonotes.audio import load_audio
+
+    np.testing.assert_array_equal(live.read_journal_audio(journal.audio_path), load_audio(clip, SR))
+    assert live.journal_notes(journal.folder) == [n for n in offline]  # rounded to 1e-6 s; same values
+    rec = live.recover(journal.folder)
+    assert rec.method == "audio" and rec.notes == offline
+
+
+def test_source_failure_keeps_the_take_so_far(ckpt, clip, offline):
+    """A device that stops mid-take (unplugged): the session ends with an error and keeps its notes."""
+    from pianonotes import live
+    from pianonotes.engine import Engine
+    from pianonotes.nn import checkpoint
+
+    class Unplugged(live.FileSource):
+        def _run(self):
+            from pianonotes.audio import load_audio
+
+            audio = load_audio(self.path, self.samplerate)[: 3 * SR]
+            for i in range(0, len(audio), self.block):
+                self.queue.put((time.monotonic(), audio[i: i + self.block]))
+            self.error = "input device 'test' stopped (unplugged or taken by another program)"
+            self.queue.put(None)
+
+    model, cfg = checkpoint.load(ckpt)
+    eng = Engine(model, cfg)
+    session = live.LiveSession(eng, Unplugged(clip, eng.sample_rate, fast=True))
+    session.start()
+    assert session.wait(60)
+    result = session.finish(timeout=60)
+    assert result.error and "unplugged" in result.error
+    assert result.seconds == 3.0
+    early = [n for n in offline if n.offset < 2.7]
+    assert early and _keyset(early) <= _keyset(result.notes)
+
+
+# ------------------------------------------------------------------------------------- CLI: errors
+@needs_portaudio
+def test_devices_lists_the_virtual_mic_without_torch(work, clip, env):
+    proc = _cli(["devices"], _mic_env(env, work), run=RUN_MAIN)
+    assert proc.returncode == 0, proc.stderr
+    assert "default" in proc.stdout and "ALSA" in proc.stdout
+    assert "torch-imported=False" in proc.stderr
+
+
+@needs_portaudio
+def test_no_input_device_is_one_clear_line(ckpt, env):
+    import sounddevice as sd
+
+    if any(d["max_input_channels"] > 0 for d in sd.query_devices()):
+        pytest.skip("this machine has a real input device")
+    proc = _cli(["listen", "--model", ckpt, "--plain"], env)
+    _one_red_line(proc, "no audio input device found")
+    proc = _cli(["devices"], env)
+    _one_red_line(proc, "no audio input device found")
+
+
+@needs_portaudio
+def test_unknown_device_name_and_bad_outputs(ckpt, work, clip, env, tmp_path):
+    proc = _cli(["listen", "--model", ckpt, "--device", "nosuchmic", "--plain"], _mic_env(env, work))
+    _one_red_line(proc, "no input device matching 'nosuchmic'")
+    proc = _cli(["listen", "--model", ckpt, "--device", "7", "--plain"], _mic_env(env, work))
+    _one_red_line(proc, "no input device with index 7")
+    proc = _cli(["listen", "--model", ckpt, "-o", tmp_path / "x.doc", "--plain"], _mic_env(env, work))
+    _one_red_line(proc, "cannot write 'x.doc'")
+
+
+def test_missing_portaudio_is_a_hint(env, tmp_path):
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "sounddevice.py").write_text("raise OSError('PortAudio library not found')\n")
+    proc = _cli(["devices"], dict(env, PYTHONPATH=f"{fake}{os.pathsep}{env.get('PYTHONPATH', '')}"))
+    _one_red_line(proc, "apt-get install libportaudio2")
+
+
+# ------------------------------------------------------------------------- CLI: the real microphone path
+@needs_portaudio
+def test_virtual_microphone_take_equals_offline(ckpt, work, clip, offline, env, tmp_path):
+    """PortAudio capture from the ALSA file plugin (bit-exact, no clock): stop after exactly 5 s."""
+    out, rec = tmp_path / "mic.mid", tmp_path / "mic.wav"
+    proc = _cli(["listen", "--model", ckpt, "--duration", CLIP_SECONDS, "--plain", "-o", out, "-o",
+                 tmp_path / "mic.json", "--record", rec], _mic_env(env, work))
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote {out}" in proc.stderr and "torch-imported=True" in proc.stderr
+    from pianonotes.audio import load_audio
+    from pianonotes.export import read_events
+
+    np.testing.assert_array_equal(load_audio(rec, SR), load_audio(clip, SR))
+    assert _keyset(read_events(tmp_path / "mic.json"), 3) == _keyset(offline, 3)
+    assert _keyset(_midi_notes(out)) == _keyset(offline)
+    lines = [ln.split() for ln in proc.stdout.splitlines()]
+    assert lines and all(len(ln) == 6 and ln[2] == "velocity" for ln in lines)
+    assert len(lines) <= len(offline)
+
+
+def test_input_fast_equals_offline(ckpt, clip, offline, env, tmp_path):
+    out = tmp_path / "fast.mid"
+    args = ["listen", "--model", ckpt, "--input", clip, "--fast", "-o", out, "-o", tmp_path / "fast.csv"]
+    proc = _cli(args, env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote {out}" in proc.stderr and "take: " in proc.stderr
+    from pianonotes.export import read_events
+
+    assert _keyset(read_events(tmp_path / "fast.csv"), 3) == _keyset(offline, 3)
+    assert _keyset(_midi_notes(out)) == _keyset(offline)
+
+
+def _start_realtime(ckpt, clip, env, out):
+    proc = subprocess.Popen([sys.executable, "-c", RUN, "listen", "--model", str(ckpt), "--input", str(clip),
+                             "--plain", "-o", str(out)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()  # the first note event: the take is running
+    assert first, proc.stderr.read()
+    return proc, time.monotonic()
+
+
+def _take_folder(env) -> Path:
+    takes = sorted((Path(env["PIANONOTES_CACHE"]) / "takes").iterdir())
+    assert len(takes) == 1
+    return takes[0]
+
+
+def test_sigint_during_a_take_saves_the_notes_played(ckpt, clip, offline, env, tmp_path):
+    out = tmp_path / "int.mid"
+    proc, t0 = _start_realtime(ckpt, clip, env, out)
+    time.sleep(max(0.0, t0 + 2.0 - time.monotonic()))
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert f"wrote {out}" in stderr and "Traceback" not in stderr
+    meta = json.loads((_take_folder(env) / "take.json").read_text())
+    played = meta["seconds"]
+    assert 1.5 < played < CLIP_SECONDS - 0.5 and meta["status"] == "complete"
+    got = _keyset(_midi_notes(out))
+    assert _keyset(n for n in offline if n.offset < played - 0.2) <= got
+    assert got <= _keyset(offline)  # onsets before the stop are the offline ones
+
+
+def test_sigkill_during_a_take_then_recover(ckpt, clip, offline, env, tmp_path):
+    out = tmp_path / "killed.mid"
+    proc, t0 = _start_realtime(ckpt, clip, env, out)
+    time.sleep(max(0.0, t0 + 2.5 - time.monotonic()))
+    played_at_least = time.monotonic() - t0 + 0.1  # audio that had arrived at the kill
+    proc.kill()
+    proc.communicate(timeout=10)
+    assert not out.exists()
+    folder = _take_folder(env)
+    from pianonotes import live
+
+    audio = live.read_journal_audio(folder / "audio.wav")
+    assert len(audio) / SR >= played_at_least - 1.0  # at most about one second lost
+    journaled = live.journal_notes(folder)
+    assert journaled and _keyset(journaled) <= _keyset(offline)
+    proc = _cli(["listen", "--recover", folder], env)
+    assert proc.returncode == 0, proc.stderr
+    assert "recovered" in proc.stdout and str(out) in proc.stdout
+    got = _midi_notes(out)
+    seconds = len(audio) / SR
+    assert _keyset(n for n in offline if n.offset < seconds - 0.2) <= _keyset(got)
+    assert json.loads((folder / "take.json").read_text())["status"] == "recovered"
+
+
+# ------------------------------------------------------------------------------------- the screen
+@pytest.mark.skipif(not shutil.which("tmux"), reason="tmux missing")
+def test_screen_in_tmux_renders_and_q_saves(ckpt, clip, env, tmp_path):
+    out = tmp_path / "screen.mid"
+    rc_file = tmp_path / "rc"
+    script = tmp_path / "run.sh"
+    script.write_text(f"{sys.executable} -c \"$PN_RUN\" listen --model {ckpt} --input {clip} -o {out}; "
+                      f"echo $? > {rc_file}; sleep 30\n")
+    name = f"pn-live-{os.getpid()}"
+    tenv = dict(env, PN_RUN=RUN, TERM="xterm-256color")
+    tenv.pop("COLUMNS", None)
+    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "80", "-y", "24", "bash", str(script)],
+                   env=tenv, check=True)
+    try:
+        screen = ""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", name], capture_output=True,
+                                    text=True).stdout
+            if "elapsed 00:01" in screen:
+                break
+            time.sleep(0.2)
+        assert "elapsed 00:01" in screen, screen
+        for needle in ("pianonotes listen", "level", "notes", "latency", "dropped 0", "q stop and save",
+                       "C1", "C4", "C8", "sounding"):
+            assert needle in screen, (needle, screen)
+        assert all(len(line) <= 80 for line in screen.splitlines())
+        subprocess.run(["tmux", "send-keys", "-t", name, "q"], check=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not rc_file.exists():
+            time.sleep(0.2)
+        assert rc_file.exists() and rc_file.read_text().strip() == "0"
+        screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", name], capture_output=True,
+                                text=True).stdout
+        assert f"wrote {out}" in screen.replace("\n", "") and out.exists()
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)

@@ -1,0 +1,231 @@
+"""AudioNet, the seed's baselines, checkpoints, training (overfit, resume, DDP), decoding, evaluation."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pianonotes import constants as C
+from pianonotes.decode import Activations, DecodeOptions, StreamingDecoder, decode
+from pianonotes.errors import PianonotesError
+from pianonotes.frontend import FrontEnd
+from pianonotes.metrics import transcription_scores
+from pianonotes.nn import checkpoint as ckpt
+from pianonotes.nn.archs import build
+from pianonotes.nn.train import TrainConfig, train
+from pianonotes.notes import Note
+
+from conftest import needs_fluidsynth
+
+TINY = {"channels": [8, 8], "hidden": 64, "dilations": [1, 2]}
+
+
+# ---------------------------------------------------------------------------------------- architectures
+@pytest.mark.parametrize("arch", ["audionet", "seed-mlp", "linear"])
+def test_shapes_and_lookahead(arch):
+    fe = FrontEnd()
+    cfg = {} if arch == "audionet" else {"n_classes": 5}
+    model = build(arch, fe.n_features, cfg).eval()
+    T = 37
+    x = torch.randn(2, model.past + T + model.future, fe.n_features)
+    out = model(x)
+    assert out["frame"].shape == out["onset"].shape == (2, T, C.N_KEYS)
+    lookahead = model.future / fe.fps + fe.lookahead_seconds
+    assert lookahead <= C.MAX_LOOKAHEAD_SECONDS + 1e-9
+    # the bound is real: changing input beyond `future` frames after an output does not change it
+    x2 = x.clone()
+    x2[:, model.past + 10 + model.future + 1:] += 1.0
+    out2 = model(x2)
+    assert torch.allclose(out["frame"][:, :11], out2["frame"][:, :11], atol=1e-5)
+    if model.future or arch == "audionet":
+        assert not torch.allclose(out["frame"][:, 11:], out2["frame"][:, 11:])
+
+
+def test_seed_mlp_is_the_seeds_network():
+    model = build("seed-mlp", 92, {"n_classes": 35531})
+    sizes = [m.out_features for m in model.net if isinstance(m, torch.nn.Linear)]
+    assert sizes == [300, 1000, 600, 300, 35531]
+    assert [m.out_features for m in build("linear", 92, {"n_classes": 7}).net] == [7]
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+def test_decoding_hand_made_activations():
+    T = 100
+    f, o, v = np.zeros((T, 88)), np.zeros((T, 88)), np.zeros((T, 88))
+    o[10, 39], f[10:30, 39], v[10, 39] = 0.9, 0.8, 100 / 127  # C4 0.2-0.6 s
+    o[40, 39], f[40:45, 39] = 0.9, 0.9  # re-struck at 0.8, again at 0.9
+    o[45, 39], f[45:60, 39] = 0.8, 0.9
+    o[70, 0], f[70, 0] = 0.9, 0.9  # A0, one frame: shorter than the minimum
+    f[80:90, 87] = 0.9  # key down without an onset: no note
+    notes = decode(f, o, v, fps=50)
+    assert [(n.pitch, n.onset, n.offset) for n in notes] == [(60, 0.2, 0.6), (60, 0.8, 0.9), (60, 0.9, 1.2)]
+    assert notes[0].velocity == 100 and notes[0].confidence == pytest.approx(0.9)
+    loose = decode(f, o, v, fps=50, options=DecodeOptions(min_note_seconds=0.0))
+    assert any(n.pitch == 21 for n in loose)
+    assert all(n.duration >= 0.05 - 1e-9 for n in notes)
+
+
+def test_streaming_decoder_equals_offline_for_any_chunking():
+    rng = np.random.default_rng(0)
+    f, o = rng.random((600, 88)) ** 3, rng.random((600, 88)) ** 6
+    whole = decode(f, o, fps=50)
+    for step in (1, 7, 599):
+        d = StreamingDecoder(50)
+        got = []
+        for i in range(0, 600, step):
+            got += d.push(f[i:i + step], o[i:i + step])
+        assert sorted(got + d.flush()) == whole
+
+
+def test_activations_round_trip(tmp_path):
+    rng = np.random.default_rng(1)
+    a = Activations(rng.random((50, 88)).astype(np.float32), rng.random((50, 88)).astype(np.float32),
+                    rng.random((50, 88)).astype(np.float32), 50.0, "x.wav", {"onset_threshold": 0.7})
+    a.save(tmp_path / "a.npz")
+    b = Activations.load(tmp_path / "a.npz")
+    assert b.fps == 50.0 and b.decode_defaults == {"onset_threshold": 0.7}
+    assert np.allclose(a.onset, b.onset, atol=1e-3)
+    (tmp_path / "bad.npz").write_text("nope")
+    with pytest.raises(PianonotesError):
+        Activations.load(tmp_path / "bad.npz")
+
+
+# -------------------------------------------------------------------------------------------- evaluation
+def test_metrics_perfect_and_shifted():
+    ref = [Note(0.5 * i, 0.5 * i + 0.4, 40 + i) for i in range(20)]
+    perfect = transcription_scores(ref, ref, 11.0)
+    assert perfect["note_f1"] == 1.0 and perfect["frame_f1"] == 1.0 and perfect["exact_frame_acc"] == 1.0
+    late = [n.shifted(0.04) for n in ref]  # within the 50 ms onset tolerance
+    s = transcription_scores(ref, late, 11.0)
+    assert s["note_f1"] == 1.0 and s["frame_f1"] < 1.0 and s["exact_frame_acc"] < 1.0
+    later = [n.shifted(0.06) for n in ref]  # outside it
+    assert transcription_scores(ref, later, 11.0)["note_f1"] == 0.0
+    octave = [Note(n.onset, n.offset, n.pitch + 12) for n in ref]
+    assert transcription_scores(ref, octave, 11.0)["note_f1"] == 0.0
+    half = ref[::2]
+    s = transcription_scores(ref, half, 11.0)
+    assert s["note_p"] == 1.0 and s["note_r"] == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+def _save_random(path, arch="audionet", arch_config=None):
+    fe = FrontEnd()
+    model = build(arch, fe.n_features, arch_config or TINY)
+    cfg = {"arch": arch, "arch_config": arch_config or TINY, "n_features": fe.n_features, "frontend": fe.to_dict(),
+           "fps": fe.fps, "past_frames": model.past, "future_frames": model.future, "decode": {}}
+    return ckpt.save(path, model, cfg), model
+
+
+def test_checkpoint_round_trip_and_errors(tmp_path):
+    _, model = _save_random(tmp_path / "m")
+    loaded, cfg = ckpt.load(tmp_path / "m.json")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k])
+    assert cfg["weights_sha256"] == ckpt.sha256(tmp_path / "m.safetensors")
+    # corrupt weights: hash mismatch
+    data = bytearray((tmp_path / "m.safetensors").read_bytes())
+    data[-10] ^= 0xFF
+    (tmp_path / "m.safetensors").write_bytes(bytes(data))
+    with pytest.raises(PianonotesError, match="sha256"):
+        ckpt.load(tmp_path / "m")
+    # mismatched architecture: strict loading refuses
+    _save_random(tmp_path / "n")
+    cfg = json.loads((tmp_path / "n.json").read_text())
+    cfg["arch_config"]["hidden"] = 32
+    (tmp_path / "n.json").write_text(json.dumps(cfg))
+    with pytest.raises(PianonotesError, match="does not fit"):
+        ckpt.load(tmp_path / "n")
+    (tmp_path / "o.json").write_text("{not json")
+    (tmp_path / "o.safetensors").write_bytes(b"")
+    with pytest.raises(PianonotesError, match="corrupt"):
+        ckpt.load(tmp_path / "o")
+    with pytest.raises(PianonotesError, match="not found"):
+        ckpt.load(tmp_path / "missing")
+
+
+# ---------------------------------------------------------------------------------------------- training
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    """Two 8-second clips (train and validation are the same audio: this is for overfitting)."""
+    if not Path("/usr/share/sounds/sf2/FluidR3_GM.sf2").exists():
+        pytest.skip("fluid-soundfont-gm needed")
+    from pianonotes.synth.augment import NO_AUGMENT
+    from pianonotes.synth.dataset import SynthConfig, synthesize
+
+    root = tmp_path_factory.mktemp("tiny")
+    cfg = SynthConfig(hours=0.0, eval_minutes=0.1, splits=("validation",), shard_seconds=5.0,
+                      clip_seconds=(6.0, 6.0), weights={"textures": 1.0}, soundfonts=("fluidr3",), seed=11,
+                      augment=NO_AUGMENT)
+    synthesize(root, cfg)
+    (root / "train").symlink_to(root / "validation")
+    return root
+
+
+def _cfg(data, out, **kw):
+    base = dict(data=str(data), out=str(out), arch="audionet", max_steps=10, batch_size=4, window=60,
+                save_every=1000, device="cpu", arch_config=dict(TINY), warmup_steps=5, seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@needs_fluidsynth
+def test_overfits_a_few_seconds(tiny_dataset, tmp_path):
+    losses = []
+    res = train(_cfg(tiny_dataset, tmp_path / "run", max_steps=400, lr=3e-3, arch_config={"channels": [8, 16], "hidden": 96, "dilations": [1, 2]}),
+                on_event=lambda k, i: losses.append(i["loss"]) if k == "step" else None)
+    assert losses[-1] < 0.5 * losses[0]
+    assert res["metrics"]["note_f1"] > 0.9, res["metrics"]
+    assert (tmp_path / "run" / "last.safetensors").exists() and (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+@needs_fluidsynth
+def test_resume_continues_exactly(tiny_dataset, tmp_path):
+    seen = {}
+
+    def rec(run):
+        return lambda k, i: seen.setdefault(run, {}).__setitem__(i["step"], i["loss"]) if k == "step" else None
+
+    train(_cfg(tiny_dataset, tmp_path / "a", max_steps=20), on_event=rec("a"))
+    train(_cfg(tiny_dataset, tmp_path / "b", max_steps=20, save_every=10),
+          on_event=rec("b0"), stop=lambda: seen.get("b0", {}).get(10) is not None)
+    train(_cfg(tiny_dataset, tmp_path / "b", max_steps=20), resume=str(tmp_path / "b" / "last"), on_event=rec("b1"))
+    assert seen["b1"][20] == pytest.approx(seen["a"][20], rel=1e-5, abs=1e-7)
+
+
+@needs_fluidsynth
+@pytest.mark.parametrize("arch", ["seed-mlp", "linear"])
+def test_seed_baselines_train(tiny_dataset, tmp_path, arch):
+    res = train(_cfg(tiny_dataset, tmp_path / arch, arch=arch, max_steps=20, window=16, batch_size=1, arch_config={}))
+    model, cfg = ckpt.load(tmp_path / arch / "last")
+    assert cfg["arch"] == arch and cfg["arch_config"]["n_classes"] >= 2
+    assert "note_f1" in res["metrics"]
+
+
+@needs_fluidsynth
+def test_ddp_two_cpu_processes_match_single_process(tiny_dataset, tmp_path):
+    """torchrun with 2 gloo processes of batch 2 == one process of batch 4 (the seed's perceptron: no
+    BatchNorm or dropout, so the only difference is float summation order)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    common = ["--data", str(tiny_dataset), "--arch", "linear", "--window", "16", "--device", "cpu",
+              "--save-every", "1000", "--lr", "0.5"]
+    cli = [sys.executable, "-m", "pianonotes", "train"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+                "-m", "pianonotes", "train"]
+    runs = {"init": cli + common + ["--max-steps", "0", "--out", str(tmp_path / "init")],
+            "ddp": torchrun + common + ["--max-steps", "5", "--batch-size", "2", "--out", str(tmp_path / "ddp")],
+            "one": cli + common + ["--max-steps", "5", "--batch-size", "4", "--out", str(tmp_path / "one")]}
+    for name, cmd in runs.items():
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, (name, p.stdout[-1000:], p.stderr[-2000:])
+    w = {}
+    for name in runs:
+        m, cfg = ckpt.load(tmp_path / name / "last")
+        w[name] = torch.cat([q.flatten() for q in m.parameters()])
+    moved = torch.norm(w["one"] - w["init"])
+    assert moved > 1e-3
+    assert torch.norm(w["ddp"] - w["one"]) < 0.02 * moved
