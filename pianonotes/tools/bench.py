@@ -1,0 +1,150 @@
+"""``make bench``: speed and memory of every stage, on this machine (not timed tests).
+
+    python -m pianonotes.tools.bench [--quick] [--out bench.json]
+
+Reports: render speed of `data synth`, `--help` start-up, inference x real time (model + decoding,
+start-up excluded), whole-process wall time for a 30 s clip and a 10-minute file (start-up included and
+excluded), peak RSS for a 1-hour file, and live latency / worker CPU over a real-time take.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+EXE = [sys.executable, "-m", "pianonotes"]
+
+
+def _example_audio(sr: int) -> np.ndarray:
+    from pianonotes.audio import load_audio
+
+    return load_audio(Path(__file__).resolve().parents[1] / "examples" / "twohands.flac", sr)
+
+
+def _long_file(path: Path, seconds: float, sr: int) -> Path:
+    import soundfile as sf
+
+    base = _example_audio(sr)
+    reps = int(np.ceil(seconds * sr / len(base)))
+    with sf.SoundFile(path, "w", sr, 1, format="FLAC", subtype="PCM_16") as f:
+        for _ in range(reps):
+            f.write(base)
+    return path
+
+
+def _run(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS MB) of a child process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, max(peak, before) / 1024
+
+
+def bench_render(tmp: Path) -> dict:
+    from pianonotes.synth.dataset import SynthConfig, synthesize
+
+    cfg = SynthConfig(hours=0.0, eval_minutes=4.0, splits=("validation",), seed=5)
+    t0, c0 = time.perf_counter(), time.process_time()
+    m = synthesize(tmp / "render", cfg, workers=1)
+    wall = time.perf_counter() - t0
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = time.process_time() - c0 + kids.ru_utime + kids.ru_stime
+    secs = m["totals"]["validation"]["hours"] * 3600
+    return {"audio_seconds": round(secs, 1), "wall_s": round(wall, 2),
+            "x_real_time_per_core": round(secs / max(cpu, 1e-9), 1)}
+
+
+def bench_inference() -> dict:
+    import torch
+
+    from pianonotes.decode import DecodeOptions, decode
+    from pianonotes.engine import infer_features
+    from pianonotes.frontend import frontend_from_config
+    from pianonotes.nn import checkpoint as ckpt
+
+    torch.set_grad_enabled(False)
+    model, cfg = ckpt.load(None)
+    fe = frontend_from_config(cfg["frontend"])
+    audio = np.tile(_example_audio(fe.sample_rate), 3)
+    secs = len(audio) / fe.sample_rate
+    t0 = time.perf_counter()
+    feats = fe(audio)
+    t1 = time.perf_counter()
+    p = infer_features(model, feats)
+    t2 = time.perf_counter()
+    decode(p["frame"], p["onset"], p["velocity"], fps=fe.fps, options=DecodeOptions.for_model(cfg))
+    t3 = time.perf_counter()
+    return {"audio_seconds": round(secs, 1), "front_end_x": round(secs / (t1 - t0), 1),
+            "network_x": round(secs / (t2 - t1), 1), "decode_x": round(secs / (t3 - t2), 1),
+            "total_x_real_time": round(secs / (t3 - t0), 1), "torch_threads": torch.get_num_threads()}
+
+
+def bench_cli(tmp: Path, quick: bool) -> dict:
+    out = {}
+    wall, _ = _run(EXE + ["--help"])
+    out["help_s"] = round(wall, 3)
+    wall, _ = _run(EXE + ["--version"])
+    out["version_s"] = round(wall, 3)
+    for name, seconds in (("30s", 30.0), ("10min", 600.0)) + ((("1h", 3600.0),) if not quick else ()):
+        src = _long_file(tmp / f"{name}.flac", seconds, 16000)
+        wall, rss = _run(EXE + ["transcribe", str(src), "-o", str(tmp / f"{name}.mid"), "--overwrite", "--quiet"])
+        # start-up: the same process on a tiny file
+        tiny = _long_file(tmp / "tiny.flac", 0.5, 16000)
+        base, _ = _run(EXE + ["transcribe", str(tiny), "-o", str(tmp / "tiny.mid"), "--overwrite", "--quiet"])
+        out[name] = {"wall_s": round(wall, 2), "x_real_time_whole_process": round(seconds / wall, 1),
+                     "x_real_time_without_startup": round(seconds / max(wall - base, 1e-9), 1),
+                     "startup_s": round(base, 2), "peak_rss_mb": round(rss, 1)}
+    return out
+
+
+def bench_live(tmp: Path, seconds: float) -> dict:
+    from pianonotes.live import FileSource, LiveSession, percentile
+    from pianonotes.transcribe import Transcriber
+
+    src = _long_file(tmp / "live.flac", seconds, 16000)
+    tr = Transcriber(None, device="cpu")
+    session = LiveSession(tr.engine(), FileSource(src, 16000))
+    session.start()
+    while not session.done:
+        session.wait_update(0.05)
+        session.mark_shown()
+    res = session.finish()
+    lat, olat = res.latencies_ms, res.onset_latencies_ms
+    return {"audio_seconds": seconds, "notes": len(res.notes), "dropped_blocks": res.dropped,
+            "processing_latency_ms_median": round(float(np.median(lat)), 1) if lat else None,
+            "processing_latency_ms_p95": round(percentile(lat, 95), 1) if lat else None,
+            "onset_to_screen_ms_median": round(float(np.median(olat)), 1) if olat else None,
+            "onset_to_screen_ms_p95": round(percentile(olat, 95), 1) if olat else None,
+            "worker_cpu_percent_of_one_core": round(100 * res.worker_cpu_seconds / max(res.wall_seconds, 1e-9), 1)}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="skip the 1-hour file and shorten the live take")
+    ap.add_argument("--out", default="bench.json")
+    args = ap.parse_args(argv)
+    results = {"machine": {"cpus": os.cpu_count()}}
+    with tempfile.TemporaryDirectory(prefix="pianonotes-bench-") as d:
+        tmp = Path(d)
+        for name, fn in (("render", lambda: bench_render(tmp)), ("inference", bench_inference),
+                         ("cli", lambda: bench_cli(tmp, args.quick)),
+                         ("live", lambda: bench_live(tmp, 20.0 if args.quick else 60.0))):
+            results[name] = fn()
+            print(name, json.dumps(results[name]), flush=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""`pianonotes transcribe`: the engine's chunk independence, outputs, batches and bad input."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pianonotes.decode import DecodeOptions
+from pianonotes.frontend import FrontEnd
+from pianonotes.nn import checkpoint as ckpt
+from pianonotes.nn.archs import build
+from pianonotes.transcribe import Transcriber, expand_inputs
+
+from conftest import ROOT, assert_one_line_error, run_cli, sine
+
+EXAMPLE = ROOT / "pianonotes" / "examples" / "twohands.flac"
+
+
+@pytest.fixture(scope="module")
+def random_model(tmp_path_factory):
+    """A small random AudioNet whose thresholds make it emit plenty of notes on any audio."""
+    import torch
+
+    torch.manual_seed(0)
+    fe = FrontEnd()
+    arch_config = {"channels": [8, 8], "hidden": 64, "dilations": [1, 2]}
+    model = build("audionet", fe.n_features, arch_config)
+    with torch.no_grad():
+        model.onset.bias.fill_(0.0)
+        model.frame.bias.fill_(0.5)
+    cfg = {"arch": "audionet", "arch_config": arch_config, "n_features": fe.n_features, "frontend": fe.to_dict(),
+           "fps": fe.fps, "past_frames": model.past, "future_frames": model.future,
+           "decode": {"onset_threshold": 0.52, "frame_threshold": 0.5, "min_note_seconds": 0.04}}
+    path = tmp_path_factory.mktemp("model") / "rand"
+    ckpt.save(path, model, cfg)
+    return path
+
+
+def test_notes_do_not_depend_on_chunk_size(random_model):
+    audio = np.concatenate([sine(262, 1.0), sine(330, 1.5) + sine(523, 1.5), np.zeros(8000, np.float32)])
+    results = []
+    for chunk_frames, block in ((1, 320), (7, 1234), (1000, len(audio)), (64, 16000)):
+        tr = Transcriber(random_model, device="cpu", chunk_frames=chunk_frames)
+        blocks = [audio[i: i + block] for i in range(0, len(audio), block)]
+        res = tr.transcribe_blocks(blocks, keep_activations=True)
+        results.append(res)
+    assert len(results[0].notes) > 3
+    for r in results[1:]:
+        assert np.max(np.abs(r.activations.onset.astype(np.float32) - results[0].activations.onset.astype(np.float32))) < 2e-3
+        assert [(n.pitch, n.onset, n.offset) for n in r.notes] == [(n.pitch, n.onset, n.offset) for n in results[0].notes]
+
+
+def test_excerpt_keeps_absolute_times(random_model, tmp_path):
+    path = tmp_path / "a.wav"
+    sf.write(path, np.concatenate([np.zeros(16000 * 2, np.float32), sine(440, 1.0), np.zeros(16000, np.float32)]), 16000)
+    tr = Transcriber(random_model, device="cpu")
+    full = tr.transcribe_file(path).notes
+    part = tr.transcribe_file(path, start=1.5, end=3.5).notes
+    assert part and all(1.5 <= n.onset < 3.5 for n in part)
+    assert any(abs(a.onset - b.onset) < 0.05 and a.pitch == b.pitch for a in part for b in full)
+
+
+def test_expand_inputs(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for name in ("a.wav", "b.flac", "sub/c.wav", "notes.txt"):
+        sf.write(tmp_path / name, np.zeros(100, np.float32), 16000, format="WAV") if name.endswith(".wav") else (
+            sf.write(tmp_path / name, np.zeros(100, np.float32), 16000, format="FLAC") if name.endswith(".flac")
+            else (tmp_path / name).write_text("x"))
+    assert [p.name for p in expand_inputs([str(tmp_path)])] == ["a.wav", "b.flac"]
+    assert [p.name for p in expand_inputs([str(tmp_path)], recursive=True)] == ["a.wav", "b.flac", "c.wav"]
+    assert [p.name for p in expand_inputs([str(tmp_path / "*.wav")])] == ["a.wav"]
+
+
+def test_cli_outputs_batch_and_activations(random_model, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    sf.write(src / "one.wav", sine(262, 1.5), 16000)
+    sf.write(src / "two.flac", np.stack([sine(330, 1.5), sine(330, 1.5)], 1), 44100)
+    out = tmp_path / "out"
+    p = run_cli("transcribe", src, "-o", out, "-f", "mid", "-f", "json", "-f", "musicxml", "--model", random_model)
+    assert p.returncode == 0, p.stderr
+    assert sorted(x.name for x in out.iterdir()) == ["one.json", "one.mid", "one.musicxml", "two.json", "two.mid",
+                                                      "two.musicxml"]
+    # existing outputs are not overwritten: each file fails, the batch reports, exit 1
+    before = (out / "one.mid").read_bytes()
+    p = run_cli("transcribe", src, "-o", out, "-f", "mid", "--model", random_model)
+    assert p.returncode == 1 and "exists" in p.stdout and (out / "one.mid").read_bytes() == before
+    # activations: save, then re-decode without the network gives the same notes
+    single = tmp_path / "one.csv"
+    p = run_cli("transcribe", src / "one.wav", "-o", single, "--save-activations", tmp_path / "one.npz",
+                "--model", random_model)
+    assert p.returncode == 0, p.stderr
+    again = tmp_path / "again.csv"
+    p = run_cli("transcribe", "--from-activations", tmp_path / "one.npz", "-o", again)
+    assert p.returncode == 0, p.stderr
+    cols = lambda path: [ln.split(",")[:4] for ln in path.read_text().splitlines()]  # noqa: E731 (not confidence)
+    assert len(cols(single)) > 2 and cols(single) == cols(again)
+    p = run_cli("transcribe", src / "one.wav", "-o", tmp_path / "roll.mid", "--roll", "--model", random_model)
+    assert p.returncode == 0 and (tmp_path / "one.roll.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_silence_is_an_empty_score(random_model, tmp_path):
+    sf.write(tmp_path / "quiet.wav", np.zeros(16000 * 2, np.float32), 16000)
+    p = run_cli("transcribe", tmp_path / "quiet.wav", "-o", tmp_path / "quiet.musicxml", "-o", tmp_path / "quiet.mid")
+    assert p.returncode == 0, p.stderr
+    assert "0 notes" in p.stdout
+    from music21 import converter
+
+    score = converter.parse(tmp_path / "quiet.musicxml")
+    assert len(score.flatten().notes) == 0
+
+
+@pytest.mark.parametrize("sr,channels", [(8000, 1), (192000, 2), (44100, 6)])
+def test_odd_rates_and_channels(random_model, tmp_path, sr, channels):
+    x = np.tile(sine(440, 1.0, sr)[:, None], (1, channels))
+    sf.write(tmp_path / "x.wav", x, sr)
+    tr = Transcriber(random_model, device="cpu")
+    res = tr.transcribe_file(tmp_path / "x.wav")
+    assert abs(res.seconds - 1.0) < 0.01
+
+
+def test_bad_input_gives_one_clear_line(random_model, tmp_path):
+    m = ["--model", random_model]
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "text.wav").write_text("this is not audio\n" * 50)
+    sf.write(tmp_path / "good.wav", sine(440, 1.0), 16000)
+    (tmp_path / "trunc.wav").write_bytes((tmp_path / "good.wav").read_bytes()[:40])
+    nan = sine(440, 0.5)
+    nan[10] = np.nan
+    sf.write(tmp_path / "nan.wav", nan, 16000, subtype="FLOAT")
+    (tmp_path / "noaudio").mkdir()
+    (tmp_path / "noaudio" / "readme.txt").write_text("x")
+    corrupt = tmp_path / "corrupt"
+    ckpt_json = json.loads(Path(str(random_model) + ".json").read_text())
+    Path(str(corrupt) + ".json").write_text(json.dumps(ckpt_json))
+    Path(str(corrupt) + ".safetensors").write_bytes(b"garbage")
+    ro = tmp_path / "nowhere" / "deeper"
+    cases = [
+        (["transcribe", tmp_path / "missing.wav", *m], ["no such file"]),
+        (["transcribe", tmp_path / "noaudio", *m], ["no audio files"]),
+        (["transcribe", tmp_path / "empty.wav", "-o", tmp_path / "e.mid", *m], ["empty"]),
+        (["transcribe", tmp_path / "trunc.wav", "-o", tmp_path / "t.mid", *m], []),
+        (["transcribe", tmp_path / "text.wav", "-o", tmp_path / "x.mid", *m], ["cannot decode", "supported formats"]),
+        (["transcribe", tmp_path / "nan.wav", "-o", tmp_path / "n.mid", *m], ["NaN"]),
+        (["transcribe", tmp_path / "good.wav", "-o", ro / "g.mid", *m], ["does not exist"]),
+        (["transcribe", tmp_path / "good.wav", "-o", tmp_path / "g.docx", *m], ["extension"]),
+        (["transcribe", tmp_path / "good.wav", "-o", tmp_path / "g.mid", "--model", corrupt], ["sha256"]),
+        (["transcribe", tmp_path / "good.wav", "-o", tmp_path / "g.mid", "--onset-threshold", "2", *m], ["between 0 and 1"]),
+    ]
+    for args, needles in cases:
+        p = run_cli(*args)
+        assert_one_line_error(p, *needles)
+    for name in ("e.mid", "t.mid", "x.mid", "n.mid", "g.mid"):
+        assert not (tmp_path / name).exists()
+    assert not [f for f in os.listdir(tmp_path) if ".part" in f]
