@@ -127,7 +127,7 @@ def transcribe(
     console = _console()
     try:
         overrides = dict(onset_threshold=onset_threshold, frame_threshold=frame_threshold, min_note_seconds=min_note)
-        options = DecodeOptions.for_model(None, **overrides)  # validates the values early
+        DecodeOptions.for_model(None, **overrides)  # validates the values before any work
         if from_activations:
             files = [Path(i) for i in inputs]
             for f in files:
@@ -299,7 +299,6 @@ def train(
 ) -> None:
     """Train AudioNet (or the seed's baselines) on the CPU or GPUs; torchrun for several processes."""
     import os
-    import time
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -325,7 +324,6 @@ def train(
     rank = int(os.environ.get("RANK", "0"))
     console = _console()
     show = console.is_terminal and rank == 0
-    state = {"t0": time.time()}
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
                   disable=not show) as progress:
@@ -406,7 +404,6 @@ def evaluate(
     min_note: Optional[float] = typer.Option(None, help=THRESH_HELP["min_note"]),
 ) -> None:
     """Score a checkpoint: mir_eval note/frame F1, the seed's exact-frame accuracy, per-pitch F1."""
-    from pianonotes.decode import DecodeOptions
     from pianonotes.evaluate import evaluate as run_eval
 
     try:

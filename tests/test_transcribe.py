@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pianonotes.decode import DecodeOptions
 from pianonotes.frontend import FrontEnd
 from pianonotes.nn import checkpoint as ckpt
 from pianonotes.nn.archs import build

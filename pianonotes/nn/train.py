@@ -229,9 +229,6 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
     model = build(cfg.arch, n_features, arch_cfg_for_build).to(device)
     past, future = int(model.past), int(model.future)
     combo = getattr(model, "kind", "") == "combo"
-    if combo:
-        window = cfg.window
-        vocab_lookup = vocab
     is_seed = cfg.arch in ("seed-mlp", "linear")
     base_lr = cfg.lr or (0.01 if is_seed else 1e-3)
     if is_seed:
@@ -257,14 +254,11 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
             state_path = state_path.with_name(state_path.name + "-state")
         if not state_path.with_suffix(".json").exists():
             raise PianonotesError(f"no training state at {state_path}.json to resume from")
-        from safetensors.torch import load_file
-
         weights_path = state_path.with_name(state_path.name[: -len("-state")])
         m, _ = ckpt.load(weights_path)
         model.load_state_dict(m.state_dict(), strict=True)
         meta = _load_state(state_path, opt)
         step, best = int(meta["step"]), float(meta.get("best", -1.0))
-        del load_file
 
     config_base = {
         "arch": cfg.arch, "arch_config": arch_cfg, "n_features": n_features, "frontend": fe_cfg,
@@ -317,7 +311,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                     res = ddp_model(xt)
                 if combo:
-                    tgt = torch.from_numpy(D.combo_targets(fr, vocab_lookup)).to(device)
+                    tgt = torch.from_numpy(D.combo_targets(fr, vocab)).to(device)
                     loss = F.cross_entropy(res["logits"].float().reshape(-1, res["logits"].shape[-1]),
                                            tgt.reshape(-1), ignore_index=-100)
                     parts = {"ce": loss.item()}

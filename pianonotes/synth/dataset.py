@@ -25,7 +25,7 @@ import numpy as np
 from pianonotes import constants as C
 from pianonotes.errors import PianonotesError
 from pianonotes.synth import sources as S
-from pianonotes.synth.augment import NO_AUGMENT, AugmentConfig, augment
+from pianonotes.synth.augment import AugmentConfig, augment
 from pianonotes.synth.performance import Performance
 from pianonotes.synth.render import check_soundfont, fluidsynth_binary, layout, render
 from pianonotes.synth.textures import generate

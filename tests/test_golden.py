@@ -1,0 +1,90 @@
+"""The shipped checkpoint on real (rendered) music: a golden regression and a score round trip.
+
+The example (pianonotes/examples/twohands.flac) is a two-hand piece composed in
+pianonotes/tools/make_example.py and rendered with the csound piano, which the model never heard in
+training. Thresholds sit a little below the measured figures (README, models/MODEL_CARD.md).
+"""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pianonotes.metrics import transcription_scores
+from pianonotes.nn import checkpoint as ckpt
+from pianonotes.notes import read_midi
+from pianonotes.transcribe import Transcriber
+
+from conftest import FLUIDR3, ROOT, run_cli
+
+EXAMPLE = ROOT / "pianonotes" / "examples" / "twohands.flac"
+EXAMPLE_MIDI = EXAMPLE.with_suffix(".mid")
+
+shipped = pytest.mark.skipif(not ckpt.default_checkpoint().exists(), reason="no shipped checkpoint (make model)")
+
+
+@shipped
+def test_shipped_checkpoint_is_small_and_verified():
+    cfg = ckpt.read_config(None)
+    weights = ckpt.default_checkpoint().with_suffix(".safetensors")
+    assert weights.stat().st_size <= 5 * 1024 * 1024
+    assert cfg["weights_sha256"] == ckpt.sha256(weights)
+    assert cfg["lookahead_seconds"] <= 0.1 + 1e-9
+    assert {"onset_threshold", "frame_threshold", "min_note_seconds"} <= set(cfg["decode"])
+
+
+@shipped
+def test_golden_example_transcription():
+    ref = read_midi(EXAMPLE_MIDI)
+    res = Transcriber(None, device="cpu").transcribe_file(EXAMPLE)
+    s = transcription_scores(ref, res.notes, res.seconds)
+    assert s["note_f1"] >= GOLDEN_NOTE_F1, s
+    assert s["frame_f1"] >= GOLDEN_FRAME_F1, s
+
+
+GOLDEN_NOTE_F1 = 0.85
+GOLDEN_FRAME_F1 = 0.7
+ROUND_TRIP_MATCH = 0.85
+
+
+@shipped
+def test_score_round_trip_pitches_and_beats(tmp_path):
+    """Known score -> MIDI -> FluidSynth audio -> transcribe -> MusicXML: pitches and onsets in beats."""
+    if not shutil.which("fluidsynth") or not Path(FLUIDR3).exists():
+        pytest.skip("fluidsynth needed")
+    import soundfile as sf
+    from music21 import converter
+
+    from pianonotes.synth.render import render
+    from pianonotes.tools.make_example import BPM, piece
+
+    notes = piece()
+    audio = render([(n.onset, n.offset, n.pitch, n.velocity) for n in notes], [], notes[-1].offset + 1.5,
+                   FLUIDR3, 0, 16000)
+    wav = tmp_path / "piece.wav"
+    sf.write(wav, audio, 16000)
+    out = tmp_path / "piece.musicxml"
+    p = run_cli("transcribe", wav, "-o", out, "--bpm", BPM)
+    assert p.returncode == 0, p.stderr
+    score = converter.parse(out)
+    got = set()
+    for el in score.flatten().notes:
+        for pitch in el.pitches:
+            got.add((pitch.midi, round(float(el.getOffsetInHierarchy(score)) * 4) / 4))
+    t0 = notes[0].onset
+    want = {(n.pitch, round((n.onset - t0) / (60 / BPM) * 4) / 4) for n in notes}
+    matched = len(want & got) / len(want)
+    assert matched >= ROUND_TRIP_MATCH, (matched, sorted(want - got)[:10], sorted(got - want)[:10])
+
+
+@shipped
+def test_cli_example_to_musicxml_and_pdf(tmp_path):
+    out = tmp_path / "twohands.musicxml"
+    p = run_cli("transcribe", EXAMPLE, "-o", out, "-o", tmp_path / "twohands.pdf", "-o", tmp_path / "twohands.mid")
+    assert p.returncode == 0, p.stderr
+    assert out.read_text().count("<note") > 40
+    assert (tmp_path / "twohands.pdf").read_bytes()[:4] == b"%PDF"
+    back = read_midi(tmp_path / "twohands.mid")
+    assert abs(len(back) - len(read_midi(EXAMPLE_MIDI))) <= 10
+    assert np.isfinite([n.onset for n in back]).all()
