@@ -5,6 +5,7 @@ BIN     := $(VENV)/bin
 DATA    ?= $(HOME)/.cache/pianonotes/data
 RUNS    ?= runs
 STEPS   ?= 5000
+SEED_STEPS ?= 15000
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 setup: system-deps install
@@ -48,12 +49,19 @@ data-eval: install
 	$(BIN)/pianonotes data synth $(DATA)/synth-v1-musescore --hours 0 --eval-minutes 12 --split test \
 	  --soundfonts musescore --evaluation-only --seed 0 --workers 2
 
-# Regenerates models/audionet.* from scratch (render + training, about 2 h on 2 cores).
-model: data
+# Regenerates models/audionet.* and models/MODEL_CARD.md from scratch: render (about 10 min), train
+# AudioNet (about 55 min on 2 cores), the seed's two baselines on the same data (about 15 min), then
+# calibrate the thresholds on the validation split and score everything on the test splits.
+model: data data-eval
 	$(BIN)/pianonotes train --data $(DATA)/synth-v1 --arch audionet --max-steps $(STEPS) \
 	  --save-every 200 --out $(RUNS)/audionet --device cpu
+	$(BIN)/pianonotes train --data $(DATA)/synth-v1 --arch seed-mlp --batch-size 1 --window 16 \
+	  --max-steps $(SEED_STEPS) --save-every $(SEED_STEPS) --out $(RUNS)/seed-mlp --device cpu
+	$(BIN)/pianonotes train --data $(DATA)/synth-v1 --arch linear --batch-size 1 --window 16 \
+	  --max-steps $(SEED_STEPS) --save-every $(SEED_STEPS) --out $(RUNS)/linear --device cpu
 	$(BIN)/python -m pianonotes.tools.ship $(RUNS)/audionet/best models/audionet \
-	  --eval $(DATA)/synth-v1 --eval $(DATA)/synth-v1-csound
+	  --eval $(DATA)/synth-v1 --eval $(DATA)/synth-v1-csound --eval $(DATA)/synth-v1-musescore \
+	  --baseline seed-mlp=$(RUNS)/seed-mlp/last --baseline linear=$(RUNS)/linear/last
 
 bench: install
 	$(BIN)/python -m pianonotes.tools.bench

@@ -147,16 +147,18 @@ class FrontEnd:
             raise PianonotesError("internal: not enough audio for the requested frames")
         feats = []
         W = self.window
-        for band, fb in zip(self.bands, self._filterbanks()):
+        for band, (fb, lo, hi) in zip(self.bands, _cached_trimmed(self)):
             win = _hann(band.n_fft)
+            scale = np.float32(2.0 / win.sum())
             out = np.empty((n_frames, fb.shape[1]), np.float32)
             step = max(1, 4_000_000 // band.n_fft)  # bound the temporary frame matrix
+            start = W - band.n_fft
+            view = np.lib.stride_tricks.sliding_window_view(padded[start: start + need - W + band.n_fft], band.n_fft)
             for s in range(0, n_frames, step):
                 e = min(n_frames, s + step)
-                idx = (np.arange(s, e) * self.hop + (W - band.n_fft))[:, None] + np.arange(band.n_fft)[None]
-                frames = padded[idx] * win
-                mag = np.abs(_rfft(frames, axis=1)) * (2.0 / win.sum())
-                out[s:e] = mag @ fb
+                frames = view[s * self.hop: (e - 1) * self.hop + 1: self.hop] * win
+                spec = _rfft(frames, axis=1)[:, lo:hi]  # only the bins the filters use
+                out[s:e] = (np.abs(spec) * scale) @ fb
             feats.append(out)
         x = np.concatenate(feats, axis=1)
         return np.log1p(self.gain * x).astype(np.float32)
@@ -176,6 +178,21 @@ def _cached_filterbanks(fe: FrontEnd) -> list[np.ndarray]:
     if fe not in _FB_CACHE:
         _FB_CACHE[fe] = [log_filterbank(b, fe.sample_rate) for b in fe.bands]
     return _FB_CACHE[fe]
+
+
+_TRIM_CACHE: dict[FrontEnd, list[tuple[np.ndarray, int, int]]] = {}
+
+
+def _cached_trimmed(fe: FrontEnd) -> list[tuple[np.ndarray, int, int]]:
+    """Filterbanks cut to the FFT bins they touch: (filters[lo:hi], lo, hi) per band."""
+    if fe not in _TRIM_CACHE:
+        out = []
+        for fb in _cached_filterbanks(fe):
+            rows = np.nonzero(fb.any(axis=1))[0]
+            lo, hi = int(rows[0]), int(rows[-1]) + 1
+            out.append((np.ascontiguousarray(fb[lo:hi]), lo, hi))
+        _TRIM_CACHE[fe] = out
+    return _TRIM_CACHE[fe]
 
 
 def _hann(n: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from pianonotes.decode import Activations, DecodeOptions
 from pianonotes.errors import PianonotesError
 from pianonotes.notes import Note
 
-BLOCK_SECONDS = 10.0
+BLOCK_SECONDS = 30.0
 
 
 @dataclasses.dataclass
@@ -66,7 +66,7 @@ class Transcriber:
     """Holds the loaded model; transcribes files or activations."""
 
     def __init__(self, model_path: str | os.PathLike | None = None, *, device: str = "auto",
-                 options: DecodeOptions | None = None, chunk_frames: int = 1000):
+                 options: DecodeOptions | None = None, chunk_frames: int = 2000):
         from pianonotes.nn import checkpoint as ckpt
         from pianonotes.nn.train import pick_device
 

@@ -43,9 +43,9 @@ def test_golden_example_transcription():
     assert s["frame_f1"] >= GOLDEN_FRAME_F1, s
 
 
-GOLDEN_NOTE_F1 = 0.85
-GOLDEN_FRAME_F1 = 0.7
-ROUND_TRIP_MATCH = 0.85
+GOLDEN_NOTE_F1 = 0.92  # measured 0.959
+GOLDEN_FRAME_F1 = 0.70  # measured 0.751
+ROUND_TRIP_MATCH = 0.85  # measured 0.908 (FluidR3 render, --bpm 96)
 
 
 @shipped
@@ -75,6 +75,7 @@ def test_score_round_trip_pitches_and_beats(tmp_path):
     t0 = notes[0].onset
     want = {(n.pitch, round((n.onset - t0) / (60 / BPM) * 4) / 4) for n in notes}
     matched = len(want & got) / len(want)
+    print(f"round trip: {matched:.3f} of notes match in pitch and beat")
     assert matched >= ROUND_TRIP_MATCH, (matched, sorted(want - got)[:10], sorted(got - want)[:10])
 
 

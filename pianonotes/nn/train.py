@@ -278,6 +278,19 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
         emit("save", {"path": str(out / name), "step": step})
 
     log_path = out / "metrics.jsonl"
+    metrics: dict = {}
+
+    def validate_and_save() -> None:
+        """Score the validation split (rank 0), keep the best checkpoint, save the last one."""
+        nonlocal metrics, best
+        if val_recs and rank == 0:
+            metrics = validate(model, val_recs, fps, device)
+            log({"step": step, "val": metrics})
+            emit("val", {"step": step, **metrics})
+            if metrics.get("note_f1", 0) > best:
+                best = metrics["note_f1"]
+                save("best", metrics)
+        save("last", metrics)
 
     def log(row: dict) -> None:
         if rank == 0:
@@ -291,7 +304,6 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
     onset_pos_weight = torch.tensor(cfg.onset_pos_weight, device=device)
     model.train()
     t_last, frames_since = time.time(), 0
-    metrics: dict = {}
     try:
         while step < total_steps:
             epoch = step // per_epoch
@@ -341,27 +353,13 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
                     log(row)
                     emit("step", dict(row, total_steps=total_steps))
                 if step % cfg.save_every == 0 or (cfg.val_every and step % cfg.val_every == 0):
-                    if val_recs and rank == 0:
-                        metrics = validate(model, val_recs, fps, device)
-                        log({"step": step, "val": metrics})
-                        emit("val", {"step": step, **metrics})
-                        if metrics.get("note_f1", 0) > best:
-                            best = metrics["note_f1"]
-                            save("best", metrics)
-                    save("last", metrics)
+                    validate_and_save()
             if stop and stop():
                 break
     except KeyboardInterrupt:
         save("last", metrics)
         raise
-    if val_recs and rank == 0:
-        metrics = validate(model, val_recs, fps, device)
-        log({"step": step, "val": metrics})
-        emit("val", {"step": step, **metrics})
-        if metrics.get("note_f1", 0) > best:
-            best = metrics["note_f1"]
-            save("best", metrics)
-    save("last", metrics)
+    validate_and_save()
     if world > 1:
         import torch.distributed as dist
 
