@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 DATA    ?= $(HOME)/.cache/pianonotes/data
 RUNS    ?= runs
 STEPS   ?= 5000
-SEED_STEPS ?= 15000
+SEED_STEPS ?= 8000
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 setup: system-deps install

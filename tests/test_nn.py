@@ -151,19 +151,28 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
 # ---------------------------------------------------------------------------------------------- training
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory):
-    """Two 8-second clips (train and validation are the same audio: this is for overfitting)."""
+    """Two 6-second clips of a plain two-hand piece (no pedal); train and validation are the same audio:
+    this is for overfitting."""
     if not Path("/usr/share/sounds/sf2/FluidR3_GM.sf2").exists():
         pytest.skip("fluid-soundfont-gm needed")
+    from pianonotes.notes import write_midi
     from pianonotes.synth.augment import NO_AUGMENT
     from pianonotes.synth.dataset import SynthConfig, synthesize
 
     root = tmp_path_factory.mktemp("tiny")
-    cfg = SynthConfig(hours=0.0, eval_minutes=0.1, splits=("validation",), shard_seconds=5.0,
-                      clip_seconds=(6.0, 6.0), weights={"textures": 1.0}, soundfonts=("fluidr3",), seed=11,
-                      augment=NO_AUGMENT)
-    synthesize(root, cfg)
-    (root / "train").symlink_to(root / "validation")
-    return root
+    midi = root / "midi"
+    midi.mkdir()
+    melody = [72, 74, 76, 77, 79, 77, 76, 74, 72, 71, 72, 76, 79, 84, 79, 76]
+    notes = [Note(0.4 * i, 0.4 * i + 0.35, p, 90) for i, p in enumerate(melody * 2)]
+    notes += [Note(1.6 * i, 1.6 * i + 1.4, p, 70) for i in range(8) for p in ((48, 55), (53, 57), (43, 50), (48, 52))[i % 4]]
+    write_midi(midi / "piece.mid", notes)
+    (midi / "manifest.csv").write_text("path,corpus,split,seconds,license\npiece.mid,tiny,validation,13,CC0\n")
+    cfg = SynthConfig(hours=0.0, eval_minutes=0.1, splits=("validation",), shard_seconds=5.0, clip_seconds=(6.0, 6.0),
+                      weights={"corpus": 1.0}, midi_dir=str(midi), soundfonts=("fluidr3",), seed=11, tempo=(1.0, 1.0),
+                      transpose=0, augment=NO_AUGMENT)
+    synthesize(root / "data", cfg)
+    (root / "data" / "train").symlink_to(root / "data" / "validation")
+    return root / "data"
 
 
 def _cfg(data, out, **kw):
@@ -176,7 +185,8 @@ def _cfg(data, out, **kw):
 @needs_fluidsynth
 def test_overfits_a_few_seconds(tiny_dataset, tmp_path):
     losses = []
-    res = train(_cfg(tiny_dataset, tmp_path / "run", max_steps=400, lr=3e-3, arch_config={"channels": [8, 16], "hidden": 96, "dilations": [1, 2]}),
+    res = train(_cfg(tiny_dataset, tmp_path / "run", max_steps=800, lr=1e-2, warmup_steps=20,
+                     arch_config={"channels": [8, 16], "hidden": 96, "dilations": [1, 2]}),
                 on_event=lambda k, i: losses.append(i["loss"]) if k == "step" else None)
     assert losses[-1] < 0.5 * losses[0]
     assert res["metrics"]["note_f1"] > 0.9, res["metrics"]

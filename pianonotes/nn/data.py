@@ -177,10 +177,20 @@ def combo_vocab(recs: Sequence[Recording], max_classes: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(b"".join(rows), np.uint8).reshape(len(rows), -1), axis=1)[:, : C.N_KEYS]
 
 
+class ComboLookup:
+    """Key-set -> class index for a vocabulary (built once; used every training step)."""
+
+    def __init__(self, vocab: np.ndarray):
+        packed = np.packbits(vocab.astype(np.uint8), axis=1)
+        self.lookup = {row.tobytes(): i for i, row in enumerate(packed)}
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        flat = np.packbits(frame.reshape(-1, C.N_KEYS).astype(np.uint8), axis=1)
+        out = np.array([self.lookup.get(row.tobytes(), -100) for row in flat], dtype=np.int64)
+        return out.reshape(frame.shape[:-1])
+
+
 def combo_targets(frame: np.ndarray, vocab: np.ndarray) -> np.ndarray:
     """Class index per frame (B, T) int64; -100 (ignored) for combinations outside the vocabulary."""
-    packed_v = np.packbits(vocab.astype(np.uint8), axis=1)
-    lookup = {row.tobytes(): i for i, row in enumerate(packed_v)}
-    flat = np.packbits(frame.reshape(-1, C.N_KEYS).astype(np.uint8), axis=1)
-    out = np.array([lookup.get(row.tobytes(), -100) for row in flat], dtype=np.int64)
-    return out.reshape(frame.shape[:-1])
+    return ComboLookup(vocab)(frame)
+

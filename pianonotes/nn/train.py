@@ -229,6 +229,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
     model = build(cfg.arch, n_features, arch_cfg_for_build).to(device)
     past, future = int(model.past), int(model.future)
     combo = getattr(model, "kind", "") == "combo"
+    combo_lookup = D.ComboLookup(vocab) if combo else None
     is_seed = cfg.arch in ("seed-mlp", "linear")
     base_lr = cfg.lr or (0.01 if is_seed else 1e-3)
     if is_seed:
@@ -323,7 +324,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                     res = ddp_model(xt)
                 if combo:
-                    tgt = torch.from_numpy(D.combo_targets(fr, vocab)).to(device)
+                    tgt = torch.from_numpy(combo_lookup(fr)).to(device)
                     loss = F.cross_entropy(res["logits"].float().reshape(-1, res["logits"].shape[-1]),
                                            tgt.reshape(-1), ignore_index=-100)
                     parts = {"ce": loss.item()}
