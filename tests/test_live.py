@@ -414,3 +414,48 @@ def test_screen_in_tmux_renders_and_q_saves(ckpt, clip, env, tmp_path):
         assert f"wrote {out}" in screen.replace("\n", "") and out.exists()
     finally:
         subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+
+
+@pytest.mark.skipif(not shutil.which("tmux"), reason="tmux missing")
+def test_screen_shows_the_chord_being_played_with_the_shipped_model(env, work, tmp_path):
+    """Golden: while a held C major chord plays, the view's 'sounding' line names C4, E4 and G4."""
+    import soundfile as sf
+
+    from pianonotes.nn import checkpoint
+
+    if not checkpoint.default_checkpoint().exists() or not Path(SOUNDFONT).exists():
+        pytest.skip("shipped checkpoint or soundfont missing")
+    from pianonotes.synth.render import render
+
+    audio = render([(0.3, 5.5, 60, 90), (0.3, 5.5, 64, 90), (0.3, 5.5, 67, 90)], [], 6.5, SOUNDFONT, 0, SR)
+    chord = tmp_path / "chord.wav"
+    sf.write(chord, audio, SR)
+    out = tmp_path / "chord.mid"
+    script = tmp_path / "run.sh"
+    script.write_text(f"{sys.executable} -m pianonotes listen --input {chord} -o {out}; sleep 30\n")
+    name = f"pn-chord-{os.getpid()}"
+    tenv = dict(env, TERM="xterm-256color")
+    tenv.pop("COLUMNS", None)
+    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "80", "-y", "24", "bash", str(script)],
+                   env=tenv, check=True)
+    try:
+        sounding = ""
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", name], capture_output=True,
+                                    text=True).stdout
+            lines = [ln for ln in screen.splitlines() if ln.strip().startswith("sounding")]
+            if "elapsed 00:0" in screen and lines and all(n in lines[0] for n in ("C4", "E4", "G4")):
+                sounding = lines[0]
+                break
+            time.sleep(0.1)
+        assert sounding, screen
+        subprocess.run(["tmux", "send-keys", "-t", name, "q"], check=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not out.exists():
+            time.sleep(0.2)
+        from pianonotes.notes import read_midi
+
+        assert {60, 64, 67} <= {n.pitch for n in read_midi(out)}
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)

@@ -102,6 +102,23 @@ def load_data(cfg: TrainConfig, frontend=None, on_event: Callable | None = None)
     return train, val, fe.to_dict(), desc
 
 
+class _EpochBatches:
+    """The batches of one epoch in order, built on demand (by DataLoader workers when there are some)."""
+
+    def __init__(self, recs, order: np.ndarray, global_batch: int, rank: int, world: int, window: int,
+                 past: int, future: int):
+        self.recs, self.order, self.gb = recs, order, global_batch
+        self.rank, self.world, self.window, self.past, self.future = rank, world, window, past, future
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.order) / self.gb)
+
+    def __getitem__(self, i: int):
+        i %= len(self)  # every epoch has the same number of steps (the first epoch's), for exact resumes
+        pos = self.order[i * self.gb: (i + 1) * self.gb][self.rank::self.world]
+        return D.batch_arrays(self.recs, pos, self.window, self.past, self.future)
+
+
 def _lr_at(step: int, total: int, base: float, warmup: int, cosine: bool) -> float:
     if not cosine:
         return base
@@ -309,14 +326,18 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
         while step < total_steps:
             epoch = step // per_epoch
             order = sampler.epoch(epoch)
-            i0 = (step % per_epoch) * batch * world
-            for i in range(i0, len(order), batch * world):
+            first = step % per_epoch
+            batches = _EpochBatches(train_recs, order, batch * world, rank, world, cfg.window, past, future)
+            loader = torch.utils.data.DataLoader(
+                batches, batch_size=None, sampler=range(first, per_epoch), num_workers=cfg.workers,
+                pin_memory=device.startswith("cuda"), persistent_workers=False,
+                generator=torch.Generator().manual_seed(cfg.seed + epoch))  # keeps the global RNG (dropout) untouched
+            for x, fr, on, ve in loader:
                 if step >= total_steps or (stop and stop()):
                     break
-                pos = order[i: i + batch * world][rank::world]
-                if len(pos) == 0:
+                if len(x) == 0:
                     continue
-                x, fr, on, ve = D.batch_arrays(train_recs, pos, cfg.window, past, future)
+                x, fr, on, ve = (np.asarray(a) for a in (x, fr, on, ve))
                 xt = torch.from_numpy(x).to(device, non_blocking=True)
                 lr = _lr_at(step, total_steps, base_lr, cfg.warmup_steps, not is_seed)
                 for g in opt.param_groups:
@@ -344,7 +365,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
                 opt.step()
                 step += 1
-                frames_since += len(pos) * cfg.window * world
+                frames_since += len(x) * cfg.window * world
                 if step % 10 == 0 or step == total_steps:
                     now = time.time()
                     fps_train = frames_since / max(now - t_last, 1e-9)
