@@ -87,9 +87,6 @@ class Transcriber:
     def transcribe_blocks(self, blocks: Iterable[np.ndarray], *, source: str = "", time_offset: float = 0.0,
                           keep_activations: bool = False,
                           on_progress: Callable[[float], None] | None = None) -> Transcription:
-        import torch
-
-        torch.set_grad_enabled(False)
         t0 = time.perf_counter()
         eng = self.engine(time_offset=time_offset)
         notes: list[Note] = []

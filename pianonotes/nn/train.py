@@ -319,6 +319,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
                    "world": world, "train_hours": desc.get("train_hours"), "params": sum(
                        p.numel() for p in model.parameters())})
     use_amp = device.startswith("cuda")
+    torch.set_grad_enabled(True)  # a caller may have switched autograd off globally
     onset_pos_weight = torch.tensor(cfg.onset_pos_weight, device=device)
     model.train()
     t_last, frames_since = time.time(), 0

@@ -73,7 +73,6 @@ def bench_inference() -> dict:
     from pianonotes.frontend import frontend_from_config
     from pianonotes.nn import checkpoint as ckpt
 
-    torch.set_grad_enabled(False)
     model, cfg = ckpt.load(None)
     fe = frontend_from_config(cfg["frontend"])
     audio = np.tile(_example_audio(fe.sample_rate), 3)

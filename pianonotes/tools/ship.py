@@ -44,13 +44,10 @@ def calibrate(model, recs, fps: float) -> tuple[dict, float]:
 
 def speed(model, cfg, recs) -> float:
     """x real time of network + decoding on features (front end included), start-up excluded."""
-    import torch
-
     from pianonotes.decode import DecodeOptions, decode
     from pianonotes.engine import infer_features
     from pianonotes.frontend import frontend_from_config
 
-    torch.set_grad_enabled(False)
     fe = frontend_from_config(cfg["frontend"])
     audio = np.random.default_rng(0).standard_normal(fe.sample_rate * 60).astype(np.float32) * 0.05
     t0 = time.perf_counter()
