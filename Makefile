@@ -26,7 +26,8 @@ system-deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	  fluidsynth fluid-soundfont-gm fluidr3mono-gm-soundfont timgm6mb-soundfont csound-soundfont \
-	  libsndfile1 libportaudio2 libasound2-plugins alsa-utils libcairo2 tmux musescore3 >/dev/null
+	  libsndfile1 libportaudio2 libasound2-plugins alsa-utils pulseaudio pulseaudio-utils libcairo2 tmux \
+	  musescore3 >/dev/null
 
 test: install
 	$(BIN)/pytest -q
