@@ -89,3 +89,18 @@ def test_cli_example_to_musicxml_and_pdf(tmp_path):
     back = read_midi(tmp_path / "twohands.mid")
     assert abs(len(back) - len(read_midi(EXAMPLE_MIDI))) <= 10
     assert np.isfinite([n.onset for n in back]).all()
+
+
+@shipped
+def test_evaluate_cli_writes_json_and_plot(tmp_path):
+    import json
+
+    out = tmp_path / "metrics.json"
+    p = run_cli("evaluate", EXAMPLE, "-o", out)
+    assert p.returncode == 0, p.stderr
+    result = json.loads(out.read_text())
+    assert result["overall"]["note_f1"] >= GOLDEN_NOTE_F1
+    assert set(result["per_pitch"]) >= {"60", "72"}
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    bad = run_cli("evaluate", tmp_path / "nothing.wav")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
