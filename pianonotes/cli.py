@@ -13,6 +13,7 @@ import typer
 
 from pianonotes import __version__
 from pianonotes import constants as C
+from pianonotes.cliutil import console, fail
 from pianonotes.errors import PianonotesError
 
 THRESH_HELP = {
@@ -31,16 +32,7 @@ data_app = typer.Typer(no_args_is_help=True, help="Make training data.")
 app.add_typer(data_app, name="data")
 
 
-def _console(stderr: bool = False):
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False)
-
-
-def fail(message: str, code: int = 1) -> "typer.Exit":
-    """One red line on stderr, then a non-zero exit."""
-    _console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
-    return typer.Exit(code)
+_console = console
 
 
 def _version(value: bool) -> None:

@@ -14,19 +14,12 @@ from typing import List, Optional
 import typer
 
 from pianonotes import constants as C
+from pianonotes.cliutil import console, fail
 from pianonotes.errors import PianonotesError
 
 
-def _console(stderr: bool = False):
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False)
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    """One red line on stderr, then a non-zero exit (as ``pianonotes.cli.fail``)."""
-    _console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
-    return typer.Exit(code)
+_console = console
+_fail = fail
 
 
 def devices() -> None:

@@ -654,7 +654,7 @@ class LiveSession:
             self.source.stop()
             if not getattr(self.source, "fast", False) and not self._at_limit():
                 # audio captured before the stop is part of the take
-                rest, _ = self._drain(0.0)
+                rest, _ = self._drain(0.0, until_empty=True)
                 if rest:
                     self._process(rest)
             final = self.engine.finish()
@@ -679,8 +679,9 @@ class LiveSession:
     def _at_limit(self) -> bool:
         return self.max_samples is not None and self.engine.samples_in >= self.max_samples
 
-    def _drain(self, deadline: float) -> tuple[list[tuple[float, np.ndarray]], bool]:
-        """Blocks waiting in the queue (waits for the first one until ``deadline``); True at the end."""
+    def _drain(self, deadline: float, *, until_empty: bool = False) -> tuple[list[tuple[float, np.ndarray]], bool]:
+        """Blocks waiting in the queue (waits for the first one until ``deadline``); True at the end.
+        After a stop, only ``until_empty`` keeps taking blocks (the final drain: nothing captured is lost)."""
         blocks: list[tuple[float, np.ndarray]] = []
         while True:
             try:
@@ -691,7 +692,7 @@ class LiveSession:
             if item is None:
                 return blocks, True
             blocks.append(item)
-            if self._stop.is_set():
+            if self._stop.is_set() and not until_empty:
                 return blocks, False
 
     def _process(self, blocks: list[tuple[float, np.ndarray]]) -> None:

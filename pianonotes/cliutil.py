@@ -1,0 +1,17 @@
+"""Terminal helpers shared by the command modules (the only layer that prints or exits)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """One red line on stderr; return the Exit to raise (non-zero)."""
+    console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    return typer.Exit(code)
