@@ -41,14 +41,17 @@ def _long_file(path: Path, seconds: float, sr: int) -> Path:
     return path
 
 
-def _run(cmd: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS MB) of a child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+_WRAP = ("import resource, subprocess, sys\n"
+         "subprocess.run(sys.argv[1:], check=True, capture_output=True)\n"
+         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+
+
+def _run(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
+    """(wall seconds, peak RSS MB) of one command, measured in a fresh wrapper process."""
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True)
+    out = subprocess.run([sys.executable, "-c", _WRAP, *cmd], check=True, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(peak, before) / 1024
+    return wall, int(out.stdout.split()[-1]) / 1024
 
 
 def bench_render(tmp: Path) -> dict:
@@ -128,6 +131,15 @@ def bench_live(tmp: Path, seconds: float) -> dict:
             "worker_cpu_percent_of_one_core": round(100 * res.worker_cpu_seconds / max(res.wall_seconds, 1e-9), 1)}
 
 
+def bench_live_memory(tmp: Path, seconds: float) -> dict:
+    """Peak RSS of `listen --input LONG --fast`: memory must stay flat over an hour's take."""
+    src = _long_file(tmp / "take.flac", seconds, 16000)
+    env_cache = tmp / "cache"
+    cmd = EXE + ["listen", "--input", str(src), "--fast", "--plain", "-o", str(tmp / "take.mid"), "--overwrite"]
+    wall, peak = _run(cmd, env=dict(os.environ, PIANONOTES_CACHE=str(env_cache)))
+    return {"audio_seconds": seconds, "wall_s": round(wall, 1), "peak_rss_mb": round(peak, 1)}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="skip the 1-hour file and shorten the live take")
@@ -138,7 +150,8 @@ def main(argv=None) -> None:
         tmp = Path(d)
         for name, fn in (("render", lambda: bench_render(tmp)), ("inference", bench_inference),
                          ("cli", lambda: bench_cli(tmp, args.quick)),
-                         ("live", lambda: bench_live(tmp, 20.0 if args.quick else 60.0))):
+                         ("live", lambda: bench_live(tmp, 20.0 if args.quick else 60.0)),
+                         ("live_memory", lambda: bench_live_memory(tmp, 600.0 if args.quick else 3600.0))):
             results[name] = fn()
             print(name, json.dumps(results[name]), flush=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
