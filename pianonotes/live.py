@@ -821,13 +821,18 @@ def check_outputs(paths: Sequence[str | os.PathLike], *, overwrite: bool = False
         p = Path(p)
         if p.suffix.lower() not in FORMATS:
             raise PianonotesError(f"cannot write '{p.name}': use one of {', '.join(FORMATS)}")
-        folder = p.parent if str(p.parent) else Path(".")
-        if not folder.is_dir():
-            raise PianonotesError(f"output folder {folder} does not exist; create it first")
-        if p.exists() and not overwrite:
-            raise PianonotesError(f"{p} exists; pass --overwrite to replace it")
-        out.append(p)
+        out.append(_check_writable(p, overwrite))
     return out
+
+
+def _check_writable(p: Path, overwrite: bool) -> Path:
+    """The output's folder exists and an existing file may be replaced."""
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        raise PianonotesError(f"output folder {folder} does not exist; create it first")
+    if p.exists() and not overwrite:
+        raise PianonotesError(f"{p} exists; pass --overwrite to replace it")
+    return p
 
 
 def check_record(path: str | os.PathLike | None, *, overwrite: bool = False) -> Path | None:
@@ -836,12 +841,7 @@ def check_record(path: str | os.PathLike | None, *, overwrite: bool = False) -> 
     p = Path(path)
     if p.suffix.lower() not in (".wav", ".flac", ".ogg"):
         raise PianonotesError(f"--record '{p.name}': use a .wav, .flac or .ogg file")
-    folder = p.parent if str(p.parent) else Path(".")
-    if not folder.is_dir():
-        raise PianonotesError(f"output folder {folder} does not exist; create it first")
-    if p.exists() and not overwrite:
-        raise PianonotesError(f"{p} exists; pass --overwrite to replace it")
-    return p
+    return _check_writable(p, overwrite)
 
 
 def write_outputs(notes: Sequence[Note], outputs: Sequence[str | os.PathLike], *, title: str) -> list[Path]:
