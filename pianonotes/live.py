@@ -33,7 +33,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -996,9 +996,3 @@ def mark_recovered(folder: str | os.PathLike, outputs: Sequence[str | os.PathLik
     meta.update(status="recovered", recovered_to=[str(p) for p in outputs])
     write_text_atomic(folder / "take.json", json.dumps(meta, indent=2, sort_keys=True))
 
-
-# ------------------------------------------------------------------------------------------- helpers
-def transcribe_offline(engine_factory: Callable[[], Any], audio: np.ndarray) -> list[Note]:
-    """The offline reference: one Engine, the whole audio pushed at once, then finish."""
-    eng = engine_factory()
-    return sorted(eng.push(audio).notes + eng.finish().notes)

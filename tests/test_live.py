@@ -341,6 +341,7 @@ def _take_folder(env) -> Path:
     return takes[0]
 
 
+@pytest.mark.slow
 def test_sigint_during_a_take_saves_the_notes_played(ckpt, clip, offline, env, tmp_path):
     out = tmp_path / "int.mid"
     proc, t0 = _start_realtime(ckpt, clip, env, out)
@@ -360,6 +361,7 @@ def test_sigint_during_a_take_saves_the_notes_played(ckpt, clip, offline, env, t
     assert len(ended & got) >= 0.9 * len(ended) and len(ended) > 3
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_take_then_recover(ckpt, clip, offline, env, tmp_path):
     out = tmp_path / "killed.mid"
     proc, t0 = _start_realtime(ckpt, clip, env, out)
@@ -385,6 +387,7 @@ def test_sigkill_during_a_take_then_recover(ckpt, clip, offline, env, tmp_path):
 
 
 # ------------------------------------------------------------------------------------- the screen
+@pytest.mark.slow
 @pytest.mark.skipif(not shutil.which("tmux"), reason="tmux missing")
 def test_screen_in_tmux_renders_and_q_saves(ckpt, clip, env, tmp_path):
     out = tmp_path / "screen.mid"
@@ -490,6 +493,7 @@ def pulse_mic(tmp_path):
     subprocess.run(["pulseaudio", "--kill"], env=penv, capture_output=True)
 
 
+@pytest.mark.slow
 def test_real_time_microphone_ctrl_c_saves_the_take(pulse_mic, tmp_path):
     """PortAudio capturing in real time from PulseAudio: play a chord and a note into the virtual
     microphone while `listen` runs, Ctrl-C, and the take holds exactly what was played."""

@@ -182,6 +182,7 @@ def _cfg(data, out, **kw):
     return TrainConfig(**base)
 
 
+@pytest.mark.slow
 @needs_fluidsynth
 def test_overfits_a_few_seconds(tiny_dataset, tmp_path):
     losses = []
@@ -216,6 +217,7 @@ def test_seed_baselines_train(tiny_dataset, tmp_path, arch):
     assert "note_f1" in res["metrics"]
 
 
+@pytest.mark.slow
 @needs_fluidsynth
 def test_ddp_two_cpu_processes_match_single_process(tiny_dataset, tmp_path):
     """torchrun with 2 gloo processes of batch 2 == one process of batch 4 (the seed's perceptron: no

@@ -1,4 +1,9 @@
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,12 +14,14 @@ from pianonotes.errors import PianonotesError
 from pianonotes.notes import PedalEvent
 from pianonotes.synth.augment import NO_AUGMENT
 from pianonotes.synth.dataset import SynthConfig, synthesize
+from pianonotes.synth import sources as S
 from pianonotes.synth.render import render
 from pianonotes.synth.textures import GENERATORS, generate
 
 from conftest import FLUIDR3, assert_one_line_error, needs_fluidsynth, run_cli
 
 SR = 16000
+MIDI_FIXTURES = Path(__file__).parent / "fixtures" / "midi"  # four pieces of the corpus, with a manifest
 
 
 def _band_energy(audio, pitch, t0, t1):
@@ -69,7 +76,8 @@ def test_generated_textures_cover_every_key():
 
 def _small_cfg(**kw):
     base = dict(hours=0.0, eval_minutes=0.4, splits=("validation",), shard_seconds=12.0, clip_seconds=(4.0, 6.0),
-                weights={"corpus": 0.5, "textures": 0.5}, soundfonts=("timgm6mb",), seed=3)
+                weights={"corpus": 0.5, "textures": 0.5}, soundfonts=("timgm6mb",), seed=3,
+                midi_dir=str(MIDI_FIXTURES))
     base.update(kw)
     return SynthConfig(**base)
 
@@ -144,3 +152,58 @@ def test_unwritable_output_is_a_clear_error(tmp_path):
     target.write_text("x")
     p = run_cli("data", "synth", target / "sub", "--hours", "0", "--eval-minutes", "0.2", "--split", "test")
     assert_one_line_error(p, "cannot write")
+
+
+def test_corpus_fixture_is_read_with_its_splits():
+    pieces = S.corpus_pieces(MIDI_FIXTURES)
+    assert sorted(p.split for p in pieces) == ["test", "train", "validation", "validation"]
+    perf = S.load_piece(next(p for p in pieces if p.ref.endswith("331.mid")))
+    assert len(perf.keys) > 300 and perf.pedals  # POP909: three tracks, CC64 on the piano channel
+
+
+def test_repository_corpus_is_found_first(monkeypatch):
+    """In a checkout, the corpus is the repository's data/midi, wherever the checkout lies."""
+    monkeypatch.delenv("PIANONOTES_MIDI_CORPUS", raising=False)
+    root = Path(S.__file__).resolve().parents[2]
+    if not (root / "data" / "midi" / "manifest.csv").exists():
+        pytest.skip("not a checkout with data/midi (an installed package)")
+    assert S.default_corpus_dir() == root / "data" / "midi"
+    monkeypatch.setenv("PIANONOTES_MIDI_CORPUS", str(MIDI_FIXTURES))
+    assert S.default_corpus_dir() == MIDI_FIXTURES
+    assert S.weights_without_corpus({"corpus": 0.5, "textures": 0.5}, None) == ({"corpus": 0.5, "textures": 0.5}, None)
+
+
+def test_weights_without_corpus(monkeypatch):
+    monkeypatch.setattr(S, "default_corpus_dir", lambda: None)
+    w, warning = S.weights_without_corpus({"corpus": 0.55, "music21": 0.1, "textures": 0.35}, None)
+    assert w == {"corpus": 0.0, "music21": 0.1, "textures": 0.35} and "--midi-dir" in warning
+    assert S.weights_without_corpus({"corpus": 1.0}, None) == ({"corpus": 1.0}, None)  # nothing else: an error later
+    assert S.weights_without_corpus({"corpus": 1.0}, "/my/midi") == ({"corpus": 1.0}, None)
+
+
+@needs_fluidsynth
+def test_corpus_only_without_corpus_is_an_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(S, "default_corpus_dir", lambda: None)
+    with pytest.raises(PianonotesError, match="no MIDI corpus"):
+        synthesize(tmp_path / "o", _small_cfg(midi_dir=None, weights={"corpus": 1.0}))
+
+
+@needs_fluidsynth
+def test_installed_package_renders_without_corpus(tmp_path):
+    """As from a wheel (no data/midi, no ../shared): the default `data synth` renders music21 and textures
+    and says in one line how to add the corpus."""
+    site = tmp_path / "site"
+    shutil.copytree(Path(S.__file__).resolve().parents[1], site / "pianonotes", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k != "PIANONOTES_MIDI_CORPUS"}
+    env.update(PYTHONPATH=str(site), COLUMNS="100", NO_COLOR="1")
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, "-m", "pianonotes", "data", "synth", str(out), "--hours", "0",
+                        "--eval-minutes", "0.2", "--split", "test", "--workers", "1", "--shard-seconds", "12"],
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("warning: no MIDI corpus") and "--midi-dir" in lines[0], p.stderr
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["config"]["weights"]["corpus"] == 0
+    labels = json.loads((out / "test" / "shard-00000.json").read_text())
+    assert labels["notes"] and {c["source"] for c in labels["clips"]} <= {"music21", "textures"}

@@ -1,4 +1,4 @@
-"""Where the music comes from: the shared piano MIDI corpus, any MIDI folder, music21's corpus, textures."""
+"""Where the music comes from: the piano MIDI corpus (data/midi), any MIDI folder, music21's corpus, textures."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 
 from pianonotes import constants as C
 from pianonotes.errors import PianonotesError
-from pianonotes.notes import Note, PedalEvent, read_midi_with_pedal
+from pianonotes.notes import Note, read_midi_with_pedal
 from pianonotes.synth.performance import Performance
 
 SPLITS = ("train", "validation", "test")
@@ -36,17 +36,42 @@ def split_by_name(name: str, val: float = 0.05, test: float = 0.05) -> str:
     return "test" if h < test else "validation" if h < test + val else "train"
 
 
+REPO_CORPUS = Path(__file__).resolve().parents[2] / "data" / "midi"  # a checkout's data/midi
+
+#: One line for users without the corpus (an installed package): how to add it.
+CORPUS_HINT = ("for the full piano corpus (POP909, piano-midi.de) pass --midi-dir DIR (or set PIANONOTES_MIDI_CORPUS) "
+               "with the data/midi folder of a pianonotes checkout")
+
+
 def default_corpus_dir() -> Path | None:
-    """The shared piano MIDI corpus (../shared/data/midi from the repository), or PIANONOTES_MIDI_CORPUS."""
+    """The piano MIDI corpus: ``$PIANONOTES_MIDI_CORPUS``, else ``data/midi`` of the repository this
+    package runs from, else ``../shared/data/midi`` beside it; None when there is none (an installed
+    package: the corpus is not in the wheel)."""
     env = os.environ.get("PIANONOTES_MIDI_CORPUS")
     if env:
         return Path(env)
+    if (REPO_CORPUS / "manifest.csv").exists():
+        return REPO_CORPUS
     here = Path(__file__).resolve()
     for parent in here.parents:
         cand = parent.parent / "shared" / "data" / "midi"
         if (cand / "manifest.csv").exists():
             return cand
     return None
+
+
+def weights_without_corpus(weights: dict[str, float],
+                           midi_dir: str | os.PathLike | None) -> tuple[dict[str, float], str | None]:
+    """The source mix to use when no MIDI corpus can be found: the corpus share goes to the other
+    sources (music21's corpus, generated textures) and a warning says so and how to add the corpus.
+    Returns ``(weights, None)`` unchanged when a corpus is given or found, or not asked for."""
+    if midi_dir is not None or weights.get("corpus", 0) <= 0 or default_corpus_dir() is not None:
+        return weights, None
+    rest = {k: w for k, w in weights.items() if k != "corpus"}
+    if sum(w for w in rest.values() if w > 0) <= 0:
+        return weights, None  # nothing else to render: synthesize() reports the missing corpus
+    return {**rest, "corpus": 0.0}, ("no MIDI corpus found: rendering from the other sources "
+                                      "(music21's corpus, generated textures); " + CORPUS_HINT)
 
 
 def corpus_pieces(folder: str | os.PathLike) -> list[Piece]:
@@ -131,12 +156,3 @@ def random_excerpt(perf: Performance, rng: np.random.Generator, length: float) -
     start = max(0.0, start)
     return perf.excerpt(start, length), start
 
-
-def _pedal_union(pedals: list[PedalEvent]) -> list[PedalEvent]:
-    out: list[PedalEvent] = []
-    for p in sorted(pedals, key=lambda p: p.start):
-        if out and p.start <= out[-1].end:
-            out[-1] = PedalEvent(out[-1].start, max(out[-1].end, p.end))
-        else:
-            out.append(p)
-    return out
