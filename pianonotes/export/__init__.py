@@ -14,9 +14,12 @@ from pianonotes.errors import PianonotesError
 from pianonotes.export.engrave import Engraving, engrave, page_path, render_svg_pages
 from pianonotes.export.events import read_events, write_csv, write_json
 from pianonotes.export.roll import write_piano_roll
+from pianonotes.export.beats import BeatGrid, Meter, estimate_beats, parse_meter
 from pianonotes.export.score import (
+    ScorePlan,
     estimate_tempo,
     notes_to_score,
+    plan_score,
     score_to_musicxml,
     split_hands,
     write_musicxml,
@@ -39,6 +42,13 @@ FORMATS: dict[str, str] = {
 
 __all__ = [
     "FORMATS",
+    "BeatGrid",
+    "Meter",
+    "ScorePlan",
+    "estimate_beats",
+    "parse_meter",
+    "plan_score",
+    "write_all",
     "Engraving",
     "engrave",
     "estimate_tempo",
@@ -72,18 +82,22 @@ def write_notes(
     *,
     title: str,
     bpm: float | None = None,
-    time_signature: str = "4/4",
+    time_signature: str | None = None,
     overwrite: bool = False,
     fmt: str | None = None,
     grid: Sequence[int] = (4,),
+    plan: ScorePlan | None = None,
 ) -> list[Path]:
     """Write notes in the format named by ``path``'s extension (or ``fmt``, e.g. ``"pdf"``); see FORMATS.
 
-    ``.mid``/``.midi``: one Acoustic Grand Piano track, note times kept in seconds, tempo ``bpm`` (or the
-    estimated one) in the header. ``.musicxml``/``.xml``/``.mxl``: a grand-staff score
-    (:func:`notes_to_score`; ``.mxl`` compressed). ``.pdf``/``.svg``/``.png``: that score engraved
-    (:func:`engrave`; SVG and PNG write one file per page, ``name-2.svg`` ...). ``.csv``/``.json``: note
-    events. An existing file is an error unless ``overwrite``. Returns the files written.
+    ``.mid``/``.midi``: one Acoustic Grand Piano track, note times kept in seconds, with the score's
+    tempo map, time and key signature, and CC64 where the notes carry key releases
+    (:func:`~pianonotes.export.midi.score_midi_bytes`). ``.musicxml``/``.xml``/``.mxl``: a grand-staff
+    score (:func:`notes_to_score`; ``.mxl`` compressed). ``.pdf``/``.svg``/``.png``: that score
+    engraved (:func:`engrave`; SVG and PNG write one file per page, ``name-2.svg`` ...).
+    ``.csv``/``.json``: note events. ``bpm`` (quarter notes per minute) and ``time_signature`` override
+    the tracked tempo and meter; ``plan`` (:func:`plan_score`) reuses one analysis for several files.
+    An existing file is an error unless ``overwrite``. Returns the files written.
     """
     path = Path(path)
     ext = _extension(path, fmt)
@@ -91,13 +105,6 @@ def write_notes(
     if not overwrite and path.exists():
         raise PianonotesError(f"{path} exists; pass --overwrite to replace it")
     notes = list(notes)
-    if kind == "midi":
-        from pianonotes.fileio import write_bytes_atomic
-        from pianonotes.notes import midi_bytes
-
-        tempo = float(bpm) if bpm is not None else estimate_tempo(notes)
-        write_bytes_atomic(path, midi_bytes(notes, bpm=tempo), overwrite=overwrite)
-        return [path]
     if kind == "csv":
         return [write_csv(path, notes, overwrite=overwrite)]
     if kind == "json":
@@ -105,12 +112,41 @@ def write_notes(
         if bpm is not None:
             meta["bpm"] = float(bpm)
         return [write_json(path, notes, meta=meta, overwrite=overwrite)]
+    if plan is None:
+        plan = plan_score(notes, bpm=bpm, time_signature=time_signature, grid=grid)
+    if kind == "midi":
+        from pianonotes.export.midi import score_midi_bytes
+        from pianonotes.fileio import write_bytes_atomic
+
+        write_bytes_atomic(path, score_midi_bytes(notes, plan), overwrite=overwrite)
+        return [path]
     if kind == "musicxml":
-        write_musicxml(
-            path, notes, title=title, bpm=bpm, time_signature=time_signature, grid=grid,
-            compressed=(ext == ".mxl"), overwrite=overwrite,
-        )
+        write_musicxml(path, notes, title=title, compressed=(ext == ".mxl"), overwrite=overwrite, plan=plan)
         return [path]
     # engraved
-    sc = notes_to_score(notes, title=title, bpm=bpm, time_signature=time_signature, grid=grid)
+    sc = notes_to_score(notes, title=title, plan=plan)
     return engrave(score_to_musicxml(sc), path, overwrite=overwrite, fmt=ext).paths
+
+
+def write_all(
+    paths: Sequence[str | os.PathLike],
+    notes: Sequence[Note],
+    *,
+    title: str,
+    bpm: float | None = None,
+    time_signature: str | None = None,
+    overwrite: bool = False,
+    grid: Sequence[int] = (4,),
+) -> list[Path]:
+    """Write the same notes to several files (formats by extension): beats, meter, pickup and key are
+    estimated once, so the MIDI, MusicXML and engraved score agree. Returns the files written."""
+    paths = [Path(p) for p in paths]
+    notes = list(notes)
+    plan = None
+    if any(FORMATS[_extension(p, None)] not in ("csv", "json") for p in paths):
+        plan = plan_score(notes, bpm=bpm, time_signature=time_signature, grid=grid)
+    written: list[Path] = []
+    for p in paths:
+        written += write_notes(p, notes, title=title, bpm=bpm, time_signature=time_signature,
+                               overwrite=overwrite, grid=grid, plan=plan)
+    return written

@@ -1,22 +1,24 @@
 """Notes (seconds) to a readable piano score (music21), and MusicXML files.
 
 The score is built directly rather than through music21's generic MIDI import (see
-``/work/shared/recipes/notation.md``): tempo, a quantization grid in quarter-note beats, a hand split
-that follows the music, chords of equal onsets, key-aware spelling, then ``makeNotation`` for measures,
-ties across barlines and beams. Time zero of the score is the first onset (leading silence is dropped).
+``/work/shared/recipes/notation.md``): a tracked beat grid with meter and pickup
+(:mod:`pianonotes.export.beats`), onsets quantized to that grid (so the tempo may follow rubato), a
+hand split that follows the music, chords of equal onsets, note values chosen for readability,
+key-aware spelling, then ``makeNotation`` for measures, ties across barlines and beams. Time zero of
+the score is the bar line at or before the first note; a pickup becomes a short measure 0.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
 import zipfile
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Sequence
 
 from pianonotes.errors import PianonotesError
+from pianonotes.export.beats import BeatGrid, estimate_beats, parse_meter
 from pianonotes.fileio import write_bytes_atomic
 from pianonotes.notes import Note
 
@@ -189,14 +191,15 @@ class _QNote:
     velocity: int
 
 
-def _quantize(notes: Sequence[Note], bpm: float, grid: tuple[int, ...]) -> tuple[list[_QNote], _Quantizer]:
-    t0 = min((n.onset for n in notes), default=0.0)
-    beat = 60.0 / bpm
-    q = _Quantizer([(n.onset - t0) / beat for n in notes], grid)
+def _quantize(notes: Sequence[Note], beats: BeatGrid, grid: tuple[int, ...]) -> tuple[list[_QNote], _Quantizer]:
+    """Onsets and offsets in quarter notes from the grid's first bar line, snapped to ``grid``."""
+    on = beats.ql([n.onset for n in notes]) if notes else []
+    off = beats.ql([n.offset for n in notes]) if notes else []
+    q = _Quantizer([float(x) for x in on], grid)
     best: dict[tuple[Fraction, int], _QNote] = {}
-    for n in notes:
-        start = q.onset((n.onset - t0) / beat)
-        end = max(q.offset((n.offset - t0) / beat), start + q.step(start))
+    for n, x_on, x_off in zip(notes, on, off):
+        start = q.onset(float(x_on))
+        end = max(q.offset(float(x_off)), start + q.step(start))
         key = (start, n.pitch)
         old = best.get(key)
         if old is None:
@@ -318,14 +321,9 @@ def _estimate_key(probe):
 
 
 # --------------------------------------------------------------------------------------------- score
-_TS_RE = re.compile(r"^\s*(\d{1,2})\s*/\s*(\d{1,2})\s*$")
-
-
 def _check_time_signature(ts: str) -> tuple[int, int]:
-    m = _TS_RE.match(str(ts))
-    if not m or int(m.group(1)) < 1 or int(m.group(2)) not in (1, 2, 4, 8, 16, 32):
-        raise PianonotesError(f"time signature {ts!r} is not valid; use a form such as 4/4, 3/4 or 6/8")
-    return int(m.group(1)), int(m.group(2))
+    m = parse_meter(ts)
+    return m.numerator, m.denominator
 
 
 def _is_dyadic(x: Fraction) -> bool:
@@ -347,16 +345,46 @@ def _pieces(start: Fraction, end: Fraction) -> list[tuple[Fraction, Fraction]]:
     return list(zip(cuts[:-1], cuts[1:]))
 
 
-def _fill_staff(staff, events: list[tuple[Fraction, Fraction, list[int]]], total: Fraction, table) -> None:
+def _rest_spans(a: Fraction, b: Fraction, beat: Fraction, bar: Fraction) -> list[tuple[Fraction, Fraction]]:
+    """A rest from ``a`` to ``b`` (quarter notes from the first bar line) as readable pieces: up to the
+    next beat, then whole beats, merged into one rest per whole bar and, in simple meters with an even
+    number of beats, into half-bar rests on the bar's halves; no chain of short rests."""
+    out: list[tuple[Fraction, Fraction]] = []
+    half = bar / 2
+    halves = bar / beat == 4  # 4/4, 12/8: half-bar rests on beats 1 and 3
+    pos = a
+    while pos < b:
+        if pos % bar == 0 and pos + bar <= b:
+            nxt = pos + bar
+        elif halves and pos % half == 0 and pos + half <= b:
+            nxt = pos + half
+        else:
+            nxt = min(b, (pos // beat + 1) * beat)
+        out.append((pos, nxt))
+        pos = nxt
+    return out
+
+
+def _fill_staff(staff, events: list[tuple[Fraction, Fraction, list[int]]], total: Fraction, table,
+                *, beat: Fraction = Fraction(1), bar: Fraction = Fraction(4), lead: Fraction = Fraction(0)) -> None:
+    """Notes, chords and rests of one staff; ``lead`` is the empty start of a pickup bar."""
     from music21 import chord, note, tie
 
     cursor = Fraction(0)
 
     def rest(a: Fraction, b: Fraction) -> None:
-        for s, e in _pieces(a, b):
+        if a < lead:  # the part of a pickup bar before the music: one rest, removed later
             r = note.Rest()
-            r.quarterLength = e - s
-            staff.insert(s, r)
+            r.quarterLength = min(b, lead) - a
+            staff.insert(a, r)
+            a = min(b, lead)
+        if b <= a:
+            return
+        for s0, e0 in _rest_spans(a, b, beat, bar):
+            for s, e in _pieces(s0, e0):
+                r = note.Rest()
+                r.quarterLength = e - s
+                staff.insert(s, r)
 
     for start, end, pitches in events:
         if start > cursor:
@@ -382,9 +410,16 @@ def _fill_staff(staff, events: list[tuple[Fraction, Fraction, list[int]]], total
         rest(cursor, total)
 
 
-def _staff_events(qnotes: list[_QNote], step_of) -> list[tuple[Fraction, Fraction, list[int]]]:
+def _staff_events(qnotes: list[_QNote], step_of, *, beat: Fraction | None = None,
+                  total: Fraction | None = None) -> list[tuple[Fraction, Fraction, list[int]]]:
     """Group one staff's notes into chords; a chord ends at the next onset in the staff or its own
-    (latest) offset, whichever comes first, but lasts at least one grid step."""
+    (latest) offset, whichever comes first, but lasts at least one grid step.
+
+    With ``beat`` (quarter notes per beat), the note values are then made readable: a rest shorter
+    than a beat before the next chord (or the end, ``total``) is absorbed into the chord (played
+    offsets are often early, especially under the pedal), and a chord shorter than the rest after it
+    is lengthened to the next beat, so rests start on beats and never form chains of short values.
+    """
     by_start: dict[Fraction, list[_QNote]] = {}
     for qn in qnotes:
         by_start.setdefault(qn.start, []).append(qn)
@@ -393,68 +428,102 @@ def _staff_events(qnotes: list[_QNote], step_of) -> list[tuple[Fraction, Fractio
     for i, s in enumerate(starts):
         group = by_start[s]
         end = max(max(qn.end for qn in group), s + step_of(s))
+        nxt = starts[i + 1] if i + 1 < len(starts) else total
         if i + 1 < len(starts):
             end = min(end, starts[i + 1])
+        if beat is not None and nxt is not None and end < nxt:
+            gap = nxt - end
+            if gap < beat:
+                end = nxt
+            elif end - s < gap and end % beat != 0:
+                end = min(nxt, (end // beat + 1) * beat)
         events.append((s, end, sorted({qn.pitch for qn in group})))
     return events
 
 
-def notes_to_score(
+def _tempo_marks(beats: BeatGrid, bars: int) -> list[tuple[int, float]]:
+    """(bar index, beats per minute) of the metronome marks: the overall tempo at the start, and a new
+    mark where the tempo of two bars running departs from the current mark by more than 15 %."""
+    import numpy as np
+
+    bpb = beats.meter.beats_per_bar
+    bpm = beats.beat_bpm()
+    marks = [(0, beats.bpm)]
+    per_bar = [float(np.mean(bpm[k * bpb:(k + 1) * bpb])) for k in range(min(bars, len(bpm) // bpb))]
+    cur = beats.bpm
+    for k in range(1, len(per_bar) - 1):
+        a, b = per_bar[k], per_bar[k + 1]
+        if all(abs(x - cur) / cur > 0.15 for x in (a, b)) and abs(a - b) / a < 0.15:
+            cur = (a + b) / 2
+            marks.append((k, cur))
+    return marks
+
+
+def _make_pickup(staff, lead: Fraction) -> None:
+    """Turn the first measure into a pickup (measure 0, implicit) starting ``lead`` quarter notes
+    late: drop the rests before the music, move the rest forward, shift the later measures."""
+    from music21 import stream
+
+    measures = list(staff.getElementsByClass(stream.Measure))
+    if not measures:
+        return
+    m0 = measures[0]
+    for el in list(m0.notesAndRests):
+        if el.offset < lead:
+            m0.remove(el)
+    for el in list(m0.notesAndRests):
+        m0.setElementOffset(el, el.offset - float(lead))
+    m0.paddingLeft = float(lead)
+    m0.number = 0
+    for m in measures[1:]:
+        m.number -= 1
+        staff.setElementOffset(m, staff.elementOffset(m) - float(lead))
+    staff.coreElementsChanged()
+
+
+@dataclass
+class ScorePlan:
+    """What a score and a MIDI file of the same notes share: the beat grid (meter, pickup, tempo map),
+    the notes quantized to it (quarter notes from the first bar line) and the key (a music21 Key)."""
+
+    beats: BeatGrid
+    qnotes: list[_QNote]
+    quant: _Quantizer
+    key: object
+
+    @property
+    def lead(self) -> Fraction:
+        """Quarter notes of the first bar before the first note (0 without a pickup)."""
+        first = min((qn.start for qn in self.qnotes), default=Fraction(0))
+        bar = self.beats.meter.bar_ql
+        return first % bar if first % bar else Fraction(0)
+
+
+def _check_bpm(bpm) -> float | None:
+    if bpm is None:
+        return None
+    if not (isinstance(bpm, (int, float)) and math.isfinite(bpm) and 10 <= bpm <= 400):
+        raise PianonotesError(f"tempo {bpm!r} bpm is out of range; give a value between 10 and 400")
+    return float(bpm)
+
+
+def plan_score(
     notes: Sequence[Note],
     *,
-    title: str,
     bpm: float | None = None,
-    time_signature: str = "4/4",
+    time_signature: str | None = None,
     grid: Sequence[int] = (4,),
-) -> "stream.Score":
-    """Build a piano grand-staff score from notes.
+) -> ScorePlan:
+    """Track beats, meter and pickup (:func:`~pianonotes.export.beats.estimate_beats`; ``bpm`` and
+    ``time_signature`` override), quantize the notes to the beat grid and estimate the key."""
+    from music21 import key, note, stream
 
-    Parameters
-    ----------
-    notes : the notes (seconds); may be empty (a score of rests).
-    title : shown at the top of the score.
-    bpm : quarter notes per minute; ``None`` estimates it with :func:`estimate_tempo`.
-    time_signature : e.g. ``"4/4"``, ``"3/4"``, ``"6/8"``.
-    grid : divisions of the quarter note that onsets and offsets snap to; ``(4,)`` is sixteenths,
-        ``(4, 3)`` also allows eighth-note triplets where the onsets really sit on them.
-
-    Returns a ``music21.stream.Score`` with two ``PartStaff`` (treble, bass) in a braced ``StaffGroup``
-    (one MusicXML part with two staves), a metronome mark, time and key signature (estimated with
-    ``analyze('key')``, several profiles), notes spelled for the key, measures, ties across barlines
-    and beams.
-    """
-    from music21 import clef, instrument, key, layout, metadata, meter, note, stream, tempo
-
-    num, den = _check_time_signature(time_signature)
+    meter_ = parse_meter(time_signature) if time_signature is not None else None
     g = _check_grid(grid)
     notes = list(notes)
-    if bpm is None:
-        bpm = estimate_tempo(notes)
-    elif not (isinstance(bpm, (int, float)) and math.isfinite(bpm) and 10 <= bpm <= 400):
-        raise PianonotesError(f"tempo {bpm!r} bpm is out of range; give a value between 10 and 400")
-    bpm = float(bpm)
-
-    qnotes, quant = _quantize(notes, bpm, g)
-
-    # Hand split over onset clusters.
-    by_start: dict[Fraction, list[_QNote]] = {}
-    for qn in qnotes:
-        by_start.setdefault(qn.start, []).append(qn)
-    starts = sorted(by_start)
-    clusters = [sorted(by_start[s], key=lambda qn: qn.pitch) for s in starts]
-    ks = split_hands([[qn.pitch for qn in c] for c in clusters])
-    left = [qn for c, k in zip(clusters, ks) for qn in c[:k]]
-    right = [qn for c, k in zip(clusters, ks) for qn in c[k:]]
-    right_events = _staff_events(right, quant.step)
-    left_events = _staff_events(left, quant.step)
-
-    ts = meter.TimeSignature(f"{num}/{den}")
-    bar = Fraction(ts.barDuration.quarterLength).limit_denominator(64)
-    last = max([e for _, e, _ in right_events + left_events], default=Fraction(0))
-    total = max(bar, bar * math.ceil(last / bar))
-
-    # Key from the pitches, weighted by duration.
-    if qnotes:
+    beats = estimate_beats(notes, bpm=_check_bpm(bpm), meter=meter_)
+    qnotes, quant = _quantize(notes, beats, g)
+    if qnotes:  # key from the pitches, weighted by duration
         probe = stream.Stream()
         for qn in qnotes:
             n = note.Note()
@@ -464,11 +533,64 @@ def notes_to_score(
         k = _estimate_key(probe)
     else:
         k = key.Key("C")
-    table = _spelling_table(k)
+    return ScorePlan(beats, qnotes, quant, k)
 
+
+def notes_to_score(
+    notes: Sequence[Note],
+    *,
+    title: str,
+    bpm: float | None = None,
+    time_signature: str | None = None,
+    grid: Sequence[int] = (4,),
+    plan: ScorePlan | None = None,
+) -> "stream.Score":
+    """Build a piano grand-staff score from notes.
+
+    Parameters
+    ----------
+    notes : the notes (seconds); may be empty (a score of rests).
+    title : shown at the top of the score.
+    bpm : quarter notes per minute, constant; ``None`` tracks the beats (the tempo may vary).
+    time_signature : e.g. ``"4/4"``, ``"3/4"``, ``"6/8"``; ``None`` estimates the meter.
+    grid : divisions of the quarter note that onsets and offsets snap to; ``(4,)`` is sixteenths,
+        ``(4, 3)`` also allows eighth-note triplets where the onsets really sit on them.
+    plan : a :func:`plan_score` result for these notes (then bpm, time_signature and grid are unused).
+
+    Returns a ``music21.stream.Score`` with two ``PartStaff`` (treble, bass) in a braced ``StaffGroup``
+    (one MusicXML part with two staves, named Piano), metronome marks (the overall tempo, and new ones
+    where the tempo changes for long), time and key signature, a pickup measure when the music starts
+    before a downbeat, notes spelled for the key, readable note values, ties across barlines and beams.
+    """
+    from music21 import clef, duration, instrument, key, layout, metadata, meter, stream, tempo
+
+    if plan is None:
+        plan = plan_score(notes, bpm=bpm, time_signature=time_signature, grid=grid)
+    beats, qnotes, quant, k = plan.beats, plan.qnotes, plan.quant, plan.key
+    m = beats.meter
+    beat, bar = m.beat_ql, m.bar_ql
+    lead = plan.lead
+
+    # Hand split over onset clusters.
+    by_start: dict[Fraction, list[_QNote]] = {}
+    for qn in qnotes:
+        by_start.setdefault(qn.start, []).append(qn)
+    starts = sorted(by_start)
+    clusters = [sorted(by_start[s], key=lambda qn: qn.pitch) for s in starts]
+    ks = split_hands([[qn.pitch for qn in c] for c in clusters])
+    left = [qn for c, kk in zip(clusters, ks) for qn in c[:kk]]
+    right = [qn for c, kk in zip(clusters, ks) for qn in c[kk:]]
+    last = max([max(qn.end, qn.start + quant.step(qn.start)) for qn in qnotes], default=Fraction(0))
+    total = max(bar, bar * math.ceil(last / bar))
+    right_events = _staff_events(right, quant.step, beat=beat, total=total)
+    left_events = _staff_events(left, quant.step, beat=beat, total=total)
+
+    table = _spelling_table(k)
     upper = stream.PartStaff(id="RH")
     lower = stream.PartStaff(id="LH")
     piano = instrument.Piano()
+    piano.partName = "Piano"
+    piano.partAbbreviation = "Pno."
     upper.insert(0, piano)
     for staff, events in ((upper, right_events), (lower, left_events)):
         pitches = [p for _, _, ps in events for p in ps]
@@ -478,10 +600,12 @@ def notes_to_score(
         else:
             staff.insert(0, clef.TrebleClef() if med is not None and med >= 62 else clef.BassClef())
         staff.insert(0, key.Key(k.tonic.name, k.mode))
-        staff.insert(0, meter.TimeSignature(f"{num}/{den}"))
-        _fill_staff(staff, events, total, table)
-    mm = tempo.MetronomeMark(number=int(round(bpm)), referent=note.Note(type="quarter"))
-    upper.insert(0, mm)
+        staff.insert(0, meter.TimeSignature(str(m)))
+        _fill_staff(staff, events, total, table, beat=beat, bar=bar, lead=lead)
+    for bar_index, bpm_ in _tempo_marks(beats, int(total / bar)):
+        mm = tempo.MetronomeMark(number=int(round(bpm_)), referent=duration.Duration(float(beat)))
+        mm.placement = "above"
+        upper.insert(float(max(bar * bar_index, lead)), mm)
 
     sc = stream.Score(id="pianonotes")
     sc.metadata = metadata.Metadata()
@@ -493,6 +617,8 @@ def notes_to_score(
     sc.insert(0, layout.StaffGroup([upper, lower], name="Piano", abbreviation="Pno.", symbol="brace"))
     for staff in (upper, lower):
         staff.makeNotation(inPlace=True)
+        if lead:
+            _make_pickup(staff, lead)
         # durations no single note value can write (e.g. 1.25 quarters) become tied notes
         staff.splitAtDurations(recurse=True)
         staff.makeBeams(inPlace=True)
@@ -534,14 +660,15 @@ def write_musicxml(
     *,
     title: str,
     bpm: float | None = None,
-    time_signature: str = "4/4",
+    time_signature: str | None = None,
     grid: Sequence[int] = (4,),
     compressed: bool | None = None,
     overwrite: bool = True,
+    plan: ScorePlan | None = None,
 ) -> None:
     """Write notes as MusicXML atomically: ``.mxl`` (or ``compressed=True``) is compressed, anything
     else (``.musicxml``, ``.xml``) plain. Options as :func:`notes_to_score`."""
-    sc = notes_to_score(notes, title=title, bpm=bpm, time_signature=time_signature, grid=grid)
+    sc = notes_to_score(notes, title=title, bpm=bpm, time_signature=time_signature, grid=grid, plan=plan)
     data = score_to_musicxml(sc)
     if compressed is None:
         compressed = str(path).lower().endswith(".mxl")

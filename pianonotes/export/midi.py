@@ -1,0 +1,138 @@
+"""MIDI files that match the score: one piano track with the tracked tempo map, time and key
+signature, and the sustain pedal (CC64) where the notes carry key releases.
+
+Note times stay exact in seconds (to a tick); the tempo map only decides where the bar lines fall,
+so a sequencer shows the same bars, meter and key as the MusicXML of the same notes. Before the
+first bar line of the music (leading silence or a pickup) the file starts with a short bar of its
+own time signature (e.g. 1/4 for a one-beat pickup), the way a MIDI file writes an anacrusis.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from fractions import Fraction
+from typing import TYPE_CHECKING, Sequence
+
+from pianonotes.notes import Note, PedalEvent
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pianonotes.export.score import ScorePlan
+
+TICKS_PER_QUARTER = 480
+_MAJOR_KEYS = {-7: "Cb", -6: "Gb", -5: "Db", -4: "Ab", -3: "Eb", -2: "Bb", -1: "F", 0: "C", 1: "G", 2: "D",
+               3: "A", 4: "E", 5: "B", 6: "F#", 7: "C#"}
+_MINOR_KEYS = {-7: "Abm", -6: "Ebm", -5: "Bbm", -4: "Fm", -3: "Cm", -2: "Gm", -1: "Dm", 0: "Am", 1: "Em",
+               2: "Bm", 3: "F#m", 4: "C#m", 5: "G#m", 6: "D#m", 7: "A#m"}
+
+
+def pedal_from_releases(notes: Sequence[Note], *, min_seconds: float = 0.01) -> list[PedalEvent]:
+    """Sustain-pedal intervals implied by notes that sound past their key release (``key_offset``):
+    the union of [release, sounding offset] over those notes. Empty when no note has a release."""
+    spans = sorted((n.key_offset, n.offset) for n in notes
+                   if n.key_offset is not None and n.offset - n.key_offset > min_seconds)
+    out: list[list[float]] = []
+    for a, b in spans:
+        if out and a <= out[-1][1] + 1e-6:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [PedalEvent(a, b) for a, b in out]
+
+
+def _key_name(k) -> str:
+    sharps = max(-7, min(7, int(getattr(k, "sharps", 0))))
+    return (_MINOR_KEYS if getattr(k, "mode", "major") == "minor" else _MAJOR_KEYS)[sharps]
+
+
+def _meter_for(ql: Fraction) -> tuple[int, int]:
+    """A time signature for a short bar of ``ql`` quarter notes (a multiple of a 16th)."""
+    sixteenths = int(ql * 4)
+    if sixteenths % 4 == 0:
+        return sixteenths // 4, 4
+    if sixteenths % 2 == 0:
+        return sixteenths // 2, 8
+    return sixteenths, 16
+
+
+def score_midi_bytes(notes: Sequence[Note], plan: "ScorePlan", *, program: int = 0) -> bytes:
+    """A type-0 MIDI file (one Acoustic Grand Piano track named Piano) of ``notes`` with the tempo
+    map, meter and key of ``plan`` (:func:`~pianonotes.export.score.plan_score`), and CC64 from the
+    notes' key releases (:func:`pedal_from_releases`; then note-offs are the key releases)."""
+    import mido
+    import numpy as np
+
+    tpq = TICKS_PER_QUARTER
+    grid = plan.beats
+    m = grid.meter
+    beat_q = float(m.beat_ql)
+    bar_q = float(m.bar_ql)
+    times = grid.times
+
+    # The first bar line at or after time 0, and the lead-in before it.
+    q0 = float(grid.ql(0.0))
+    q_d = math.ceil(q0 / bar_q - 1e-9) * bar_q
+    d_time = float(grid.seconds(q_d))
+    lead_q = q_d - q0  # quarter notes from time 0 to that bar line
+    spq0 = (times[1] - times[0]) / beat_q  # seconds per quarter of the first beat
+    tempo_events: list[tuple[int, int]] = []  # (tick, microseconds per quarter)
+    meter_events: list[tuple[int, tuple[int, int]]] = []
+    if lead_q > 1e-6:
+        lead16 = max(1, round(lead_q * 4))
+        lead_ticks = lead16 * tpq // 4
+        adj_ticks = tpq // 4  # the last 16th of the lead-in absorbs the rounding
+        steady_ticks = lead_ticks - adj_ticks
+        steady_s = steady_ticks / tpq * spq0
+        if steady_ticks > 0:
+            tempo_events.append((0, round(spq0 * 1e6)))
+        adj_s = d_time - steady_s
+        tempo_events.append((steady_ticks, max(1, round(adj_s / (adj_ticks / tpq) * 1e6))))
+        meter_events.append((0, _meter_for(Fraction(lead16, 4))))
+    else:
+        lead_ticks = 0
+    meter_events.append((lead_ticks, (m.numerator, m.denominator)))
+    k_d = int(round(q_d / beat_q))  # beat index of that bar line
+    for k in range(max(k_d, 0), len(times) - 1):
+        spq = (times[k + 1] - times[k]) / beat_q
+        tempo_events.append((lead_ticks + round((k - k_d) * beat_q * tpq), round(spq * 1e6)))
+
+    # seconds -> ticks, consistent with the tempo events
+    tick_pts = np.asarray([t for t, _ in tempo_events], dtype=float)
+    sec_pts = np.zeros(len(tempo_events))
+    for i in range(1, len(tempo_events)):
+        sec_pts[i] = sec_pts[i - 1] + (tick_pts[i] - tick_pts[i - 1]) / tpq * tempo_events[i - 1][1] / 1e6
+
+    def tick(t: float) -> int:
+        i = max(0, int(np.searchsorted(sec_pts, t, side="right")) - 1)
+        return int(round(tick_pts[i] + (t - sec_pts[i]) / (tempo_events[i][1] / 1e6) * tpq))
+
+    pedals = pedal_from_releases(notes)
+    events: list[tuple[int, int, mido.Message]] = []  # (tick, order, msg): offs before pedal before ons
+    for n in notes:
+        end = n.release if pedals else n.offset
+        on_t = tick(n.onset)
+        off_t = max(on_t + 1, tick(end))
+        events.append((on_t, 2, mido.Message("note_on", note=n.pitch, velocity=n.velocity)))
+        events.append((off_t, 0, mido.Message("note_off", note=n.pitch, velocity=0)))
+    for p in pedals:
+        events.append((tick(p.start), 1, mido.Message("control_change", control=64, value=127)))
+        events.append((tick(p.end), 1, mido.Message("control_change", control=64, value=0)))
+    for t, us in tempo_events:
+        events.append((t, -1, mido.MetaMessage("set_tempo", tempo=min(us, 16_777_215))))
+    for t, (num, den) in meter_events:
+        events.append((t, -2, mido.MetaMessage("time_signature", numerator=num, denominator=den)))
+    events.append((0, -3, mido.MetaMessage("key_signature", key=_key_name(plan.key))))
+    events.sort(key=lambda e: (e[0], e[1]))
+    track = mido.MidiTrack()
+    track.append(mido.MetaMessage("track_name", name="Piano", time=0))
+    track.append(mido.Message("program_change", program=program, time=0))
+    last = 0
+    for t, _, msg in events:
+        track.append(msg.copy(time=t - last))
+        last = t
+    track.append(mido.MetaMessage("end_of_track", time=0))
+    mid = mido.MidiFile(type=0, ticks_per_beat=tpq)
+    mid.tracks.append(track)
+    buf = io.BytesIO()
+    mid.save(file=buf)
+    return buf.getvalue()
