@@ -429,6 +429,9 @@ def _register_optional() -> None:
     except ImportError:  # pragma: no cover
         return
     register(app)
+    from pianonotes.serve.cli import register as register_serve
+
+    register_serve(app)
 
 
 _register_optional()
