@@ -17,7 +17,7 @@ install: $(BIN)/pianonotes
 $(BIN)/pianonotes: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,train]'
 	touch $@
 
 # Debian packages the renderer, the engraver checks and the live tests need (run as root).

@@ -106,15 +106,18 @@ def transcribe(
     from_activations: bool = typer.Option(False, "--from-activations",
                                           help="Inputs are .npz activations: decode them without the network."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1,
+                                       help="Worker processes for several files (default: one per core)."),
 ) -> None:
     """Transcribe piano recordings to MIDI, MusicXML, engraved scores or note lists."""
     import time
 
+    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from pianonotes.decode import Activations, DecodeOptions
-    from pianonotes.export import write_notes, write_piano_roll
+    from pianonotes.decode import DecodeOptions
+    from pianonotes.transcribe import BatchSettings, default_jobs, run_batch
 
     console = _console()
     try:
@@ -134,73 +137,67 @@ def transcribe(
             raise PianonotesError("--save-activations takes one input file; transcribe files one at a time")
         if bpm is not None and not 20 <= bpm <= 400:
             raise PianonotesError("--bpm must be between 20 and 400")
-        transcriber = None
+        settings = BatchSettings(model=str(model) if model else None, device=device,
+                                 overrides=tuple(overrides.items()), start=start, end=end, bpm=bpm,
+                                 time_signature=time_signature, overwrite=overwrite, roll=roll,
+                                 save_activations=str(save_activations) if save_activations else None,
+                                 from_activations=from_activations)
+        n_jobs = 1 if from_activations else min(jobs or default_jobs(), len(files))
+        transcriber, durations = None, {}
         if not from_activations:
             from pianonotes.audio import audio_info
             from pianonotes.transcribe import Transcriber
 
-            transcriber = Transcriber(model, device=device)
-            transcriber.options = DecodeOptions.for_model(transcriber.config, **overrides)
+            # loaded here even for workers: a bad checkpoint is one error before any work starts
+            transcriber = Transcriber.from_checkpoint(model, device=device, overrides=overrides)
+            for path in files:
+                try:
+                    durations[path] = audio_info(path)[2]
+                except PianonotesError:
+                    durations[path] = 0.0  # reported when the file itself is transcribed
     except PianonotesError as exc:
         raise fail(str(exc))
 
     show = console.is_terminal and not quiet
-    rows, failed = [], 0
+    results = {}
     t_all = time.perf_counter()
+    total = sum(durations.values()) if durations else None
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rt]}"),
                   TimeRemainingColumn(), console=console, disable=not show, transient=True) as progress:
-        for path in files:
-            outs = plan[path]
-            task = progress.add_task(path.name, total=None, rt="")
-            try:
-                if not overwrite:
-                    for o in outs:
-                        if o.exists():
-                            raise PianonotesError(f"{o} exists; pass --overwrite to replace it")
-                if from_activations:
-                    t0 = time.perf_counter()
-                    acts = Activations.load(path)
-                    notes = acts.decode(DecodeOptions.for_model({"decode": acts.decode_defaults}, **overrides))
-                    seconds, xrt = len(acts.frame) / acts.fps, 0.0
-                    del t0
-                else:
-                    _, _, dur = audio_info(path)
-                    progress.update(task, total=dur)
-                    t0 = time.perf_counter()
+        label = files[0].name if len(files) == 1 else f"{len(files)} files" + (f", {n_jobs} jobs" if n_jobs > 1 else "")
+        task = progress.add_task(label, total=total or None, rt="")
+        done_seconds = 0.0
 
-                    def on_progress(sec, task=task, t0=t0):
-                        el = time.perf_counter() - t0
-                        progress.update(task, completed=sec, rt=f"{sec / max(el, 1e-9):.0f}x real time")
+        def on_progress(path, sec):
+            el = time.perf_counter() - t_all
+            now = done_seconds + sec
+            progress.update(task, completed=now, rt=f"{now / max(el, 1e-9):.0f}x real time")
 
-                    res = transcriber.transcribe_file(path, start=start, end=end,
-                                                      keep_activations=save_activations is not None,
-                                                      on_progress=on_progress)
-                    notes, seconds, xrt = res.notes, res.seconds, res.x_real_time
-                    if save_activations:
-                        res.activations.save(save_activations)
-                title = path.name[: -len(".npz")] if from_activations else path.stem
-                written = []
-                for o in outs:
-                    written += write_notes(o, notes, title=title.replace("_", " "), bpm=bpm,
-                                           time_signature=time_signature, overwrite=overwrite)
-                if roll:
-                    rp = outs[0].with_name(f"{title}.roll.png")
-                    write_piano_roll(rp, notes, title=title)
-                    written.append(rp)
-                rows.append((str(path), str(len(notes)), f"{seconds:.1f}", f"{xrt:.0f}x" if xrt else "-",
-                             ", ".join(str(w) for w in written)))
-            except PianonotesError as exc:
-                failed += 1
-                rows.append((str(path), "-", "-", "-", f"[red]failed: {exc}[/]"))
-                if len(files) == 1:
-                    raise fail(str(exc))
-            except KeyboardInterrupt:
-                raise fail("interrupted; finished outputs are complete, the rest were not written", 130)
-            finally:
-                progress.remove_task(task)
+        try:
+            for res in run_batch(plan, settings, jobs=n_jobs, transcriber=transcriber, on_progress=on_progress):
+                results[res.path] = res
+                done_seconds += durations.get(res.path, 0.0)
+                el = time.perf_counter() - t_all
+                progress.update(task, completed=done_seconds, rt=f"{done_seconds / max(el, 1e-9):.0f}x real time")
+                if res.error and len(files) == 1:
+                    raise fail(res.error)
+        except KeyboardInterrupt:
+            raise fail("interrupted; finished outputs are complete, the rest were not written", 130)
+    rows, failed = [], 0
+    for path in files:
+        res = results[path]
+        if res.error:
+            failed += 1
+            rows.append((str(path), "-", "-", "-", f"[red]failed: {escape(res.error)}[/]"))
+        else:
+            rows.append((str(path), str(res.notes), f"{res.seconds:.1f}",
+                         f"{res.x_real_time:.0f}x" if res.x_real_time else "-", ", ".join(str(w) for w in res.written)))
+    notice = transcriber.notice() if transcriber is not None else None
     if len(files) == 1 and not failed:
         if not quiet:
             console.print(f"{rows[0][1]} notes from {rows[0][0]} ({rows[0][2]} s, {rows[0][3]} real time) -> {rows[0][4]}")
+            if notice:
+                _console(stderr=True).print(f"[dim]hint: {escape(notice)}[/]", soft_wrap=True)
         return
     table = Table(title=f"{len(files)} files, {failed} failed, {time.perf_counter() - t_all:.1f} s")
     for col in ("input", "notes", "seconds", "speed", "outputs"):
@@ -211,6 +208,8 @@ def transcribe(
         console.print(table)
     if failed:
         raise typer.Exit(1)
+    if notice and not quiet:
+        _console(stderr=True).print(f"[dim]hint: {escape(notice)}[/]", soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -301,6 +300,7 @@ def train(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    _need_training_packages("pianonotes train")
     from pianonotes.nn.train import TrainConfig
     from pianonotes.nn.train import train as run_train
 
@@ -403,6 +403,7 @@ def evaluate(
     min_note: Optional[float] = typer.Option(None, help=THRESH_HELP["min_note"]),
 ) -> None:
     """Score a checkpoint: mir_eval note/frame F1, the seed's exact-frame accuracy, per-pitch F1."""
+    _need_training_packages("pianonotes evaluate", modules=("mir_eval",))
     from pianonotes.evaluate import evaluate as run_eval
 
     try:
@@ -423,6 +424,40 @@ def evaluate(
         console.print(f"wrote {output}" + (f" and {result.get('plot')}" if result.get("plot") else ""))
 
 
+# ----------------------------------------------------------------------------------------- export-onnx
+@app.command("export-onnx")
+def export_onnx(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint: NAME.json, NAME.safetensors or the stem NAME."),
+) -> None:
+    """Export a trained checkpoint to NAME.onnx beside it, so inference runs on ONNX Runtime without torch."""
+    _need_training_packages("pianonotes export-onnx", modules=("torch", "onnx"))
+    from pianonotes.nn import checkpoint as ckpt
+    from pianonotes.transcribe import Transcriber
+
+    try:
+        path = ckpt.export_onnx(checkpoint)
+        Transcriber.from_checkpoint(path, device="cpu", backend="onnx")  # it loads and runs
+    except PianonotesError as exc:
+        raise fail(str(exc))
+    _console().print(f"wrote {path} (recorded in {path.with_suffix('.json')})")
+
+
+def _need_training_packages(command: str, modules: tuple[str, ...] = ("torch",)) -> None:
+    """One line saying what to install when the training extra is missing (the light install)."""
+    import importlib.util
+
+    def absent(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is None
+        except (ImportError, ValueError):
+            return True
+
+    missing = [m for m in modules if absent(m)]
+    if missing:
+        raise fail(f"{command} needs {', '.join(missing)}, which the light install leaves out: "
+                   "pip install 'pianonotes[train]'")
+
+
 def _register_optional() -> None:
     try:
         from pianonotes.cli_live import register
@@ -441,7 +476,7 @@ def main() -> None:
     try:
         app()
     except PianonotesError as exc:  # pragma: no cover - commands catch their own
-        _console(stderr=True).print(f"[bold red]error:[/] {exc}")
+        fail(str(exc))
         sys.exit(1)
 
 

@@ -1,7 +1,8 @@
 """``pianonotes devices`` and ``pianonotes listen``: live transcription from a microphone (or a file).
 
 ``register(app)`` adds both commands to the main Typer app; registering twice is harmless. Only this
-layer prints or exits. torch is imported only once a take starts; ``devices`` never imports it.
+layer prints or exits. The network runs on ONNX Runtime (torch only for a checkpoint without an ONNX
+export); ``devices`` imports neither.
 """
 
 from __future__ import annotations
@@ -119,7 +120,6 @@ def _recover(take_dir, model, output, overwrite, thresholds) -> None:
 def _listen(device, samplerate, model, output, record, plain, input_file, fast, duration, overwrite,
             thresholds) -> None:
     from pianonotes import live
-    from pianonotes.decode import DecodeOptions
 
     out_console = _console()
     err_console = _console(stderr=True)
@@ -130,23 +130,20 @@ def _listen(device, samplerate, model, output, record, plain, input_file, fast, 
         outputs = live.check_outputs(output, overwrite=overwrite)
         record_path = live.check_record(record, overwrite=overwrite)
         from pianonotes.nn import checkpoint
+        from pianonotes.transcribe import Transcriber
 
         cfg_path, _ = checkpoint.resolve(model)
-        cfg = checkpoint.read_config(cfg_path)
-        options = DecodeOptions.for_model(cfg, **thresholds)
-        from pianonotes.frontend import frontend_from_config
-
-        engine_rate = int(frontend_from_config(cfg["frontend"]).sample_rate)
+        # one thread, no spinning: 50 ms steps of a few frames each; the rest of the CPU is the capture's
+        transcriber = Transcriber.from_checkpoint(cfg_path, device="cpu", threads=1, overrides=thresholds)
+        options = transcriber.options
+        engine_rate = int(transcriber.frontend.sample_rate)
         if input_file is not None:
             source = live.FileSource(input_file, engine_rate, fast=fast)
         else:
             dev = live.resolve_device(device)
             rate = live.choose_samplerate(dev, samplerate, engine_rate)
             source = live.MicrophoneSource(dev, rate)
-        net, cfg = checkpoint.load(cfg_path)
-        from pianonotes.engine import Engine
-
-        engine = Engine(net, cfg, options=options)
+        engine = transcriber.engine()
         meta = {"model": str(cfg_path), "decode": {"onset_threshold": options.onset_threshold,
                                                    "frame_threshold": options.frame_threshold,
                                                    "min_note_seconds": options.min_note_seconds},
@@ -171,8 +168,7 @@ def _listen(device, samplerate, model, output, record, plain, input_file, fast, 
         session.stop()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    lookahead_ms = 1000.0 * float(cfg.get("lookahead_seconds") or (
-        engine.latency_frames / engine.fps + getattr(engine.frontend, "lookahead_seconds", 0.0)))
+    lookahead_ms = 1000.0 * float(transcriber.config.lookahead_seconds)
     try:
         if use_plain:
             msg.print(f"listening to {source.label}; q or Ctrl-C stops and saves")

@@ -12,6 +12,9 @@ def console(stderr: bool = False):
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    """One red line on stderr; return the Exit to raise (non-zero)."""
-    console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    """One red line on stderr; return the Exit to raise (non-zero). ``message`` is plain text: brackets
+    (``pianonotes[train]``, paths) are printed as they are, never read as Rich markup."""
+    from rich.markup import escape
+
+    console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     return typer.Exit(code)

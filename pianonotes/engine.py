@@ -8,7 +8,6 @@ and the decoder are all incremental and exact: the notes never depend on the blo
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 
@@ -26,6 +25,7 @@ class Update:
     onset: np.ndarray
     velocity: np.ndarray | None
     notes: list[Note]
+    extra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # other heads (e.g. pedal), (n, ...)
 
     @property
     def n_frames(self) -> int:
@@ -33,15 +33,22 @@ class Update:
 
 
 class NetworkStream:
-    """Runs a model over a growing feature sequence with exact context (zeros before the start,
-    zeros for the look-ahead after the end: the same as whole-file inference)."""
+    """Runs a network over a growing feature sequence with exact context (zeros before the start,
+    zeros for the look-ahead after the end: the same as whole-file inference).
 
-    def __init__(self, model, *, device: str = "cpu", chunk_frames: int = 1000):
-        self.model = model
-        self.device = device
-        self.past, self.future = int(model.past), int(model.future)
+    ``network``: an :class:`~pianonotes.inference.OnnxNetwork` or
+    :class:`~pianonotes.inference.TorchNetwork` (a bare torch module is wrapped). Returns probabilities
+    by output name (:func:`~pianonotes.inference.activations`), each (n, 88) for the n new frames.
+    """
+
+    def __init__(self, network, *, device: str = "cpu", chunk_frames: int = 1000):
+        from pianonotes.inference import as_network
+
+        self.network = as_network(network, device=device)
+        self.past, self.future = int(self.network.past), int(self.network.future)
         self.chunk = max(1, chunk_frames)
         self._buf: np.ndarray | None = None  # features not yet consumed, with `past` history in front
+        self._keys: tuple[str, ...] = ("frame", "onset", "velocity")
 
     def _ensure(self, n_features: int) -> None:
         if self._buf is None:
@@ -49,7 +56,7 @@ class NetworkStream:
 
     def push(self, feats: np.ndarray, *, final: bool = False) -> dict[str, np.ndarray]:
         feats = np.asarray(feats, np.float32)
-        self._ensure(feats.shape[1] if feats.ndim == 2 else self.model.n_features)
+        self._ensure(feats.shape[1] if feats.ndim == 2 else self.network.n_features)
         if len(feats):
             self._buf = np.concatenate([self._buf, feats])
         if final:
@@ -63,41 +70,38 @@ class NetworkStream:
             self._buf = self._buf[n:]
             ready -= n
         if not outs:
-            return {k: np.zeros((0, C.N_KEYS), np.float32) for k in ("frame", "onset", "velocity")}
+            return {k: np.zeros((0, C.N_KEYS), np.float32) for k in self._keys}
+        self._keys = tuple(outs[0])
         return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
     def _run(self, window: np.ndarray) -> dict[str, np.ndarray]:
-        import torch
+        from pianonotes.inference import activations
 
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(window))[None].to(self.device)
-            out = self.model(x)
-            res = {"frame": torch.sigmoid(out["frame"])[0], "onset": torch.sigmoid(out["onset"])[0]}
-            if "velocity" in out:
-                res["velocity"] = out["velocity"][0]
-            else:
-                res["velocity"] = torch.zeros_like(res["frame"])
-            return {k: v.float().cpu().numpy() for k, v in res.items()}
+        return activations(self.network.run(window))
 
 
-def infer_features(model, feats: np.ndarray, *, device: str = "cpu", chunk_frames: int = 1000) -> dict[str, np.ndarray]:
-    """Whole-sequence inference on (T, F) features: {'frame', 'onset', 'velocity'} each (T, 88)."""
-    stream = NetworkStream(model, device=device, chunk_frames=chunk_frames)
+def infer_features(network, feats: np.ndarray, *, device: str = "cpu", chunk_frames: int = 1000) -> dict[str, np.ndarray]:
+    """Whole-sequence inference on (T, F) features: {'frame', 'onset', 'velocity', other heads} each (T, 88)."""
+    stream = NetworkStream(network, device=device, chunk_frames=chunk_frames)
     return stream.push(feats, final=True)
 
 
 class Engine:
     """Audio in, frames and notes out, incrementally. One instance per recording or live take."""
 
-    def __init__(self, model, config: dict[str, Any], *, options: DecodeOptions = DecodeOptions(),
+    def __init__(self, network, config, *, options: DecodeOptions = DecodeOptions(),
                  device: str = "cpu", chunk_frames: int = 1000, time_offset: float = 0.0):
-        from pianonotes.frontend import StreamingFrontEnd, frontend_from_config
+        """``network``: a backend network or torch module; ``config``: its
+        :class:`~pianonotes.inference.ModelConfig` (or the checkpoint's JSON dict). Usually made by
+        :meth:`pianonotes.transcribe.Transcriber.engine`."""
+        from pianonotes.frontend import StreamingFrontEnd
+        from pianonotes.inference import ModelConfig
 
-        self.config = config
-        self.frontend = frontend_from_config(config["frontend"])
+        self.config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
+        self.frontend = self.config.make_frontend()
         self.fps = self.frontend.fps
         self._fe = self.frontend.streaming() if hasattr(self.frontend, "streaming") else StreamingFrontEnd(self.frontend)
-        self._net = NetworkStream(model, device=device, chunk_frames=chunk_frames)
+        self._net = NetworkStream(network, device=device, chunk_frames=chunk_frames)
         self.decoder = StreamingDecoder(self.fps, options, time_offset=time_offset)
         self.frames_out = 0
         self.samples_in = 0
@@ -124,6 +128,7 @@ class Engine:
         notes = self.decoder.push(probs["frame"], probs["onset"], probs["velocity"])
         if final:
             notes = sorted(notes + self.decoder.flush())
-        upd = Update(self.frames_out, probs["frame"], probs["onset"], probs["velocity"], notes)
+        extra = {k: v for k, v in probs.items() if k not in ("frame", "onset", "velocity")}
+        upd = Update(self.frames_out, probs["frame"], probs["onset"], probs["velocity"], notes, extra)
         self.frames_out += len(probs["frame"])
         return upd

@@ -33,17 +33,12 @@ def evaluate(model_path, data: Sequence[os.PathLike], *, split: str = "test", de
     Returns {'overall': {...}, 'per_recording': [...], 'per_pitch': {...}, ...}; with ``output`` writes
     the JSON and a PNG plot (F1 by pitch, errors by octave / semitone distance) beside it.
     """
-    from pianonotes.engine import infer_features
-    from pianonotes.frontend import frontend_from_config
     from pianonotes.metrics import aggregate, per_pitch, transcription_scores
-    from pianonotes.nn import checkpoint as ckpt
     from pianonotes.nn import data as D
-    from pianonotes.nn.train import pick_device
+    from pianonotes.transcribe import Transcriber
 
-    dev = pick_device(device)
-    model, cfg = ckpt.load(model_path, device=dev)
-    options = options or DecodeOptions.for_model(cfg, **(overrides or {}))
-    fe = frontend_from_config(cfg["frontend"])
+    tr = Transcriber.from_checkpoint(model_path, device=device, options=options, overrides=overrides)
+    options, cfg, fe = tr.options, tr.config, tr.frontend
     recs = []
     paths = [Path(p) for p in data]
     for p in paths:
@@ -62,7 +57,7 @@ def evaluate(model_path, data: Sequence[os.PathLike], *, split: str = "test", de
     rows, weights, all_ref, all_est = [], [], [], []
     offset = 0.0
     for rec in recs:
-        probs = infer_features(model, rec.features.astype(np.float32), device=dev)
+        probs = tr.infer_features(rec.features.astype(np.float32))
         est = decode(probs["frame"], probs["onset"], probs["velocity"], fps=fe.fps, options=options)
         dur = rec.n_frames / fe.fps
         row = transcription_scores(rec.notes, est, dur)
@@ -75,7 +70,8 @@ def evaluate(model_path, data: Sequence[os.PathLike], *, split: str = "test", de
     pitch = per_pitch(all_ref, all_est)
     result = {
         "model": str(model_path or "shipped AudioNet"),
-        "arch": cfg["arch"],
+        "arch": cfg.arch,
+        "backend": tr.backend,
         "recordings": len(recs),
         "hours": float(sum(weights) / 3600),
         "decode": {"onset_threshold": options.onset_threshold, "frame_threshold": options.frame_threshold,

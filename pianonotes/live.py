@@ -17,7 +17,8 @@ every ``JOURNAL_FLUSH_SECONDS``), ``events.jsonl`` (note starts and finished not
 (model, outputs requested, status). After a crash or SIGKILL at most about one second is lost;
 :func:`recover` rebuilds the take from it.
 
-sounddevice and torch are imported inside functions: ``list_input_devices`` never imports torch.
+sounddevice and the network's runtime (ONNX Runtime) are imported inside functions; torch never is
+(unless a checkpoint has no ONNX export).
 """
 
 from __future__ import annotations
@@ -961,14 +962,16 @@ def recover(folder: str | os.PathLike, *, model: str | os.PathLike | None = None
     if method in ("auto", "audio") and len(audio):
         try:
             from pianonotes.decode import DecodeOptions
-            from pianonotes.engine import Engine
-            from pianonotes.nn import checkpoint
+            from pianonotes.transcribe import Transcriber
 
-            net, cfg = checkpoint.load(model if model is not None else meta.get("model"), device=device)
             options = DecodeOptions.for_model(
-                {"decode": meta.get("decode") or cfg.get("decode") or {}}, onset_threshold=onset_threshold,
-                frame_threshold=frame_threshold, min_note_seconds=min_note_seconds)
-            eng = Engine(net, cfg, options=options, device=device)
+                {"decode": meta.get("decode") or {}}, onset_threshold=onset_threshold,
+                frame_threshold=frame_threshold, min_note_seconds=min_note_seconds) if meta.get("decode") else None
+            tr = Transcriber.from_checkpoint(model if model is not None else meta.get("model"), device=device,
+                                             options=options, overrides=dict(
+                                                 onset_threshold=onset_threshold, frame_threshold=frame_threshold,
+                                                 min_note_seconds=min_note_seconds))
+            eng = tr.engine()
             if eng.sample_rate != sr:
                 from pianonotes.audio import resample
 

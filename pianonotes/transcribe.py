@@ -7,7 +7,7 @@ import glob
 import os
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -63,26 +63,68 @@ def expand_inputs(items: Sequence[str], *, recursive: bool = False) -> list[Path
 
 
 class Transcriber:
-    """Holds the loaded model; transcribes files or activations."""
+    """A network with its config and decoding options; transcribes files, audio blocks or features.
 
-    def __init__(self, model_path: str | os.PathLike | None = None, *, device: str = "auto",
-                 options: DecodeOptions | None = None, chunk_frames: int = 2000):
-        from pianonotes.nn import checkpoint as ckpt
-        from pianonotes.nn.train import pick_device
+    Make one with :meth:`from_checkpoint` (``Transcriber(path, ...)`` is the same). The options are
+    fixed at construction: pass ``overrides`` (``onset_threshold``, ``frame_threshold``,
+    ``min_note_seconds``; None keeps the checkpoint's calibrated value) or whole ``options``.
+    """
 
-        self.device = pick_device(device)
-        self.model, self.config = ckpt.load(model_path, device=self.device)
-        self.options = options or DecodeOptions.for_model(self.config)
+    def __init__(self, model_path: str | os.PathLike | None = None, *, device: str = "auto", backend: str = "auto",
+                 threads: int | None = None, options: DecodeOptions | None = None,
+                 overrides: dict | None = None, chunk_frames: int = 2000):
+        from pianonotes.inference import load_network
+
+        self.network, self.config = load_network(model_path, device=device, backend=backend, threads=threads)
+        self.device = self.network.device
+        self._options = options if options is not None else self.config.decode_options(**(overrides or {}))
         self.chunk_frames = chunk_frames
-        from pianonotes.frontend import frontend_from_config
+        self.frontend = self.config.make_frontend()
 
-        self.frontend = frontend_from_config(self.config["frontend"])
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike | None = None, *, device: str = "auto", backend: str = "auto",
+                        threads: int | None = None, options: DecodeOptions | None = None,
+                        overrides: dict | None = None, chunk_frames: int = 2000) -> "Transcriber":
+        """Load a checkpoint (JSON, safetensors or stem; None: the shipped AudioNet).
+
+        ``backend``: 'auto' (ONNX Runtime when the checkpoint has an ONNX export, else PyTorch), 'onnx' or
+        'torch'. ``device``: auto | cpu | cuda. ``threads``: ONNX Runtime threads (None: one per core).
+        """
+        return cls(path, device=device, backend=backend, threads=threads, options=options, overrides=overrides,
+                   chunk_frames=chunk_frames)
+
+    @property
+    def options(self) -> DecodeOptions:
+        return self._options
+
+    @property
+    def backend(self) -> str:
+        """'onnx' or 'torch'."""
+        return self.network.backend
+
+    @property
+    def model(self):
+        """The torch module (torch backend only)."""
+        return getattr(self.network, "model", None)
+
+    def notice(self) -> str | None:
+        """A one-line hint for the user when the network runs on the slower PyTorch fallback."""
+        if self.backend == "torch" and self.config.onnx is None and self.config.path is not None:
+            stem = self.config.path.with_suffix("")
+            return f"{stem} has no ONNX export, so PyTorch ran it (slow start-up): pianonotes export-onnx {stem}"
+        return None
+
+    def infer_features(self, feats: np.ndarray) -> dict[str, np.ndarray]:
+        """Probabilities for (T, n_features) features: {'frame', 'onset', 'velocity', other heads}, (T, 88)."""
+        from pianonotes.engine import infer_features
+
+        return infer_features(self.network, feats, chunk_frames=self.chunk_frames)
 
     def engine(self, *, time_offset: float = 0.0):
         from pianonotes.engine import Engine
 
-        return Engine(self.model, self.config, options=self.options, device=self.device,
-                      chunk_frames=self.chunk_frames, time_offset=time_offset)
+        return Engine(self.network, self.config, options=self.options, chunk_frames=self.chunk_frames,
+                      time_offset=time_offset)
 
     def transcribe_blocks(self, blocks: Iterable[np.ndarray], *, source: str = "", time_offset: float = 0.0,
                           keep_activations: bool = False,
@@ -131,4 +173,135 @@ class Transcriber:
 def transcribe(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
                options: DecodeOptions | None = None, device: str = "auto") -> list[Note]:
     """Convenience: the notes of one file with the shipped (or given) model."""
-    return Transcriber(model, device=device, options=options).transcribe_file(path).notes
+    return Transcriber.from_checkpoint(model, device=device, options=options).transcribe_file(path).notes
+
+
+# ------------------------------------------------------------------------------------------- batches
+@dataclasses.dataclass(frozen=True)
+class BatchSettings:
+    """What every file of a ``transcribe`` batch shares (picklable: it travels to worker processes)."""
+
+    model: str | None = None  # checkpoint; None: the shipped one
+    device: str = "auto"
+    overrides: tuple[tuple[str, float | None], ...] = ()  # decoding thresholds, None = the checkpoint's
+    start: float | None = None
+    end: float | None = None
+    bpm: float | None = None
+    time_signature: str = "4/4"
+    overwrite: bool = False
+    roll: bool = False
+    save_activations: str | None = None  # one input only
+    from_activations: bool = False  # inputs are .npz activations: decode without the network
+
+
+@dataclasses.dataclass
+class FileResult:
+    """One input's outcome: the notes' count and where they went, or the error that stopped it."""
+
+    path: Path
+    notes: int = 0
+    seconds: float = 0.0
+    x_real_time: float = 0.0
+    written: list[Path] = dataclasses.field(default_factory=list)
+    error: str | None = None
+
+
+def default_jobs() -> int:
+    """Worker processes for a batch: one per core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def process_file(transcriber: Transcriber | None, path: Path, outputs: Sequence[Path], settings: BatchSettings,
+                 on_progress: Callable[[float], None] | None = None) -> FileResult:
+    """Transcribe (or re-decode) one input and write its outputs; a PianonotesError becomes the result's
+    ``error`` so that a batch goes on."""
+    from pianonotes.export import write_notes, write_piano_roll
+
+    try:
+        if not settings.overwrite:
+            for o in outputs:
+                if o.exists():
+                    raise PianonotesError(f"{o} exists; pass --overwrite to replace it")
+        if settings.from_activations:
+            acts = Activations.load(path)
+            options = DecodeOptions.for_model({"decode": acts.decode_defaults}, **dict(settings.overrides))
+            notes = acts.decode(options)
+            seconds, xrt = len(acts.frame) / acts.fps, 0.0
+            title = path.name[: -len(".npz")] if path.name.endswith(".npz") else path.stem
+        else:
+            res = transcriber.transcribe_file(path, start=settings.start, end=settings.end,
+                                              keep_activations=settings.save_activations is not None,
+                                              on_progress=on_progress)
+            notes, seconds, xrt = res.notes, res.seconds, res.x_real_time
+            if settings.save_activations:
+                res.activations.save(settings.save_activations)
+            title = path.stem
+        written: list[Path] = []
+        for o in outputs:
+            written += write_notes(o, notes, title=title.replace("_", " "), bpm=settings.bpm,
+                                   time_signature=settings.time_signature, overwrite=settings.overwrite)
+        if settings.roll:
+            rp = outputs[0].with_name(f"{title}.roll.png")
+            write_piano_roll(rp, notes, title=title)
+            written.append(rp)
+        return FileResult(path, len(notes), seconds, xrt, [Path(w) for w in written])
+    except PianonotesError as exc:
+        return FileResult(path, error=str(exc))
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(settings: BatchSettings, threads: int) -> None:
+    try:
+        _WORKER["transcriber"] = Transcriber.from_checkpoint(settings.model, device=settings.device, threads=threads,
+                                                             overrides=dict(settings.overrides))
+    except PianonotesError as exc:
+        _WORKER["error"] = str(exc)
+
+
+def _worker_file(path: Path, outputs: list[Path], settings: BatchSettings) -> FileResult:
+    if "error" in _WORKER:
+        return FileResult(path, error=_WORKER["error"])
+    return process_file(_WORKER.get("transcriber"), path, outputs, settings)
+
+
+def run_batch(plan: dict[Path, list[Path]], settings: BatchSettings, *, jobs: int = 1,
+              transcriber: Transcriber | None = None,
+              on_progress: Callable[[Path, float], None] | None = None) -> Iterator[FileResult]:
+    """Process every input of ``plan`` ({input: outputs}); yields each :class:`FileResult` when it is done.
+
+    ``jobs`` > 1 runs that many worker processes (each loads the model once, with cores / jobs ONNX
+    Runtime threads); the files' outputs are the same as with one process. With one job the files run
+    here, through ``transcriber`` (loaded from ``settings`` when None). ``on_progress(path, seconds)``
+    reports audio seconds done within the current file (one job only).
+    """
+    files = list(plan)
+    jobs = max(1, min(int(jobs), len(files)))
+    if jobs == 1 or settings.from_activations:
+        if transcriber is None and not settings.from_activations:
+            transcriber = Transcriber.from_checkpoint(settings.model, device=settings.device,
+                                                      overrides=dict(settings.overrides))
+        for path in files:
+            cb = (lambda sec, path=path: on_progress(path, sec)) if on_progress else None
+            yield process_file(transcriber, path, plan[path], settings, cb)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    threads = max(1, default_jobs() // jobs)
+    ctx = multiprocessing.get_context("spawn")  # no state (threads, sessions, locks) inherited from here
+    pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(settings, threads))
+    try:
+        futures = {pool.submit(_worker_file, p, list(plan[p]), settings): p for p in files}
+        for fut in as_completed(futures):
+            try:
+                yield fut.result()
+            except BrokenProcessPool:
+                yield FileResult(futures[fut], error="its worker process died (out of memory?); run it again alone")
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -2,9 +2,10 @@
 
     python -m pianonotes.tools.bench [--quick] [--out bench.json]
 
-Reports: render speed of `data synth`, `--help` start-up, inference x real time (model + decoding,
-start-up excluded), whole-process wall time for a 30 s clip and a 10-minute file (start-up included and
-excluded), peak RSS for a 1-hour file, and live latency / worker CPU over a real-time take.
+Reports: render speed of `data synth`, `--help` start-up, inference x real time on ONNX Runtime (all
+threads and one thread; PyTorch on one thread for comparison; start-up excluded), whole-process wall
+time for a 30 s clip and a 10-minute file (start-up included and excluded), a 20-file folder with
+``--jobs 1`` and ``--jobs 2``, peak RSS for a 2-hour file, and live latency / worker CPU over a take.
 """
 
 from __future__ import annotations
@@ -68,29 +69,48 @@ def bench_render(tmp: Path) -> dict:
             "x_real_time_per_core": round(secs / max(cpu, 1e-9), 1)}
 
 
-def bench_inference() -> dict:
-    import torch
+def bench_inference(threads: int | None = None, backend: str = "onnx") -> dict:
+    """Front end, network and decoding speed (warm, start-up excluded) on ``threads`` threads."""
+    from pianonotes.decode import decode
+    from pianonotes.transcribe import Transcriber
 
-    from pianonotes.decode import DecodeOptions, decode
-    from pianonotes.engine import infer_features
-    from pianonotes.frontend import frontend_from_config
-    from pianonotes.nn import checkpoint as ckpt
+    tr = Transcriber.from_checkpoint(None, device="cpu", backend=backend, threads=threads)
+    if backend == "torch" and threads:
+        import torch
 
-    model, cfg = ckpt.load(None)
-    fe = frontend_from_config(cfg["frontend"])
+        torch.set_num_threads(threads)
+    fe = tr.frontend
     audio = np.tile(_example_audio(fe.sample_rate), 3)
     secs = len(audio) / fe.sample_rate
-    infer_features(model, fe(audio[: fe.sample_rate * 2]))  # warm-up: filterbanks, torch kernels
+    tr.infer_features(fe(audio[: fe.sample_rate * 2]))  # warm-up: filterbanks, kernels
     t0 = time.perf_counter()
     feats = fe(audio)
     t1 = time.perf_counter()
-    p = infer_features(model, feats)
+    p = tr.infer_features(feats)
     t2 = time.perf_counter()
-    decode(p["frame"], p["onset"], p["velocity"], fps=fe.fps, options=DecodeOptions.for_model(cfg))
+    decode(p["frame"], p["onset"], p["velocity"], fps=fe.fps, options=tr.options)
     t3 = time.perf_counter()
-    return {"audio_seconds": round(secs, 1), "front_end_x": round(secs / (t1 - t0), 1),
-            "network_x": round(secs / (t2 - t1), 1), "decode_x": round(secs / (t3 - t2), 1),
-            "total_x_real_time": round(secs / (t3 - t0), 1), "torch_threads": torch.get_num_threads()}
+    return {"backend": tr.backend, "threads": threads or "all", "audio_seconds": round(secs, 1),
+            "front_end_x": round(secs / (t1 - t0), 1), "network_x": round(secs / (t2 - t1), 1),
+            "decode_x": round(secs / (t3 - t2), 1), "network_and_decoding_x": round(secs / (t3 - t1), 1),
+            "total_x_real_time": round(secs / (t3 - t0), 1)}
+
+
+def bench_jobs(tmp: Path, n_files: int = 20, seconds: float = 30.0) -> dict:
+    """A folder of ``n_files`` clips, whole process, with --jobs 1 and --jobs 2."""
+    folder = tmp / "batch"
+    folder.mkdir(exist_ok=True)
+    src = _long_file(tmp / "batch-src.flac", seconds, 16000)
+    for i in range(n_files):
+        (folder / f"clip{i:02d}.flac").write_bytes(src.read_bytes())
+    out = {}
+    for jobs in (1, 2):
+        wall, rss = _run(EXE + ["transcribe", str(folder), "-o", str(tmp / f"batch-out-{jobs}"), "-f", "mid",
+                                "--overwrite", "--quiet", "--jobs", str(jobs)])
+        out[f"jobs_{jobs}_wall_s"] = round(wall, 2)
+    out["speed_up"] = round(out["jobs_1_wall_s"] / out["jobs_2_wall_s"], 2)
+    out["files"], out["seconds_each"] = n_files, seconds
+    return out
 
 
 def bench_cli(tmp: Path, quick: bool) -> dict:
@@ -115,7 +135,7 @@ def bench_live(tmp: Path, seconds: float) -> dict:
     from pianonotes.transcribe import Transcriber
 
     src = _long_file(tmp / "live.flac", seconds, 16000)
-    tr = Transcriber(None, device="cpu")
+    tr = Transcriber.from_checkpoint(None, device="cpu", threads=1)  # as `listen` runs it
     session = LiveSession(tr.engine(), FileSource(src, 16000))
     session.start()
     while not session.done:
@@ -140,6 +160,12 @@ def bench_live_memory(tmp: Path, seconds: float) -> dict:
     return {"audio_seconds": seconds, "wall_s": round(wall, 1), "peak_rss_mb": round(peak, 1)}
 
 
+def _torch_or_none(fn):
+    import importlib.util
+
+    return fn() if importlib.util.find_spec("torch") else None
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="skip the 1-hour file and shorten the live take")
@@ -149,7 +175,10 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="pianonotes-bench-") as d:
         tmp = Path(d)
         for name, fn in (("render", lambda: bench_render(tmp)), ("inference", bench_inference),
+                         ("inference_1_thread", lambda: bench_inference(1)),
+                         ("inference_torch_1_thread", lambda: _torch_or_none(lambda: bench_inference(1, "torch"))),
                          ("cli", lambda: bench_cli(tmp, args.quick)),
+                         ("jobs", lambda: bench_jobs(tmp, 8 if args.quick else 20)),
                          ("live", lambda: bench_live(tmp, 20.0 if args.quick else 60.0)),
                          ("live_memory", lambda: bench_live_memory(tmp, 600.0 if args.quick else 3600.0))):
             results[name] = fn()

@@ -7,7 +7,10 @@
    and stored in the checkpoint's config.
 2. Each ``--eval`` dataset's *test* split (pieces never seen in training) is scored for the model and
    every baseline; inference speed is measured on the same audio.
-3. ``models/audionet.{safetensors,json}`` and ``models/MODEL_CARD.md`` are written.
+3. ``models/audionet.{safetensors,json,onnx}`` and ``models/MODEL_CARD.md`` are written: the ONNX export
+   (what inference runs, on ONNX Runtime) has its sha256 in the JSON, and its largest difference from
+   PyTorch's probabilities is recorded in the metrics. Calibration, evaluation and the speed figure all
+   run the ONNX export, as users will.
 """
 
 from __future__ import annotations
@@ -21,12 +24,11 @@ from pathlib import Path
 import numpy as np
 
 
-def calibrate(model, recs, fps: float) -> tuple[dict, float]:
+def calibrate(transcriber, recs, fps: float) -> tuple[dict, float]:
     from pianonotes.decode import DecodeOptions, decode
-    from pianonotes.engine import infer_features
     from pianonotes.metrics import aggregate, note_scores
 
-    probs = [infer_features(model, r.features.astype(np.float32)) for r in recs]
+    probs = [transcriber.infer_features(r.features.astype(np.float32)) for r in recs]
     best, best_f = None, -1.0
     for on in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
         for fr in (0.3, 0.4, 0.5, 0.6):
@@ -42,19 +44,39 @@ def calibrate(model, recs, fps: float) -> tuple[dict, float]:
     return dataclasses.asdict(best), best_f
 
 
-def speed(model, cfg, recs) -> float:
+def speed(transcriber) -> float:
     """x real time of network + decoding on features (front end included), start-up excluded."""
-    from pianonotes.decode import DecodeOptions, decode
-    from pianonotes.engine import infer_features
-    from pianonotes.frontend import frontend_from_config
+    from pianonotes.decode import decode
 
-    fe = frontend_from_config(cfg["frontend"])
+    fe = transcriber.frontend
     audio = np.random.default_rng(0).standard_normal(fe.sample_rate * 60).astype(np.float32) * 0.05
+    transcriber.infer_features(fe(audio[: fe.sample_rate]))  # warm-up
     t0 = time.perf_counter()
     feats = fe(audio)
-    p = infer_features(model, feats)
-    decode(p["frame"], p["onset"], p["velocity"], fps=fe.fps, options=DecodeOptions.for_model(cfg))
+    p = transcriber.infer_features(feats)
+    decode(p["frame"], p["onset"], p["velocity"], fps=fe.fps, options=transcriber.options)
     return 60.0 / (time.perf_counter() - t0)
+
+
+def onnx_parity(stem: Path, seconds: float = 20.0) -> float:
+    """Largest difference between ONNX Runtime's and PyTorch's probabilities on random features."""
+    from pianonotes.transcribe import Transcriber
+
+    ort_tr = Transcriber.from_checkpoint(stem, device="cpu", backend="onnx")
+    torch_tr = Transcriber.from_checkpoint(stem, device="cpu", backend="torch")
+    feats = np.random.default_rng(0).standard_normal((int(seconds * ort_tr.config.fps), ort_tr.config.n_features))
+    feats = (np.abs(feats) * 3).astype(np.float32)
+    a, b = ort_tr.infer_features(feats), torch_tr.infer_features(feats)
+    return float(max(np.max(np.abs(a[k] - b[k])) for k in a))
+
+
+def ship(model, cfg: dict, dest: str | Path) -> Path:
+    """Write DEST.safetensors, DEST.json and DEST.onnx (its sha256 in the JSON); returns the JSON path."""
+    from pianonotes.nn import checkpoint as ckpt
+
+    out = ckpt.save(dest, model, cfg)
+    ckpt.export_onnx(out, model=model)
+    return out
 
 
 def main(argv=None) -> None:
@@ -67,35 +89,43 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     from pianonotes.evaluate import evaluate
-    from pianonotes.frontend import frontend_from_config
     from pianonotes.nn import checkpoint as ckpt
     from pianonotes.nn import data as D
+    from pianonotes.transcribe import Transcriber
 
-    model, cfg = ckpt.load(args.checkpoint)
-    fe = frontend_from_config(cfg["frontend"])
-    dataset = cfg["data"]["dataset"]
-    if not args.no_calibrate:
-        val = D.load_split(dataset, "validation", fe)
-        cfg["decode"], f = calibrate(model, val, fe.fps)
-        cfg["calibration"] = {"split": "validation", "score": round(f, 4), "objective": "note F1 + 0.5 note-with-offset F1"}
+    model, cfg = ckpt.load(args.checkpoint)  # the weights to ship; everything below runs the ONNX export
+    dest = Path(args.dest)
+    dest = dest.with_suffix("") if dest.suffix in (".json", ".safetensors", ".onnx") else dest
+    tmp = dest.with_name(dest.name + "-shipping")  # no dot: a suffix would be taken for the file type
     cfg["metrics"] = {}
-    tmp = Path(args.dest).with_name(Path(args.dest).name + ".tmp")
-    ckpt.save(tmp, model, cfg)
-    results = {"audionet": {}}
-    baselines = dict(b.split("=", 1) for b in args.baseline)
-    for ds in args.eval:
-        name = Path(ds).name
-        results["audionet"][name] = evaluate(tmp, [ds], split="test", device="cpu")["overall"]
-        for bname, bpath in baselines.items():
-            results.setdefault(bname, {})[name] = evaluate(bpath, [ds], split="test", device="cpu")["overall"]
-    cfg["metrics"] = {"test": results["audionet"], "x_real_time_2_cores": round(speed(model, cfg, None), 1)}
-    for suffix in (".json", ".safetensors"):
-        Path(str(tmp) + suffix).unlink(missing_ok=True)
-    out = ckpt.save(args.dest, model, cfg)
-    card = Path(args.dest).parent / "MODEL_CARD.md"
+    try:
+        ship(model, cfg, tmp)
+        tr = Transcriber.from_checkpoint(tmp, device="cpu", backend="onnx")
+        if not args.no_calibrate:
+            val = D.load_split(cfg["data"]["dataset"], "validation", tr.frontend)
+            cfg["decode"], f = calibrate(tr, val, tr.frontend.fps)
+            cfg["calibration"] = {"split": "validation", "score": round(f, 4),
+                                  "objective": "note F1 + 0.5 note-with-offset F1"}
+            ship(model, cfg, tmp)
+            tr = Transcriber.from_checkpoint(tmp, device="cpu", backend="onnx")
+        results = {"audionet": {}}
+        baselines = dict(b.split("=", 1) for b in args.baseline)
+        for ds in args.eval:
+            name = Path(ds).name
+            results["audionet"][name] = evaluate(tmp, [ds], split="test", device="cpu")["overall"]
+            for bname, bpath in baselines.items():
+                results.setdefault(bname, {})[name] = evaluate(bpath, [ds], split="test", device="cpu")["overall"]
+        cfg["metrics"] = {"test": results["audionet"], "x_real_time_2_cores": round(speed(tr), 1),
+                          "onnx_max_abs_diff": float(f"{onnx_parity(tmp):.3g}")}
+    finally:
+        for suffix in (".json", ".safetensors", ".onnx"):
+            Path(str(tmp) + suffix).unlink(missing_ok=True)
+    out = ship(model, cfg, dest)
+    card = dest.parent / "MODEL_CARD.md"
     base_cfgs = {name: ckpt.read_config(path) for name, path in baselines.items()}
     write_card(card, cfg, results, base_cfgs)
-    print(json.dumps({"checkpoint": str(out), "metrics": cfg["metrics"], "baselines": results}, indent=1))
+    print(json.dumps({"checkpoint": str(out), "onnx": str(out.with_suffix(".onnx")), "metrics": cfg["metrics"],
+                      "baselines": results}, indent=1))
 
 
 def _fmt(m: dict | None, key: str) -> str:
@@ -164,8 +194,9 @@ def write_card(path: Path, cfg: dict, results: dict, baselines: dict | None = No
             "measured on MSMD split by frame (the same pieces in training and validation) with many more epochs.")
     lines += [
         "",
-        f"Inference speed (front end + network + decoding, start-up excluded, 2 CPU cores): "
-        f"{cfg['metrics']['x_real_time_2_cores']}x real time.",
+        f"Inference speed (front end + network + decoding on ONNX Runtime, start-up excluded, 2 CPU cores): "
+        f"{cfg['metrics']['x_real_time_2_cores']}x real time. ONNX export (`audionet.onnx`, opset 17) against "
+        f"PyTorch: largest probability difference {cfg['metrics'].get('onnx_max_abs_diff', '-')}.",
         "",
         "Test sets: `synth-v1` is the test split rendered with the training soundfonts; `synth-v1-csound` the same",
         "test pieces (other excerpts) rendered with the held-out csound piano; `synth-v1-musescore` (when present)",
