@@ -27,7 +27,7 @@ system-deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	  fluidsynth fluid-soundfont-gm fluidr3mono-gm-soundfont timgm6mb-soundfont csound-soundfont \
 	  libsndfile1 libportaudio2 libasound2-plugins alsa-utils pulseaudio pulseaudio-utils libcairo2 tmux \
-	  musescore3 >/dev/null
+	  musescore3 chromium chromium-driver >/dev/null
 
 test: install
 	$(BIN)/pytest -q

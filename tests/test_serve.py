@@ -261,6 +261,8 @@ def test_two_sockets_at_once_are_independent(server, clips, expected):
     assert results[clips[0]]["take"]["id"] != results[clips[1]]["take"]["id"]
     for p in clips:
         _same(results[p]["take"]["notes_list"], expected[p])
+        # both engraved, though built from two server threads (verovio only engraves in its first thread)
+        assert {"svg", "pdf"} <= set(results[p]["take"]["downloads"]), results[p]["take"]["errors"]
 
 
 def test_dropped_socket_keeps_the_take_then_recover(server, clips, model):

@@ -169,8 +169,9 @@ class TakeStore:
                 "status": status, "seconds": meta.get("seconds"), "notes": meta.get("notes"),
                 "interrupted": bool(meta.get("interrupted")), "started": meta.get("started"),
                 "downloads": downloads, "pages": pages, "errors": meta.get("build_errors") or {},
-                "recoverable": status in ("interrupted", "finished", "failed")
-                and (folder / "audio.wav").exists()}
+                "recoverable": (folder / "audio.wav").exists() and (
+                    status in ("interrupted", "finished", "failed")
+                    or (status == "complete" and bool(meta.get("interrupted")) and not meta.get("recovered")))}
 
     def list(self) -> list[dict[str, Any]]:
         out = []
@@ -201,7 +202,6 @@ class TakeStore:
         A format that fails (PDF without cairo, say) is reported in ``errors``; the others are kept.
         """
         from pianonotes import live
-        from pianonotes.export import write_notes
 
         with self._lock:
             self.building.add(folder.name)
@@ -210,13 +210,7 @@ class TakeStore:
             if out.exists():
                 shutil.rmtree(out)
             out.mkdir()
-            errors: dict[str, str] = {}
-            with _BUILD_LOCK:  # music21 and verovio are not thread-safe: one take's score at a time
-                for fmt in S.OUTPUT_FORMATS:
-                    try:
-                        write_notes(out / f"take.{fmt}", notes, title=title, overwrite=True)
-                    except PianonotesError as exc:
-                        errors[fmt] = str(exc).replace(str(out / f"take.{fmt}"), f"take.{fmt}")
+            errors = _engrave(out, list(notes), title)
             m = live.take_meta(folder)
             m.update(meta)
             m.update(status="complete", title=title, notes=len(notes), build_errors=errors)
@@ -240,6 +234,50 @@ class TakeStore:
         rec = live.recover(folder, model=self.model.path)
         return self.build(folder, rec.notes, title=str(meta.get("title") or take_id), recovered=rec.method,
                           seconds=round(rec.seconds, 3))
+
+
+# --------------------------------------------------------------------------------------- engraving
+_ENGRAVER = None
+
+
+def write_all_formats(out_dir: str, notes: list[Note], title: str) -> dict[str, str]:
+    """Every output format of a take into ``out_dir``/take.<fmt> with :func:`pianonotes.export.write_notes`
+    (what ``transcribe`` writes); returns {format: error} for the formats that failed."""
+    from pianonotes.export import write_notes
+
+    errors: dict[str, str] = {}
+    for fmt in S.OUTPUT_FORMATS:
+        path = Path(out_dir) / f"take.{fmt}"
+        try:
+            write_notes(path, notes, title=title, overwrite=True)
+        except PianonotesError as exc:
+            errors[fmt] = str(exc).replace(str(path), path.name)
+    return errors
+
+
+def _engrave(out: Path, notes: list[Note], title: str) -> dict[str, str]:
+    """:func:`write_all_formats` in one long-lived worker process, one take at a time.
+
+    verovio loads its fonts for the first thread that makes a toolkit only (a toolkit made in another
+    thread cannot engrave), and music21 is not thread-safe, so the server's threads never engrave
+    themselves; the separate process also keeps a crash in either library away from the server."""
+    global _ENGRAVER
+    import concurrent.futures
+    import multiprocessing
+
+    with _BUILD_LOCK:
+        if _ENGRAVER is None:
+            _ENGRAVER = concurrent.futures.ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        pool = _ENGRAVER
+    try:
+        return pool.submit(write_all_formats, str(out), notes, title).result()
+    except concurrent.futures.process.BrokenProcessPool as exc:
+        with _BUILD_LOCK:
+            if _ENGRAVER is pool:
+                _ENGRAVER = None
+        raise PianonotesError("the score engraver crashed while writing this take; its journal is kept: "
+                              "recover the take to try again") from exc
 
 
 # -------------------------------------------------------------------------------------- recordings

@@ -120,7 +120,7 @@ async function startRecording() {
     return;
   }
   Object.assign(live, { ready: false, rate: live.ctx.sampleRate, sent: 0, captures: [], notes: [], active: [],
-                        elapsed: 0, latencies: [], take: null, stopping: false });
+                        elapsed: 0, latencies: [], take: null, stopping: false, maxLevel: -120 });
   const src = live.ctx.createMediaStreamSource(live.stream);
   live.node = new AudioWorkletNode(live.ctx, "pianonotes-capture");
   src.connect(live.node);
@@ -170,6 +170,7 @@ function onMessage(m) {
   } else if (m.type === "update") {
     live.elapsed = m.elapsed;
     live.active = m.active;
+    live.maxLevel = Math.max(live.maxLevel, m.level_db);
     for (const n of m.notes) live.notes.push(n);
     const newStarts = m.starts;
     requestAnimationFrame(() => {
