@@ -58,8 +58,8 @@ def _hash_file(path: Path, algo: str) -> str:
 
 
 def download(url: str, dest: str | os.PathLike, *, expected_size: int | None = None,
-             sha256: str | None = None, md5: str | None = None, on_progress: ProgressFn | None = None,
-             retries: int = 3, timeout: float = 60.0) -> Path:
+             sha256: str | None = None, md5: str | None = None, sha512_b64: str | None = None,
+             on_progress: ProgressFn | None = None, retries: int = 3, timeout: float = 60.0) -> Path:
     """Fetch ``url`` to ``dest`` (resuming ``dest.part`` if present) and verify it.
 
     Parameters
@@ -68,6 +68,7 @@ def download(url: str, dest: str | os.PathLike, *, expected_size: int | None = N
     dest : final file path; its folder must exist.
     expected_size : bytes; checked against the server's length and the finished file.
     sha256, md5 : hex digests of the whole file (optional).
+    sha512_b64 : base64 sha512 digest, as npm publishes it (``dist.integrity`` without ``sha512-``).
     on_progress : called with (bytes on disk, total bytes or None) as data arrives.
     retries : how many times a dropped connection is resumed within this call.
     timeout : seconds without data before the connection counts as dropped.
@@ -84,7 +85,7 @@ def download(url: str, dest: str | os.PathLike, *, expected_size: int | None = N
     if not dest.parent.is_dir():
         raise PianonotesError(f"download folder {dest.parent} does not exist; create it first")
     if dest.exists():
-        _verify(dest, expected_size, sha256, md5, remove=False)
+        _verify(dest, expected_size, sha256, md5, remove=False, sha512_b64=sha512_b64)
         return dest
     part = dest.with_name(dest.name + ".part")
     total = expected_size
@@ -167,7 +168,8 @@ def download(url: str, dest: str | os.PathLike, *, expected_size: int | None = N
         if total is None:
             total = have
         break
-    _verify(part, expected_size if expected_size is not None else total, sha256, md5, remove=True)
+    _verify(part, expected_size if expected_size is not None else total, sha256, md5, remove=True,
+            sha512_b64=sha512_b64)
     os.replace(part, dest)
     return dest
 
@@ -190,7 +192,10 @@ def _content_range(value: str) -> tuple[int, int | None]:
         raise PianonotesError(f"the server sent a malformed Content-Range '{value}'") from exc
 
 
-def _verify(path: Path, size: int | None, sha256: str | None, md5: str | None, *, remove: bool) -> None:
+def _verify(path: Path, size: int | None, sha256: str | None, md5: str | None, *, remove: bool,
+            sha512_b64: str | None = None) -> None:
+    import base64
+
     actual = path.stat().st_size
     problem = None
     if size is not None and actual != size:
@@ -200,6 +205,10 @@ def _verify(path: Path, size: int | None, sha256: str | None, md5: str | None, *
             if want and _hash_file(path, algo) != want.lower():
                 problem = f"has the wrong {algo} checksum"
                 break
+        if problem is None and sha512_b64:
+            digest = base64.b64encode(bytes.fromhex(_hash_file(path, "sha512"))).decode()
+            if digest != sha512_b64:
+                problem = "has the wrong sha512 checksum"
     if problem:
         if remove:
             path.unlink()
