@@ -115,7 +115,6 @@ def iter_audio_blocks(
     resampling the whole file (up to filter edge effects far below audibility).
     """
     import soundfile as sf
-    from scipy.signal import resample_poly
 
     path = _check_path(path)
     try:
@@ -146,6 +145,8 @@ def iter_audio_blocks(
             if up == down:
                 out = mono[pos - lo: pos - lo + block_in]
             else:
+                from scipy.signal import resample_poly  # a slow import (1.6 s on a loaded 2-core machine): only when resampling
+
                 res = resample_poly(mono, up, down).astype(np.float32)
                 a = (pos - lo) * up // down
                 n_out = (min(block_in, f.frames - pos) * up + down - 1) // down

@@ -206,6 +206,10 @@ def _listen(device, samplerate, model, output, record, plain, input_file, fast, 
     for p in written:
         msg.print(f"wrote {p}")
     msg.print(f"journal: {journal.folder}")
+    if transcriber.notice():
+        from rich.markup import escape
+
+        msg.print(f"hint: {escape(transcriber.notice())}")
     if result.error:
         raise _fail(f"{result.error}; the take so far is saved")
 
