@@ -98,9 +98,16 @@ def load_model(path: str | os.PathLike | None = None) -> Model:
     from pianonotes.nn import checkpoint
     from pianonotes.transcribe import Transcriber
 
+    import inspect
+
     cfg_path, _ = checkpoint.resolve(path)
     make = getattr(Transcriber, "from_checkpoint", Transcriber)
-    return Model(make(cfg_path, device="cpu"), cfg_path)
+    kwargs: dict[str, Any] = {"device": "cpu"}
+    if "threads" in inspect.signature(make).parameters:
+        # one inference thread per recording (each LiveSession worker calls the network itself):
+        # connections run in parallel, and no runtime thread pool spins between the 50 ms updates
+        kwargs["threads"] = 1
+    return Model(make(cfg_path, **kwargs), cfg_path)
 
 
 # --------------------------------------------------------------------------------------------- names
