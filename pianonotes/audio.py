@@ -23,7 +23,7 @@ def audio_info(path: str | os.PathLike) -> tuple[int, int, float]:
         info = sf.info(os.fspath(path))
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError
         raise _decode_error(path, exc) from exc
-    return info.samplerate, info.channels, info.frames / max(info.samplerate, 1)
+    return _check_rate(path, info.samplerate), info.channels, info.frames / max(info.samplerate, 1)
 
 
 def _check_path(path: str | os.PathLike) -> Path:
@@ -42,6 +42,17 @@ def _decode_error(path: Path, exc: Exception) -> PianonotesError:
         f"{path}: cannot decode audio ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
         f"supported formats: {SUPPORTED}"
     )
+
+
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 768_000  # Hz; outside this a header is broken, not audio
+
+
+def _check_rate(path: Path, sr: int) -> int:
+    """Refuse a sample rate no recording has before resampling to it would need unbounded memory."""
+    if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        raise PianonotesError(f"{path}: its header claims a sample rate of {sr} Hz (expected "
+                              f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz); the file is damaged, export it again")
+    return sr
 
 
 def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
@@ -89,7 +100,7 @@ def load_audio(
     path = _check_path(path)
     try:
         with sf.SoundFile(os.fspath(path)) as f:
-            sr = f.samplerate
+            sr = _check_rate(path, f.samplerate)
             first = 0 if start is None else max(0, int(round(start * sr)))
             last = f.frames if end is None else min(f.frames, int(round(end * sr)))
             if first:
@@ -122,7 +133,7 @@ def iter_audio_blocks(
     except Exception as exc:
         raise _decode_error(path, exc) from exc
     with f:
-        sr = f.samplerate
+        sr = _check_rate(path, f.samplerate)
         if f.frames == 0:
             raise PianonotesError(f"{path} holds no audio samples; record or export it again")
         ratio = Fraction(int(sample_rate), int(sr)).limit_denominator(1000)

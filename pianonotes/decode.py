@@ -181,15 +181,70 @@ class Activations:
         np.savez_compressed(buf, **arrays)
         write_bytes_atomic(path, buf.getvalue())
 
+    MAX_FRAMES = 1_000_000  # 5.5 hours at 50 fps: about 1 GB as float32; a longer claim is a damaged file
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Activations":
+        """Read a ``--save-activations`` file, validating it before any large read: ``frame`` and
+        ``onset`` (and ``velocity`` if present) of one shape (T, 88) with finite values, ``fps`` a
+        positive number. Raises PianonotesError (never unpickles)."""
+        import zipfile
+
+        what = f"{path} is not a pianonotes activations file (a .npz written by --save-activations)"
         try:
-            with np.load(path, allow_pickle=False) as z:
-                return cls(z["frame"].astype(np.float32), z["onset"].astype(np.float32),
-                           z["velocity"].astype(np.float32) if "velocity" in z else None,
-                           float(z["fps"]), str(z["source"]),
-                           json.loads(str(z["decode_defaults"])) if "decode_defaults" in z else {})
+            z = np.load(path, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise PianonotesError(f"{what}: it holds one bare array")
+            with z:
+                missing = [k for k in ("frame", "onset", "fps") if k not in z.files]
+                if missing:
+                    raise PianonotesError(f"{what}: no {' or '.join(repr(k) for k in missing)} array in it")
+                names = [k for k in ("frame", "onset", "velocity") if k in z.files]
+                shapes = {k: _npz_member_shape(z, k) for k in names}
+                if shapes["frame"] is not None and (len(shapes["frame"]) != 2 or shapes["frame"][1] != C.N_KEYS):
+                    raise PianonotesError(f"{what}: 'frame' has shape {shapes['frame']}, expected (frames, {C.N_KEYS})")
+                for k in names:
+                    if shapes[k] is not None and shapes[k] != shapes["frame"]:
+                        raise PianonotesError(f"{what}: '{k}' has shape {shapes[k]}, 'frame' {shapes['frame']}")
+                    if shapes[k] is not None and shapes[k][0] > cls.MAX_FRAMES:
+                        raise PianonotesError(f"{what}: '{k}' claims {shapes[k][0]} frames (at most "
+                                              f"{cls.MAX_FRAMES}); transcribe the recording again")
+                arrays = {k: np.asarray(z[k]) for k in names}
+                fps = np.asarray(z["fps"])
+                source = str(z["source"]) if "source" in z.files else ""
+                defaults = str(z["decode_defaults"]) if "decode_defaults" in z.files else "{}"
+        except PianonotesError:
+            raise
         except FileNotFoundError as exc:
             raise PianonotesError(f"activations file {path} not found") from exc
-        except (OSError, ValueError, KeyError) as exc:
-            raise PianonotesError(f"{path} is not a pianonotes activations file (.npz): {exc}") from exc
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            detail = "" if "pickle" in str(exc) else f": {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            raise PianonotesError(f"{what}{detail}") from exc
+        for k, a in arrays.items():
+            if a.ndim != 2 or a.shape != arrays["frame"].shape or a.shape[1] != C.N_KEYS:
+                raise PianonotesError(f"{what}: '{k}' has shape {a.shape}, expected (frames, {C.N_KEYS})")
+            if a.dtype.kind not in "fiu" or not np.all(np.isfinite(a)):
+                raise PianonotesError(f"{what}: '{k}' holds {'non-numbers' if a.dtype.kind not in 'fiu' else 'NaN or inf'}")
+        if fps.shape != () or fps.dtype.kind not in "fiu" or not (0 < float(fps) <= 1000):
+            raise PianonotesError(f"{what}: 'fps' is {fps.tolist()!r}, expected frames per second (e.g. 50)")
+        try:
+            decode_defaults = json.loads(defaults)
+        except ValueError:
+            decode_defaults = None
+        if not isinstance(decode_defaults, dict):
+            raise PianonotesError(f"{what}: 'decode_defaults' is not a JSON object")
+        return cls(arrays["frame"].astype(np.float32), arrays["onset"].astype(np.float32),
+                   arrays["velocity"].astype(np.float32) if "velocity" in arrays else None,
+                   float(fps), source, decode_defaults)
+
+
+def _npz_member_shape(z, name: str) -> tuple[int, ...] | None:
+    """The shape an .npz member's header claims, read without loading the array (None if unreadable)."""
+    try:
+        with z.zip.open(f"{name}.npy") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, _ = read(fh)
+            return tuple(int(n) for n in shape)
+    except Exception:  # unreadable header: the full read below reports it
+        return None

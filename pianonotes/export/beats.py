@@ -9,7 +9,7 @@ Everything here works on the notes alone (onset times, velocities, durations, pi
 3. **Beat tracking** (:func:`track_beats`): dynamic programming over (time, beat period) with 10 ms
    frames. A beat collects the onset strength at its frame; each beat may change the period of the
    previous one by a few frames at a small cost (log-ratio squared), so a ritardando or rubato is
-   followed, while a weak prior keeps the period within 0.7-1.45 times the global one.
+   followed, while a prior keeps the period within 0.7-2.1 times the global one.
 4. **Subdivision**: onsets between beats at 1/3 and 2/3 of the beat make it compound (a dotted
    quarter, x/8 meters); at 1/2, simple (a quarter, x/4).
 5. **Bars and pickup**: each beat gets an accent (a bass note, long notes, a large chord, loudness,
@@ -207,32 +207,49 @@ class _Events:
     pcs: list  # pitch-class sets
 
 
+def _polyphony(notes: Sequence[Note]) -> float:
+    """Share of notes that start while another pitch sounds or together with another note."""
+    ons = sorted(notes, key=lambda n: n.onset)
+    if len(ons) < 2:
+        return 0.0
+    shared = 0
+    latest_end = -math.inf
+    for i, n in enumerate(ons):
+        together = (i > 0 and n.onset - ons[i - 1].onset <= CLUSTER_SECONDS) or (
+            i + 1 < len(ons) and ons[i + 1].onset - n.onset <= CLUSTER_SECONDS)
+        if together or latest_end > n.onset + CLUSTER_SECONDS:
+            shared += 1
+        latest_end = max(latest_end, n.offset)
+    return shared / len(ons)
+
+
 def onset_events(notes: Sequence[Note]) -> _Events:
-    """Merge onsets within CLUSTER_SECONDS; more, louder and longer notes weigh more, and an event with
-    a bass note (the lowest fifth of the piece's pitches) weighs four times as much."""
+    """Merge onsets within CLUSTER_SECONDS. An event weighs more with more, louder and longer notes
+    (length: the time to the next event, up to a second, and the longest note), and four times more
+    with a bass note (in the lowest fifth of the piece's pitches) when the music has several voices
+    (in a lone melody the lowest notes mark nothing)."""
     import numpy as np
 
     ons = sorted(notes, key=lambda n: n.onset)
     pitches = sorted(n.pitch for n in ons)
     low = pitches[len(pitches) // 5] + 2 if pitches else 0
+    use_bass = _polyphony(ons) >= 0.3
+    groups: list[list[Note]] = []
+    for n in ons:
+        if groups and n.onset - groups[-1][0].onset <= CLUSTER_SECONDS:
+            groups[-1].append(n)
+        else:
+            groups.append([n])
     rows: list[tuple] = []
-    group: list[Note] = []
-
-    def flush() -> None:
+    for gi, group in enumerate(groups):
         vel = sum(n.velocity for n in group) / len(group)
         longest = max(n.duration for n in group)
-        bass = any(n.pitch <= low for n in group)
-        w = math.sqrt(len(group)) * vel / 80.0 * (1.0 + 3.0 * bass) * (1.0 + min(longest, 1.0))
-        rows.append((group[0].onset, w, float(bass), longest, len(group), vel,
+        ioi = groups[gi + 1][0].onset - group[0].onset if gi + 1 < len(groups) else longest
+        bass = use_bass and any(n.pitch <= low for n in group)
+        w = (math.sqrt(len(group)) * vel / 80.0 * (1.0 + 3.0 * bass)
+             * (1.0 + min(longest, 1.0) + 2.0 * min(ioi, 1.0)))
+        rows.append((group[0].onset, w, float(bass), max(longest, min(ioi, 4.0)), len(group), vel,
                      frozenset(n.pitch % 12 for n in group)))
-
-    for n in ons:
-        if group and n.onset - group[0].onset > CLUSTER_SECONDS:
-            flush()
-            group = []
-        group.append(n)
-    if group:
-        flush()
     cols = list(zip(*rows)) if rows else [()] * 7
     return _Events(*(np.asarray(c, dtype=float) for c in cols[:6]), pcs=list(cols[6]))
 
@@ -284,11 +301,13 @@ def pulse_period(ev: _Events) -> float:
 
 # ------------------------------------------------------------------------------------- beat tracking
 def track_beats(times: "np.ndarray", weights: "np.ndarray", period: float, *, fps: float = FPS,
-                change_cost: float = 150.0, prior_cost: float = 1.5, max_change: int = 3) -> "np.ndarray":
+                change_cost: float = 100.0, prior_cost: float = 1.5, slow_cost: float = 0.3,
+                max_change: int = 6) -> "np.ndarray":
     """Beat times (s) over onset events by dynamic programming over (frame, beat period in frames).
 
     A beat at frame t with period L (the time since the previous beat) scores the onset strength at t,
-    minus ``prior_cost * log2(L / L0)**2`` (L0 = ``period``), plus the best predecessor at t - L whose
+    minus ``prior_cost * log2(L / L0)**2`` (L0 = ``period``; ``slow_cost`` instead for L > L0, since
+    more beats already collect more onsets), plus the best predecessor at t - L whose
     period L' differs by at most ``max_change`` frames, minus ``change_cost * log(L / L')**2``. The
     first beat may fall anywhere in the first period, the last one in the last. Returns the beats from
     the first to the last, each moved onto an onset event within 4 % of a period of it.
@@ -305,9 +324,10 @@ def track_beats(times: "np.ndarray", weights: "np.ndarray", period: float, *, fp
     env = np.convolve(env, kernel, mode="same").astype(np.float32)
 
     L0 = period * fps
-    lags = np.arange(max(2, int(L0 / 1.45)), int(math.ceil(L0 * 1.45)) + 1)
+    lags = np.arange(max(2, int(L0 / 1.45)), int(math.ceil(L0 * 2.1)) + 1)
     P = len(lags)
-    prior = (-prior_cost * np.log2(lags / L0) ** 2).astype(np.float32)
+    # asymmetric: every beat collects onset strength, so faster periods are favoured by the sum already
+    prior = (-np.where(lags < L0, prior_cost, slow_cost) * np.log2(lags / L0) ** 2).astype(np.float32)
     D = np.full((n, P), -np.inf, dtype=np.float32)
     back = np.zeros((n, P), dtype=np.int8)  # predecessor's period index minus this one's
     lmin = int(lags[0])
@@ -420,36 +440,71 @@ def beat_accents(ev: _Events, beats: "np.ndarray") -> "np.ndarray":
     for f, wt in zip(feats, (1.0, 1.0, 0.5, 0.5, 1.0)):
         sd = float(f.std())
         if sd > 1e-9:
-            z += wt * (f - f.mean()) / sd
+            z += wt * np.clip((f - f.mean()) / sd, -2.5, 2.5)
     return z
 
 
-# bar-length preferences when the contrasts are close: 4/4 over 2/4, 6/8 over 12/8
-_SIMPLE_BIAS = {2: 0.85, 3: 1.0, 4: 1.0}
-_COMPOUND_BIAS = {2: 1.0, 3: 0.85, 4: 0.8}
-
-
-def bar_phase(accents: "np.ndarray", options: Sequence[int], bias: dict[int, float] | None = None,
-              first_beat: int = 0) -> tuple[int, int, float]:
-    """(beats per bar, phase, contrast): the phase is the index of the first downbeat among the beats
-    from ``first_beat`` on (the beat of the first note). Contrast: mean accent on the phase's beats
-    minus the mean of the others."""
+def _contrast(a: "np.ndarray", b: int, ph: int) -> float:
     import numpy as np
 
+    if len(a) < 2 * b:
+        return 0.0
+    mask = np.ones(len(a), bool)
+    mask[ph::b] = False
+    return float(a[ph::b].mean() - a[mask].mean())
+
+
+def _pickup_cost(beats: float) -> float:
+    """Prior against long pickups: a piece starts on the downbeat or at most a beat before it far more
+    often than two or more beats before it."""
+    return 0.0 if beats <= 1 else 0.8 * (beats - 1)
+
+
+TRIPLE_RATIO = {2: 1.5, 3: 4.0}  # by subdivision: how much stronger a 3-beat bar must be than a 2-beat one
+MELODY_TRIPLE_RATIO = 2.5  # the same for a lone melody (weaker accents), simple time
+HALF_BAR_RATIO = 0.5  # 2/4 rather than 4/4 when the 4-beat contrast is below this share of the 2-beat one
+
+
+def bar_phase(accents: "np.ndarray", *, subdivision: int = 2, beats_per_bar: int | None = None,
+              first_beat: int = 0, melody: bool = False, lead: float = 0.0) -> tuple[int, int]:
+    """(beats per bar, phase): the phase is the index of the first downbeat among the beats from
+    ``first_beat`` on (the beat of the first note).
+
+    The contrast of a bar length b and phase is the mean accent of the beats on the phase minus the mean
+    of the others. Duple or triple first: a 3-beat bar needs 1.5 times the best 2-beat contrast (2.5
+    times in a lone melody, ``melody``; 4 times in compound time: 9/8 is rare); then, in simple duple
+    time, 4/4 unless the 4-beat contrast at the two phases that agree with the 2-beat one stays under
+    half of it (then 2/4). A prior against
+    pickups of more than a beat settles phases that are nearly tied (beat 3 of a 4/4 chorale bar, where
+    phrases end, can be as accented as beat 1); ``lead`` is how far into its beat the first note
+    starts (0-1), so the pickup of phase p is p - lead beats."""
     a = accents[first_beat:]
-    best = (4 if 4 in options else int(options[0]), 0, -np.inf)
-    for b in options:
-        if len(a) < 2 * b:
-            continue
-        for ph in range(b):
-            on = a[ph::b]
-            mask = np.ones(len(a), bool)
-            mask[ph::b] = False
-            c = float(on.mean() - a[mask].mean())
-            score = c * (bias or {}).get(b, 1.0)
-            if score > best[2] + 1e-9:
-                best = (int(b), ph, score)
-    return best
+
+    def best_phase(b: int, phases=None) -> tuple[int, float]:
+        cands = [(_contrast(a, b, ph) - (_pickup_cost(ph - lead) if ph else 0.0), ph)
+                 for ph in (phases if phases is not None else range(b))]
+        c, ph = max(cands, key=lambda x: (x[0], -x[1]))
+        return ph, c
+
+    if beats_per_bar is not None:
+        return beats_per_bar, best_phase(beats_per_bar)[0]
+    if len(a) < 4:
+        return (2 if subdivision == 3 else 4), 0
+    p2 = max(range(2), key=lambda ph: _contrast(a, 2, ph))
+    c2 = _contrast(a, 2, p2)
+    c2 = max(c2, 0.75 * max(_contrast(a, 4, ph) for ph in (p2, p2 + 2)))  # S w w w is duple too
+    p3, _ = best_phase(3)
+    c3 = max(_contrast(a, 3, ph) for ph in range(3))
+    ratio = MELODY_TRIPLE_RATIO if (melody and subdivision == 2) else TRIPLE_RATIO.get(subdivision, 1.5)
+    if len(a) >= 6 and c3 > ratio * max(c2, 0.05):
+        return 3, p3
+    if subdivision == 3:
+        return 2, p2
+    p4, _ = best_phase(4, [p2, p2 + 2])
+    c4 = _contrast(a, 4, p4)
+    if len(a) >= 8 and c4 < HALF_BAR_RATIO * c2:
+        return 2, p2
+    return 4, p4
 
 
 def estimate_beats(notes: Sequence[Note], *, bpm: float | None = None,
@@ -496,14 +551,14 @@ def estimate_beats(notes: Sequence[Note], *, bpm: float | None = None,
     acc = beat_accents(ev, beats)
     first_beat = int(np.searchsorted(beats, first + 0.1 * (beats[1] - beats[0]), side="right") - 1)
     first_beat = max(first_beat, 0)
+    lead = float(np.clip((first - beats[first_beat]) / (beats[first_beat + 1] - beats[first_beat]), 0.0, 1.0))
     if fixed is not None:
-        bpb, phase, _ = bar_phase(acc, [fixed.beats_per_bar], first_beat=first_beat)
+        bpb, phase = bar_phase(acc, beats_per_bar=fixed.beats_per_bar, first_beat=first_beat, lead=lead)
         m = fixed
     else:
-        table = COMPOUND_METERS if sub == 3 else SIMPLE_METERS
-        bias = _COMPOUND_BIAS if sub == 3 else _SIMPLE_BIAS
-        bpb, phase, _ = bar_phase(acc, [2, 3, 4], bias, first_beat=first_beat)
-        m = table[bpb]
+        bpb, phase = bar_phase(acc, subdivision=sub, first_beat=first_beat, melody=_polyphony(notes) < 0.3,
+                               lead=lead)
+        m = (COMPOUND_METERS if sub == 3 else SIMPLE_METERS)[bpb]
     bpb = m.beats_per_bar
     down = first_beat + phase  # index of the first downbeat
     origin = down - bpb * int(math.ceil((down - first_beat) / bpb)) if down > first_beat else down

@@ -442,20 +442,33 @@ def _staff_events(qnotes: list[_QNote], step_of, *, beat: Fraction | None = None
 
 
 def _tempo_marks(beats: BeatGrid, bars: int) -> list[tuple[int, float]]:
-    """(bar index, beats per minute) of the metronome marks: the overall tempo at the start, and a new
-    mark where the tempo of two bars running departs from the current mark by more than 15 %."""
+    """(bar index, beats per minute) of the metronome marks: the tempo of the opening, and a new mark
+    where the tempo of two bars running departs from the current mark by more than 15 % (the same way:
+    a ritardando, an a tempo)."""
     import numpy as np
 
     bpb = beats.meter.beats_per_bar
     bpm = beats.beat_bpm()
-    marks = [(0, beats.bpm)]
     per_bar = [float(np.mean(bpm[k * bpb:(k + 1) * bpb])) for k in range(min(bars, len(bpm) // bpb))]
-    cur = beats.bpm
-    for k in range(1, len(per_bar) - 1):
-        a, b = per_bar[k], per_bar[k + 1]
-        if all(abs(x - cur) / cur > 0.15 for x in (a, b)) and abs(a - b) / a < 0.15:
-            cur = (a + b) / 2
-            marks.append((k, cur))
+
+    def changes(cur: float) -> list[tuple[int, float]]:
+        marks = [(0, cur)]
+        for k in range(1, len(per_bar) - 1):
+            a, b = per_bar[k], per_bar[k + 1]
+            if all(abs(x - cur) / cur > 0.15 for x in (a, b)) and (a - cur) * (b - cur) > 0:
+                cur = (a + b) / 2
+                marks.append((k, cur))
+        return marks
+
+    marks = changes(beats.bpm)
+    for _ in range(2):  # the opening mark: the tempo up to the first change
+        if len(marks) < 2:
+            break
+        first = max(0, int(round(beats.position(beats.first_onset))))
+        end = marks[1][0] * bpb
+        if end <= first:
+            break
+        marks = changes(round(60.0 * (end - first) / float(beats.times[end] - beats.times[first]), 2))
     return marks
 
 
@@ -475,6 +488,7 @@ def _make_pickup(staff, lead: Fraction) -> None:
         m0.setElementOffset(el, el.offset - float(lead))
     m0.paddingLeft = float(lead)
     m0.number = 0
+    m0.showNumber = stream.enums.ShowNumber.NEVER  # MusicXML implicit="yes": a pickup, not a bar
     for m in measures[1:]:
         m.number -= 1
         staff.setElementOffset(m, staff.elementOffset(m) - float(lead))

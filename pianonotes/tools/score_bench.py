@@ -1,0 +1,267 @@
+"""Score benchmark: meter, downbeats, pickup and notated rhythm on pieces of known meter and pickup.
+
+``python -m pianonotes.tools.score_bench [-o results.json] [--bars 24] [--only NAME]`` (``make
+bench-score``). Pieces come from music21's corpus (chorales, minuets and quartet movements,
+jigs, reels and hornpipes, a rag, a sonata): their notes are played from the score (every part
+merged onto one piano) in two conditions:
+
+* ``deadpan``: the score's rhythm at a fixed tempo, notes held to 90 % of their value, velocity 80;
+* ``performed``: a tempo that drifts +-6 % over four bars, a ritardando to 75 % over the last two
+  bars, onset jitter (sd 12 ms), notes held 80-95 %, velocities 64-90 (no metrical accents).
+
+Each condition goes through :func:`pianonotes.export.plan_score` and
+:func:`pianonotes.export.notes_to_score` with nothing given (tempo, meter and pickup estimated), and
+is scored for
+
+* meter: the estimated time signature equals the score's;
+* downbeat F1: estimated bar lines against the score's, +-70 ms;
+* pickup: the estimated length of the first (partial) bar equals the score's, to a 16th;
+* onset+value: the share of the score's notes found in the output with the same pitch, position
+  from the first downbeat, and tied-through value (quarter notes); also onsets alone.
+
+This measures the score logic on ground-truth notes; it does not render or transcribe audio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from fractions import Fraction
+
+# (corpus path, kind, quarter notes per minute); meters and pickups are read from the scores.
+PIECES: list[tuple[str, str, float]] = [
+    *[(f"bach/{b}", "chorale", 84.0) for b in (
+        "bwv66.6", "bwv269", "bwv347", "bwv153.1", "bwv86.6", "bwv267", "bwv281", "bwv40.8", "bwv311",
+        "bwv278", "bwv120.8-a", "bwv153.9", "bwv17.7", "bwv187.7")],
+    *[(p, "minuet", 132.0) for p in (
+        "haydn/opus1no1/movement2.mxl", "haydn/opus1no1/movement4.mxl", "haydn/opus74no1/movement3.mxl",
+        "mozart/k156/movement3.mxl", "mozart/k458/movement2.mxl", "mozart/k80/movement3.mxl")],
+    *[(f"ryansMammoth/{j}.abc", "jig", 165.0) for j in (
+        "BannocksOBarleyMealJig", "BattleTheCashJig", "BelleOfTheKitchenJig", "BillyORourkesJig",
+        "BillyPattersonsFavoriteJig", "BillyTheBarberShavedHisFatherJig", "BlivensFavoriteJig",
+        "BloomingMeadowsJig", "BobbingForEelsJig", "BossJig")],
+    *[(f"ryansMammoth/{r}.abc", "reel", 96.0) for r in (
+        "AcaciaReel", "ArkansasTravellerReel", "AspinwallHornpipe", "BalkanHornpipe", "BallAndPinHornpipe",
+        "BelleOfBostonReel", "BelleOfClaremontHornpipe", "BellsOfLewistonReel")],
+    ("joplin/maple_leaf_rag.mxl", "rag", 80.0),
+    ("mozart/k155/movement3.mxl", "quartet", 100.0),
+    ("mozart/k545/movement1_exposition.mxl", "sonata", 120.0),
+    ("cpebach/h186.mxl", "keyboard", 96.0),
+]
+TOLERANCE = 0.07  # seconds, downbeat matching
+
+
+@dataclass
+class Truth:
+    name: str
+    kind: str
+    meter: str
+    bar: Fraction
+    pickup: Fraction  # quarter notes before the first downbeat (0: starts on one)
+    notes: list  # (offset from the first downbeat, value, midi), quarter notes
+
+
+def load_truth(path: str, kind: str, bars: int) -> Truth:
+    from music21 import corpus, meter, stream
+
+    sc = corpus.parse(path)
+    sigs = {t.ratioString for t in sc.recurse().getElementsByClass(meter.TimeSignature)}
+    if len(sigs) != 1:
+        raise ValueError(f"{path}: meter changes ({sorted(sigs)})")
+    p0 = sc.parts[0] if sc.hasPartLikeStreams() else sc
+    ms = list(p0.getElementsByClass(stream.Measure))
+    ts = p0.recurse().getElementsByClass(meter.TimeSignature).first()
+    bar = Fraction(ts.barDuration.quarterLength).limit_denominator(64)
+    pickup = Fraction(0)
+    if ms and ms[0].paddingLeft:
+        pickup = bar - Fraction(ms[0].paddingLeft).limit_denominator(64)
+    first = ms[0].number if ms else 0
+    sc = sc.measures(first, first + bars)
+    flat = sc.stripTies().flatten().notes
+    notes = []
+    for el in flat:
+        ql = Fraction(el.quarterLength).limit_denominator(48)
+        if ql <= 0:
+            continue
+        for p in getattr(el, "pitches", ()):
+            if 21 <= p.midi <= 108:
+                notes.append((Fraction(el.offset).limit_denominator(48) - pickup, ql, int(p.midi)))
+    notes.sort()
+    return Truth(path, kind, next(iter(sigs)), bar, pickup, notes)
+
+
+def perform(truth: Truth, qpm: float, performed: bool, seed: int):
+    """Notes (seconds) of the score; returns (notes, ql -> seconds)."""
+    from pianonotes.notes import Note
+
+    rng = random.Random(seed)
+    start_q = min(o for o, _, _ in truth.notes)
+    end_q = max(o + d for o, d, _ in truth.notes)
+    bar = float(truth.bar)
+    step = 1.0 / 48
+
+    def factor(q: float) -> float:  # tempo multiplier at q quarter notes from the first downbeat
+        if not performed:
+            return 1.0
+        f = 1.0 + 0.06 * math.sin(2 * math.pi * (q - start_q) / (4 * bar) + 0.7)
+        rit = end_q - 2 * bar
+        if q > rit:
+            f *= 1.0 - 0.25 * min(1.0, (q - rit) / (2 * bar))
+        return f
+
+    # integrate seconds per quarter over a fine grid of quarter positions
+    qs = [start_q + k * step for k in range(int(math.ceil((end_q - start_q) / step)) + 2)]
+    secs = [0.5]
+    for a in qs[:-1]:
+        secs.append(secs[-1] + step * 60.0 / (qpm * factor(a)))
+
+    def sec(q: float) -> float:
+        i = min(max(0, int((q - start_q) / step)), len(qs) - 2)
+        return secs[i] + (q - qs[i]) / step * (secs[i + 1] - secs[i])
+
+    notes = []
+    for o, d, p in truth.notes:
+        on = sec(float(o))
+        off = sec(float(o + d))
+        if performed:
+            on += rng.gauss(0.0, 0.012)
+            hold = rng.uniform(0.8, 0.95)
+            vel = rng.randint(64, 90)
+        else:
+            hold, vel = 0.9, 80
+        off = on + max(0.03, (off - on) * hold)
+        notes.append(Note(max(0.0, on), off, p, vel))
+    return sorted(notes), sec
+
+
+def _f1(est, ref, tol=TOLERANCE) -> float:
+    est, ref = sorted(est), sorted(ref)
+    if not est and not ref:
+        return 1.0
+    if not est or not ref:
+        return 0.0
+    used = set()
+    hits = 0
+    for r in ref:
+        best = None
+        for i, e in enumerate(est):
+            if i not in used and abs(e - r) <= tol and (best is None or abs(e - r) < abs(est[best] - r)):
+                best = i
+        if best is not None:
+            used.add(best)
+            hits += 1
+    p, r = hits / len(est), hits / len(ref)
+    return 0.0 if hits == 0 else 2 * p * r / (p + r)
+
+
+def notated(sc) -> list:
+    """(offset from the first downbeat, tied value, midi) of every note of a notes_to_score result."""
+    from music21 import stream
+
+    out = []
+    st = sc.stripTies(inPlace=False)
+    for part in st.parts:
+        ms = list(part.getElementsByClass(stream.Measure))
+        m1 = next((m.offset for m in ms if m.number == 1), 0.0)
+        for el in part.flatten().notes:
+            for p in el.pitches:
+                out.append((Fraction(el.offset - m1).limit_denominator(48),
+                            Fraction(el.quarterLength).limit_denominator(48), int(p.midi)))
+    return out
+
+
+def score_piece(truth: Truth, qpm: float, performed: bool, seed: int) -> dict:
+    from pianonotes.export import notes_to_score, plan_score
+
+    notes, sec = perform(truth, qpm, performed, seed)
+    t0 = time.perf_counter()
+    plan = plan_score(notes)
+    sc = notes_to_score(notes, title=truth.name, plan=plan)
+    took = time.perf_counter() - t0
+    g = plan.beats
+    first, last = notes[0].onset, max(n.onset for n in notes)
+    est_down = [float(t) for t in g.downbeats() if first - 0.1 <= t <= last + 0.1]
+    start_q = min(o for o, _, _ in truth.notes)
+    end_q = max(o for o, _, _ in truth.notes)
+    ref_down = []
+    k = math.ceil(start_q / truth.bar) if start_q > 0 else 0
+    while k * truth.bar <= end_q:
+        ref_down.append(sec(float(k * truth.bar)))
+        k += 1
+    # the first note's distance before its bar line, as a pickup length
+    pos = start_q % truth.bar
+    ref_pickup = (truth.bar - pos) % truth.bar
+    got = Counter(notated(sc))
+    want = Counter(truth.notes)
+    match = sum((got & want).values()) / max(1, sum(want.values()))
+    got_on = Counter((o, p) for o, _, p in got.elements())
+    want_on = Counter((o, p) for o, _, p in truth.notes)
+    onset = sum((got_on & want_on).values()) / max(1, sum(want_on.values()))
+    return {
+        "piece": truth.name, "kind": truth.kind, "condition": "performed" if performed else "deadpan",
+        "meter": truth.meter, "est_meter": str(g.meter), "meter_ok": str(g.meter) == truth.meter,
+        "pickup": str(ref_pickup), "est_pickup": str(g.pickup_ql), "pickup_ok": g.pickup_ql == ref_pickup,
+        "downbeat_f1": round(_f1(est_down, ref_down), 4), "onset_value": round(match, 4),
+        "onset": round(onset, 4), "notes": len(truth.notes), "seconds": round(took, 2),
+        "est_bpm": g.bpm,
+    }
+
+
+def summarize(rows: list[dict]) -> dict:
+    out = {}
+    for cond in ("deadpan", "performed"):
+        rs = [r for r in rows if r["condition"] == cond]
+        if not rs:
+            continue
+        n = len(rs)
+        out[cond] = {
+            "pieces": n,
+            "meter_accuracy": round(sum(r["meter_ok"] for r in rs) / n, 3),
+            "downbeat_f1": round(sum(r["downbeat_f1"] for r in rs) / n, 3),
+            "pickup_accuracy": round(sum(r["pickup_ok"] for r in rs) / n, 3),
+            "onset_value_match": round(sum(r["onset_value"] for r in rs) / n, 3),
+            "onset_match": round(sum(r["onset"] for r in rs) / n, 3),
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("-o", "--output", help="write per-piece rows and the summary as JSON")
+    ap.add_argument("--bars", type=int, default=24, help="bars of each piece (default 24)")
+    ap.add_argument("--only", help="only pieces whose path contains this")
+    ap.add_argument("--condition", choices=("deadpan", "performed", "both"), default="both")
+    args = ap.parse_args(argv)
+    rows = []
+    conds = [False, True] if args.condition == "both" else [args.condition == "performed"]
+    for i, (path, kind, qpm) in enumerate(PIECES):
+        if args.only and args.only not in path:
+            continue
+        try:
+            truth = load_truth(path, kind, args.bars)
+        except Exception as exc:  # a corpus file that cannot be used is reported, not fatal
+            print(f"skip {path}: {exc}", file=sys.stderr)
+            continue
+        for performed in conds:
+            r = score_piece(truth, qpm, performed, seed=i)
+            rows.append(r)
+            print(f"{r['condition']:9s} {path:48s} {r['meter']:>5s} -> {r['est_meter']:5s} "
+                  f"pickup {r['pickup']:>4s} -> {r['est_pickup']:4s} downbeat F1 {r['downbeat_f1']:.2f} "
+                  f"onset+value {r['onset_value']:.2f} onset {r['onset']:.2f}", flush=True)
+    summary = summarize(rows)
+    for cond, s in summary.items():
+        print(f"{cond}: {s}")
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump({"summary": summary, "pieces": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

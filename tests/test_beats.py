@@ -1,0 +1,344 @@
+"""Beats, meter and pickup from notes; quantization invariants; the MIDI file that goes with a score.
+
+Hand-made pieces with known answers: a waltz (3/4), a jig-like 6/8 with a one-eighth pickup, a
+chorale-like 4/4 with a one-beat pickup, a 4/4 tune with a pickup of three eighths, and a
+ritardando. Pieces are (position in quarter notes, length in quarter notes, MIDI pitch) played with
+timing jitter, so nothing sits exactly on a grid.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from pianonotes.errors import PianonotesError
+from pianonotes.export import estimate_beats, notes_to_score, parse_meter, plan_score, write_notes
+from pianonotes.export.beats import Meter, track_beats
+from pianonotes.notes import Note, read_midi_with_pedal
+
+
+def play(events, *, qpm=100.0, jitter=0.012, seed=0, start=0.7, tempo=None, hold=0.9):
+    """Notes from (quarter position, quarter length, pitch); ``tempo(q)`` scales the speed at q."""
+    rng = random.Random(seed)
+    step = 1 / 48
+    end = max(q + d for q, d, _ in events) + 1
+    qs = np.arange(0, end + step, step)
+    f = np.array([tempo(q) if tempo else 1.0 for q in qs])
+    secs = start + np.concatenate([[0.0], np.cumsum(step * 60.0 / (qpm * f[:-1]))])
+
+    def sec(q):
+        return float(np.interp(q, qs, secs))
+
+    out = []
+    for q, d, p in events:
+        on = sec(q) + rng.uniform(-jitter, jitter)
+        off = on + max(0.05, (sec(q + d) - sec(q)) * hold)
+        out.append(Note(on, off, p, velocity=rng.randint(62, 84)))
+    return sorted(out), sec
+
+
+def waltz(bars=12):
+    ev = []
+    chords = [(43, [59, 62, 65]), (36, [55, 60, 64]), (38, [57, 60, 65]), (43, [55, 59, 62])]
+    melody = [76, 74, 72, 71, 72, 74, 76, 79, 77, 76, 74, 72]
+    for b in range(bars):
+        bass, chord = chords[b % 4]
+        q = 3 * b
+        ev.append((q, 3, bass))  # oom ...
+        for k in (1, 2):  # ... pah pah
+            ev += [(q + k, 1, p) for p in chord]
+        m = melody[b % len(melody)]
+        if b % 2 == 0:
+            ev += [(q, 2, m), (q + 2, 1, m - 2)]
+        else:
+            ev += [(q, 3, m)]
+    return ev
+
+
+def six_eight(bars=12, pickup=True):
+    """Dotted-quarter beats (1.5 quarters), long-short melody, low bass on beat 1, a fifth on beat 2;
+    with ``pickup`` a single eighth before the first bar."""
+    ev = []
+    off = 0.5 if pickup else 0.0
+    if pickup:
+        ev.append((0.0, 0.5, 67))
+    tune = [72, 71, 69, 67, 69, 71, 72, 74, 76, 74, 72, 71]
+    for b in range(bars):
+        q = off + 3 * b
+        root = [36, 43, 41, 43][b % 4]
+        ev += [(q, 1.5, root), (q + 1.5, 1.5, root + 7)]
+        m = tune[b % len(tune)]
+        ev += [(q, 1, m), (q + 1, 0.5, m - 3), (q + 1.5, 1, m - 1), (q + 2.5, 0.5, m - 5)]
+    return ev, off
+
+
+def four_four(bars=10, pickup=1.0):
+    """4/4 with a bass whole note on each downbeat, chords on 2-4, a melody of quarters and halves;
+    the melody starts ``pickup`` quarters before the first bar (three eighths: 1.5)."""
+    ev = []
+    if pickup == 1.0:
+        ev.append((0.0, 1.0, 67))
+    elif pickup == 1.5:
+        ev += [(0.0, 0.5, 64), (0.5, 0.5, 65), (1.0, 0.5, 67)]
+    off = pickup
+    tune = [72, 74, 76, 72, 77, 76, 74, 71, 72, 67]
+    prog = [(36, [52, 55, 60]), (41, [53, 57, 60]), (43, [55, 59, 62]), (36, [52, 55, 60])]
+    for b in range(bars):
+        q = off + 4 * b
+        bass, chord = prog[b % 4]
+        ev.append((q, 4, bass))
+        ev += [(q + k, 1, p) for k in (1, 2, 3) for p in chord]
+        m = tune[b % len(tune)]
+        ev += [(q, 2, m), (q + 2, 1, m - 1), (q + 3, 1, m - 3)]
+    return ev, off
+
+
+def downbeat_errors(grid, sec, first_bar_q, bar_q, n_bars):
+    ref = [sec(first_bar_q + k * bar_q) for k in range(n_bars)]
+    est = grid.downbeats()
+    return [min(abs(est - r)) for r in ref]
+
+
+# ------------------------------------------------------------------------------------- meter, pickup
+def test_waltz_is_three_four_without_pickup():
+    notes, sec = play(waltz(), qpm=132)
+    g = estimate_beats(notes)
+    assert str(g.meter) == "3/4"
+    assert g.pickup_ql == 0
+    assert max(downbeat_errors(g, sec, 0, 3, 12)) < 0.05
+    assert abs(g.bpm - 132) < 3
+
+
+def test_six_eight_with_a_one_eighth_pickup():
+    ev, off = six_eight()
+    notes, sec = play(ev, qpm=150)
+    g = estimate_beats(notes)
+    assert str(g.meter) == "6/8"
+    assert g.pickup_ql == Fraction(1, 2)
+    assert max(downbeat_errors(g, sec, off, 3, 12)) < 0.05
+    assert abs(g.bpm - 100) < 3  # dotted quarters per minute
+
+
+def test_four_four_with_a_one_beat_pickup():
+    ev, off = four_four(pickup=1.0)
+    notes, sec = play(ev, qpm=96)
+    g = estimate_beats(notes)
+    assert str(g.meter) == "4/4"
+    assert g.pickup_ql == 1
+    assert max(downbeat_errors(g, sec, off, 4, 10)) < 0.05
+
+
+def test_pickup_of_three_eighths():
+    ev, off = four_four(pickup=1.5)
+    notes, sec = play(ev, qpm=96, seed=3)
+    g = estimate_beats(notes)
+    assert str(g.meter) == "4/4"
+    assert g.pickup_ql == Fraction(3, 2)
+    # the score opens with a pickup measure 0 holding three eighths
+    from music21 import stream
+
+    sc = notes_to_score(notes, title="pickup")
+    m0 = sc.parts[0].getElementsByClass(stream.Measure)[0]
+    assert m0.number == 0 and m0.paddingLeft == 2.5
+    assert [n.quarterLength for n in m0.notes] == [0.5, 0.5, 0.5]
+
+
+def test_ritardando_is_followed():
+    """Tempo falls from 120 to 60 over the last four bars: a single tempo would put the last notes
+    beats late; the tracked grid keeps every onset on its notated position."""
+    ev, off = four_four(bars=12, pickup=0.0)
+    total = 48
+
+    def rit(q):
+        return 1.0 if q < total - 16 else 1.0 - 0.5 * min(1.0, (q - (total - 16)) / 16)
+
+    notes, sec = play(ev, qpm=120, tempo=rit, jitter=0.008)
+    g = estimate_beats(notes)
+    assert str(g.meter) == "4/4" and g.pickup_ql == 0
+    bpm = g.quarter_bpm()
+    assert abs(float(np.median(bpm[:20])) - 120) < 4
+    assert float(np.min(bpm[40:46])) < 80  # it slowed down with the music
+    plan = plan_score(notes)
+    want = sorted((Fraction(q).limit_denominator(8), p) for q, _, p in ev)
+    got = sorted((qn.start, qn.pitch) for qn in plan.qnotes)
+    assert got == want
+    # the score marks the slower tempo
+    from music21 import tempo
+
+    sc = notes_to_score(notes, title="rit", plan=plan)
+    marks = [m.number for m in sc.parts[0].recurse().getElementsByClass(tempo.MetronomeMark)]
+    assert abs(marks[0] - 120) <= 3 and len(marks) >= 2 and marks[-1] < 100
+
+
+def test_track_beats_follows_a_tempo_change():
+    times = np.concatenate([np.arange(0, 10, 0.5), 10 + np.arange(0, 10, 0.7)])
+    beats = track_beats(times, np.ones(len(times)), 0.5)
+    d = np.diff(beats)
+    assert np.allclose(d[:15], 0.5, atol=0.02) and np.allclose(d[-10:], 0.7, atol=0.02)
+
+
+def test_overrides_and_bad_values():
+    ev, off = six_eight()
+    notes, _ = play(ev, qpm=150)
+    g = estimate_beats(notes, meter="3/4")
+    assert str(g.meter) == "3/4"
+    g = estimate_beats(notes, bpm=150.0, meter="6/8")
+    assert str(g.meter) == "6/8" and abs(g.bpm - 100) < 0.01  # 150 quarters = 100 dotted quarters
+    assert np.allclose(np.diff(g.times), 0.6)
+    with pytest.raises(PianonotesError, match="time signature"):
+        parse_meter("7-8")
+    m = Meter(6, 8)
+    assert m.compound and m.beats_per_bar == 2 and m.beat_ql == Fraction(3, 2) and m.bar_ql == 3
+    assert estimate_beats([]).meter == Meter(4, 4)
+
+
+# -------------------------------------------------------------------------------------- quantization
+def _random_piece(seed):
+    rng = random.Random(seed)
+    ev, q = [], 0.0
+    while q < 40:
+        d = rng.choice([0.25, 0.5, 0.5, 1, 1, 1.5, 2])
+        ev.append((q, d, rng.randint(60, 84)))
+        if rng.random() < 0.5:
+            ev.append((q, max(d, 1), rng.randint(36, 55)))
+        q += d if rng.random() < 0.85 else d + rng.choice([0.25, 0.5, 1])
+    return ev
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_measures_sum_to_the_meter_and_nothing_is_shorter_than_the_grid(seed):
+    from music21 import stream
+
+    notes, _ = play(_random_piece(seed), qpm=110, seed=seed, hold=random.Random(seed).uniform(0.3, 1.0))
+    sc = notes_to_score(notes, title="q")
+    for part in sc.parts:
+        ms = list(part.getElementsByClass(stream.Measure))
+        ts = ms[0].timeSignature
+        bar = Fraction(ts.barDuration.quarterLength)
+        for m in ms:
+            total = sum(Fraction(el.quarterLength) for el in m.notesAndRests if not el.duration.isGrace)
+            want = bar - Fraction(m.paddingLeft) if m.number == 0 else bar
+            assert total == want, (m.number, total, want)
+            for el in m.notesAndRests:
+                assert Fraction(el.quarterLength) >= Fraction(1, 4)
+
+
+def test_no_chain_of_short_rests():
+    """A long note played short (the pedal-confused offsets of a transcription) is not written as a
+    short value followed by a chain of rests."""
+    from music21 import note
+
+    ev = [(q, 4, 72) for q in range(0, 16, 4)] + [(q, 4, 48) for q in range(0, 16, 4)]
+    notes, _ = play(ev, qpm=100, hold=0.2)  # each whole note sounds for a fifth of its length
+    sc = notes_to_score(notes, title="short", time_signature="4/4", bpm=100)
+    for part in sc.parts:
+        for m in part.getElementsByClass("Measure"):
+            rests = [r for r in m.notesAndRests if isinstance(r, note.Rest)]
+            assert len(rests) <= 2  # e.g. a quarter rest on beat 2 and a half rest on beat 3
+            assert all(r.quarterLength >= 1 and r.offset % 1 == 0 for r in rests)
+            assert [n.quarterLength for n in m.notes] in ([1.0], [4.0])
+
+
+# ---------------------------------------------------------------------------------------------- MIDI
+def test_midi_has_tempo_map_meter_key_pedal_and_one_track(tmp_path):
+    import mido
+
+    ev = waltz()
+    notes, _ = play(ev, qpm=132)
+    # a sustain pedal on the first bar: those notes sound past their key release
+    notes = [Note(n.onset, n.offset + 0.4, n.pitch, n.velocity, key_offset=n.offset) if n.onset < 2.0 else n
+             for n in notes]
+    path = tmp_path / "w.mid"
+    write_notes(path, notes, title="w")
+    mid = mido.MidiFile(str(path))
+    assert mid.type == 0 and len(mid.tracks) == 1
+    msgs = list(mid.tracks[0])
+    names = [m.name for m in msgs if m.type == "track_name"]
+    assert names == ["Piano"]
+    ts = [(m.numerator, m.denominator) for m in msgs if m.type == "time_signature"]
+    assert ts[-1] == (3, 4)
+    keys = [m.key for m in msgs if m.type == "key_signature"]
+    assert keys == ["C"]
+    assert sum(m.type == "set_tempo" for m in msgs) > 10  # one per beat: the tempo map
+    cc = [m.value for m in msgs if m.type == "control_change" and m.control == 64]
+    assert cc and cc[0] == 127 and cc[-1] == 0
+    back, pedals = read_midi_with_pedal(path)
+    assert len(back) == len(notes) and pedals
+    key = lambda n: (round(n.onset, 2), n.pitch)  # noqa: E731
+    for a, b in zip(sorted(back, key=key), sorted(notes, key=key)):
+        assert a.pitch == b.pitch and abs(a.onset - b.onset) < 0.003
+    # bar lines of the file fall on the music's downbeats
+    grid = plan_score(notes).beats
+    t, tick, tempo_us = 0.0, 0, 500000
+    bar_ticks = 3 * mid.ticks_per_beat
+    down_ticks = []
+    meter_at = 0
+    for m in msgs:
+        tick += m.time
+        t += mido.tick2second(m.time, mid.ticks_per_beat, tempo_us)
+        if m.type == "set_tempo":
+            tempo_us = m.tempo
+        if m.type == "time_signature" and (m.numerator, m.denominator) == (3, 4):
+            meter_at = tick
+    for d in grid.downbeats()[1:5]:
+        # seconds -> ticks through the file's own tempo map
+        down_ticks.append(d)
+    mm = mido.MidiFile(str(path))
+    tick_of = _tick_mapper(mm)
+    for d in grid.downbeats()[1:5]:
+        k = tick_of(d)
+        assert abs((k - meter_at) % bar_ticks) < 3 or abs((k - meter_at) % bar_ticks - bar_ticks) < 3
+
+
+def _tick_mapper(mid):
+    import mido
+
+    points = []  # (seconds, tick, tempo)
+    t, tick, tempo_us = 0.0, 0, 500000
+    for m in mid.tracks[0]:
+        t += mido.tick2second(m.time, mid.ticks_per_beat, tempo_us)
+        tick += m.time
+        if m.type == "set_tempo":
+            tempo_us = m.tempo
+            points.append((t, tick, tempo_us))
+
+    def tick_of(sec):
+        s0, k0, us = [p for p in points if p[0] <= sec + 1e-9][-1]
+        return k0 + (sec - s0) / (us / 1e6) * mid.ticks_per_beat
+
+    return tick_of
+
+
+def test_midi_pickup_bar(tmp_path):
+    import mido
+
+    ev, off = four_four(pickup=1.0)
+    notes, _ = play(ev, qpm=96, start=0.0, jitter=0.0)
+    notes = [Note(max(0.0, n.onset), n.offset, n.pitch, n.velocity) for n in notes]
+    path = tmp_path / "p.mid"
+    write_notes(path, notes, title="p")
+    ts = [(m.numerator, m.denominator) for m in mido.MidiFile(str(path)).tracks[0] if m.type == "time_signature"]
+    assert ts == [(1, 4), (4, 4)]  # a one-beat pickup bar, then 4/4
+
+
+def test_one_analysis_for_all_formats(tmp_path):
+    from pianonotes.export import write_all
+
+    ev, off = six_eight()
+    notes, _ = play(ev, qpm=150)
+    paths = write_all([tmp_path / "a.mid", tmp_path / "a.musicxml"], notes, title="a")
+    assert [p.name for p in paths] == ["a.mid", "a.musicxml"]
+    xml = (tmp_path / "a.musicxml").read_text()
+    assert "<beats>6</beats>" in xml and "<beat-type>8</beat-type>" in xml
+    assert '<measure implicit="yes" number="0"' in xml  # the pickup
+    assert "<beat-unit-dot" in xml  # dotted-quarter metronome mark
+    import mido
+
+    ts = [(m.numerator, m.denominator) for m in mido.MidiFile(str(tmp_path / "a.mid")).tracks[0]
+          if m.type == "time_signature"]
+    assert ts[-1] == (6, 8)
+    assert math.isfinite(estimate_beats(notes).bpm)
