@@ -193,6 +193,9 @@ def test_inference_commands_never_import_torch(no_torch, tmp_path):
     p = run_cli("listen", "--recover", take, "-o", tmp_path / "rec.mid", env=env)
     assert p.returncode == 0, p.stderr
     assert "re-transcribed its audio" in p.stdout
+    p = run_cli("evaluate", EXAMPLE, "-o", tmp_path / "metrics.json", env=no_torch)
+    assert p.returncode == 0, p.stderr
+    assert json.loads((tmp_path / "metrics.json").read_text())["backend"] == "onnx"
     # and the commands that need the train extra say so in one line, with the extra's name intact
     p = run_cli("train", "--data", tmp_path, env=no_torch)
     assert_one_line_error(p, "pip install 'pianonotes[train]'")
