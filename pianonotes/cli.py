@@ -13,7 +13,7 @@ import typer
 
 from pianonotes import __version__
 from pianonotes import constants as C
-from pianonotes.cliutil import console, fail
+from pianonotes.cliutil import console, fail, readable_help_types
 from pianonotes.errors import PianonotesError
 
 THRESH_HELP = {
@@ -29,6 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 data_app = typer.Typer(no_args_is_help=True, help="Make training data.")
+readable_help_types()
 app.add_typer(data_app, name="data")
 
 
@@ -63,7 +64,8 @@ def _plan_outputs(inputs, outputs, formats, *, from_activations=False):
 
     if not outputs:
         return {p: [p.with_name(f"{stem(p)}.{f}") for f in fmts] for p in inputs}
-    dirs = [o for o in outputs if o.is_dir() or str(o).endswith(("/", "\\"))]
+    # a folder: one that exists, or a new name without an extension (Path drops the slash of "newdir/")
+    dirs = [o for o in outputs if o.is_dir() or str(o).endswith(("/", "\\")) or (not o.suffix and not o.exists())]
     if dirs or len(inputs) > 1:
         if len(outputs) != 1:
             raise PianonotesError("with several inputs, -o must be one output folder (use --format for formats)")
@@ -97,11 +99,13 @@ def transcribe(
     min_note: Optional[float] = typer.Option(None, help=THRESH_HELP["min_note"]),
     start: Optional[float] = typer.Option(None, help="Start at this many seconds."),
     end: Optional[float] = typer.Option(None, help="Stop at this many seconds."),
-    bpm: Optional[float] = typer.Option(None, help="Tempo of the score (default: estimated)."),
-    time_signature: str = typer.Option("4/4", help="Meter of the score."),
+    bpm: Optional[float] = typer.Option(None, help="Constant tempo of the score in quarter notes per minute "
+                                        "(default: tracked, following rubato)."),
+    time_signature: Optional[str] = typer.Option(None, help="Meter of the score, e.g. 3/4 or 6/8 "
+                                                 "(default: estimated with the beats and the pickup)."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Search folders recursively."),
     overwrite: bool = typer.Option(False, help="Replace existing outputs."),
-    roll: bool = typer.Option(False, "--roll", help="Also write a piano-roll image NAME.roll.png."),
+    roll: bool = typer.Option(False, "--roll", help="Also write a piano-roll image OUTPUT.roll.png beside the first output."),
     save_activations: Optional[Path] = typer.Option(None, help="Save the network's outputs (.npz) to re-decode later."),
     from_activations: bool = typer.Option(False, "--from-activations",
                                           help="Inputs are .npz activations: decode them without the network."),
@@ -164,7 +168,7 @@ def transcribe(
     total = sum(durations.values()) if durations else None
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rt]}"),
                   TimeRemainingColumn(), console=console, disable=not show, transient=True) as progress:
-        label = escape(files[0].name) if len(files) == 1 else f"{len(files)} files" + (f", {n_jobs} jobs" if n_jobs > 1 else "")
+        label = files[0].name if len(files) == 1 else f"{len(files)} files" + (f", {n_jobs} jobs" if n_jobs > 1 else "")
         task = progress.add_task(label, total=total or None, rt="")
         done_seconds = 0.0
 
@@ -188,11 +192,10 @@ def transcribe(
         res = results[path]
         if res.error:
             failed += 1
-            rows.append((escape(str(path)), "-", "-", "-", f"[red]failed: {escape(res.error)}[/]"))
-        else:  # paths are printed as they are: a name like "x[bold].wav" or "t[/b].mid" is not markup
-            rows.append((escape(str(path)), str(res.notes), f"{res.seconds:.1f}",
-                         f"{res.x_real_time:.0f}x" if res.x_real_time else "-",
-                         escape(", ".join(str(w) for w in res.written))))
+            rows.append((str(path), "-", "-", "-", f"[red]failed: {escape(res.error)}[/]"))
+        else:
+            rows.append((str(path), str(res.notes), f"{res.seconds:.1f}",
+                         f"{res.x_real_time:.0f}x" if res.x_real_time else "-", ", ".join(str(w) for w in res.written)))
     notice = transcriber.notice() if transcriber is not None else None
     if len(files) == 1 and not failed:
         if not quiet:
@@ -239,15 +242,6 @@ def data_synth(
         w = {k.strip(): float(v) for k, v in (item.split("=") for item in weights.split(",") if item.strip())}
     except ValueError:
         raise fail(f"--weights '{weights}' should look like corpus=0.5,music21=0.1,textures=0.4")
-    import math
-
-    for name, value, hi in (("--hours", hours, 10_000), ("--eval-minutes", eval_minutes, 60_000)):
-        if not (math.isfinite(value) and 0 <= value <= hi):
-            raise fail(f"{name} {value}: give a number from 0 to {hi}")
-    if not (math.isfinite(shard_seconds) and 1 <= shard_seconds <= 3600):
-        raise fail(f"--shard-seconds {shard_seconds}: give 1 to 3600 seconds of audio per shard")
-    if workers < 1:
-        raise fail(f"--workers {workers}: give 1 or more render processes")
     from pianonotes.synth.sources import weights_without_corpus
 
     w, no_corpus = weights_without_corpus(w, midi_dir)
@@ -314,18 +308,6 @@ def train(
     from pianonotes.nn.train import TrainConfig
     from pianonotes.nn.train import train as run_train
 
-    import math
-
-    for name, value in (("--save-every", save_every), ("--batch-size", batch_size), ("--window", window),
-                        ("--max-steps", 1 if max_steps is None else max_steps)):
-        if value < 1:
-            raise fail(f"{name} {value}: give a whole number, 1 or more")
-    for name, value in (("--epochs", epochs), ("--lr", 1.0 if lr is None else lr),
-                        ("--limit-hours", 1.0 if limit_hours is None else limit_hours)):
-        if not (math.isfinite(value) and value > 0):
-            raise fail(f"{name} {value}: give a number above 0")
-    if workers < 0:
-        raise fail(f"--workers {workers}: give 0 (load batches in the training process) or more")
     msmd_opts = None
     if msmd is not None:
         msmd_opts = {"root": msmd, "split_file": str(msmd_split) if msmd_split else None, "preset": msmd_preset,
@@ -423,20 +405,12 @@ def evaluate(
     onset_threshold: Optional[float] = typer.Option(None, help=THRESH_HELP["onset"]),
     frame_threshold: Optional[float] = typer.Option(None, help=THRESH_HELP["frame"]),
     min_note: Optional[float] = typer.Option(None, help=THRESH_HELP["min_note"]),
-    overwrite: bool = typer.Option(False, help="Replace an existing metrics file (-o) and its plot."),
 ) -> None:
     """Score a checkpoint: mir_eval note/frame F1, the seed's exact-frame accuracy, per-pitch F1."""
     _need_training_packages("pianonotes evaluate", modules=("mir_eval",))
     from pianonotes.evaluate import evaluate as run_eval
 
     try:
-        if output is not None:  # the JSON and NAME.png beside it: never an input, never replaced unasked
-            from pianonotes.fileio import check_outputs
-
-            inputs = [q for p in data for q in (p, p.with_suffix(".mid"), p.with_suffix(".midi"))]
-            if model is not None:
-                inputs += [model] + [Path(model).with_suffix(s) for s in (".json", ".safetensors", ".onnx")]
-            check_outputs([output, output.with_suffix(".png")], inputs=inputs, overwrite=overwrite)
         opts = dict(onset_threshold=onset_threshold, frame_threshold=frame_threshold, min_note_seconds=min_note)
         result = run_eval(model, data, split=split, device=device, overrides=opts, output=output)
     except PianonotesError as exc:

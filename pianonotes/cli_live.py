@@ -72,6 +72,10 @@ def listen(
                                                     f"(default: the model's, else {C.FRAME_THRESHOLD})."),
     min_note: Optional[float] = typer.Option(None, help="Shortest note kept, in seconds "
                                              f"(default: the model's, else {C.MIN_NOTE_SECONDS})."),
+    bpm: Optional[float] = typer.Option(None, "--bpm", help="Constant tempo of the score and MIDI in quarter "
+                                        "notes per minute (default: tracked, following rubato)."),
+    time_signature: Optional[str] = typer.Option(None, "--time-signature", help="Meter of the score and MIDI, "
+                                                 "e.g. 3/4 or 6/8 (default: estimated)."),
 ) -> None:
     """Transcribe live from the microphone, with a keyboard, piano roll and level meter on screen.
 
@@ -82,18 +86,28 @@ def listen(
                   "min_note_seconds": min_note}
     if take_dir is not None and not recover_take:
         raise _fail(f"unexpected argument '{take_dir}': a take folder is only for --recover")
+    try:  # checked before the take starts
+        from pianonotes.export import parse_meter
+
+        if time_signature is not None:
+            parse_meter(time_signature)
+        if bpm is not None and not 20 <= bpm <= 400:
+            raise PianonotesError("--bpm must be between 20 and 400")
+    except PianonotesError as exc:
+        raise _fail(str(exc))
+    score = {"bpm": bpm, "time_signature": time_signature}
     if recover_take:
-        _recover(take_dir, model, output, overwrite, thresholds)
+        _recover(take_dir, model, output, overwrite, thresholds, score)
         return
     if fast and input_file is None:
         raise _fail("--fast only applies to --input FILE")
     if duration is not None and duration <= 0:
         raise _fail("--duration must be a positive number of seconds")
     _listen(device, samplerate, model, output, record, plain, input_file, fast, duration, overwrite,
-            thresholds)
+            thresholds, score)
 
 
-def _recover(take_dir, model, output, overwrite, thresholds) -> None:
+def _recover(take_dir, model, output, overwrite, thresholds, score=None) -> None:
     from pianonotes import live
 
     console = _console()
@@ -104,7 +118,7 @@ def _recover(take_dir, model, output, overwrite, thresholds) -> None:
             outputs = live.check_outputs(output, overwrite=overwrite)
         else:
             outputs = live.check_outputs(rec.outputs or [folder / "take.mid"], overwrite=True)
-        written = live.write_outputs(rec.notes, outputs, title=outputs[0].stem)
+        written = live.write_outputs(rec.notes, outputs, title=outputs[0].stem, **(score or {}))
         if rec.record:
             written.append(live.copy_recording(folder / "audio.wav", rec.record, int(live.take_meta(folder)
                                                                                       .get("sample_rate"))))
@@ -118,7 +132,7 @@ def _recover(take_dir, model, output, overwrite, thresholds) -> None:
 
 
 def _listen(device, samplerate, model, output, record, plain, input_file, fast, duration, overwrite,
-            thresholds) -> None:
+            thresholds, score=None) -> None:
     from pianonotes import live
 
     out_console = _console()
@@ -186,7 +200,7 @@ def _listen(device, samplerate, model, output, record, plain, input_file, fast, 
     result = session.finish()
     targets = outputs or [journal.folder / "take.mid"]
     try:
-        written = live.write_outputs(result.notes, targets, title=targets[0].stem)
+        written = live.write_outputs(result.notes, targets, title=targets[0].stem, **(score or {}))
         if record_path is not None:
             written.append(live.copy_recording(journal.audio_path, record_path, journal.sample_rate))
         journal.update_meta(status="complete", written=[str(p) for p in written])

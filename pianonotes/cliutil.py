@@ -18,3 +18,31 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
     console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     return typer.Exit(code)
+
+
+def readable_help_types() -> None:
+    """Show click-style value names in ``--help`` (``PATH``, ``FLOAT``, ``TEXT``; nothing for a flag;
+    ``...`` when an option repeats) instead of the Python type names recent Typer prints (``<bool>``,
+    ``<list[Path]>``). Idempotent."""
+    import typer.core as tc
+
+    if getattr(tc, "_pianonotes_readable_types", False):
+        return
+
+    def display_type_rich(self, ctx):
+        if self.metavar is not None:
+            return self.metavar
+        if getattr(self, "is_flag", False) or getattr(self, "count", False):
+            return None
+        label = str(original(self, ctx) or "").strip("<>").replace(" range", "")
+        many = label.startswith("list[") or label.endswith("...")
+        label = label.removeprefix("list[").rstrip(".").rstrip("]")
+        if label == "bool":
+            return None
+        label = {"str": "TEXT", "int": "INTEGER"}.get(label, label.upper())
+        return label + ("..." if many else "") if label else None
+
+    original = tc.TyperOption.display_type
+    for cls in (tc.TyperOption, tc.TyperArgument):
+        cls.display_type_rich = display_type_rich
+    tc._pianonotes_readable_types = True

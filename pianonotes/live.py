@@ -845,21 +845,14 @@ def check_record(path: str | os.PathLike | None, *, overwrite: bool = False) -> 
     return _check_writable(p, overwrite)
 
 
-def write_outputs(notes: Sequence[Note], outputs: Sequence[str | os.PathLike], *, title: str) -> list[Path]:
-    """Write the take to every output atomically (.mid with write_midi, the rest with export)."""
-    written: list[Path] = []
-    for p in outputs:
-        p = Path(p)
-        if p.suffix.lower() in (".mid", ".midi"):
-            from pianonotes.notes import write_midi
+def write_outputs(notes: Sequence[Note], outputs: Sequence[str | os.PathLike], *, title: str,
+                  bpm: float | None = None, time_signature: str | None = None) -> list[Path]:
+    """Write the take to every output atomically, through the same writer as ``transcribe``
+    (:func:`pianonotes.export.write_all`: one beat, meter and key analysis for the MIDI and the score)."""
+    from pianonotes.export import write_all
 
-            write_midi(p, list(notes))
-            written.append(p)
-        else:
-            from pianonotes.export import write_notes
-
-            written.extend(write_notes(p, list(notes), title=title, overwrite=True))
-    return written
+    return write_all([Path(p) for p in outputs], list(notes), title=title, bpm=bpm,
+                     time_signature=time_signature, overwrite=True)
 
 
 def copy_recording(journal_wav: str | os.PathLike, dest: str | os.PathLike, sample_rate: int) -> Path:

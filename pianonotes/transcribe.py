@@ -155,12 +155,16 @@ class Transcriber:
                         keep_activations: bool = False,
                         on_progress: Callable[[float], None] | None = None) -> Transcription:
         """Notes of one audio file (``start``/``end`` in seconds select an excerpt; times stay absolute)."""
-        from pianonotes.audio import iter_audio_blocks, load_audio
+        from pianonotes.audio import audio_info, iter_audio_blocks, load_audio
 
         sr = self.frontend.sample_rate
         if start is not None or end is not None:
             if start is not None and end is not None and end <= start:
                 raise PianonotesError(f"--end ({end}) must be after --start ({start})")
+            length = audio_info(path)[2]
+            if start is not None and start >= length:
+                raise PianonotesError(f"--start {start:g} s is past the end of {Path(path).name} "
+                                      f"({length:.1f} s long); give a start within the recording")
             audio = load_audio(path, sr, start=start, end=end)
             blocks: Iterable[np.ndarray] = (audio[i: i + int(BLOCK_SECONDS * sr)]
                                             for i in range(0, len(audio), int(BLOCK_SECONDS * sr)))
@@ -187,7 +191,7 @@ class BatchSettings:
     start: float | None = None
     end: float | None = None
     bpm: float | None = None
-    time_signature: str = "4/4"
+    time_signature: str | None = None  # None: estimated
     overwrite: bool = False
     roll: bool = False
     save_activations: str | None = None  # one input only
@@ -218,7 +222,7 @@ def process_file(transcriber: Transcriber | None, path: Path, outputs: Sequence[
                  on_progress: Callable[[float], None] | None = None) -> FileResult:
     """Transcribe (or re-decode) one input and write its outputs; a PianonotesError becomes the result's
     ``error`` so that a batch goes on."""
-    from pianonotes.export import write_notes, write_piano_roll
+    from pianonotes.export import write_all, write_piano_roll
 
     try:
         if not settings.overwrite:
@@ -239,12 +243,11 @@ def process_file(transcriber: Transcriber | None, path: Path, outputs: Sequence[
             if settings.save_activations:
                 res.activations.save(settings.save_activations)
             title = path.stem
-        written: list[Path] = []
-        for o in outputs:
-            written += write_notes(o, notes, title=title.replace("_", " "), bpm=settings.bpm,
-                                   time_signature=settings.time_signature, overwrite=settings.overwrite)
-        if settings.roll:
-            rp = outputs[0].with_name(f"{title}.roll.png")
+        # one beat/meter/key analysis for every score and MIDI output of this input
+        written: list[Path] = write_all(outputs, notes, title=title.replace("_", " "), bpm=settings.bpm,
+                                        time_signature=settings.time_signature, overwrite=settings.overwrite)
+        if settings.roll:  # named after the (first) output: -o scores/take.mid -> scores/take.roll.png
+            rp = outputs[0].with_name(f"{outputs[0].stem}.roll.png")
             write_piano_roll(rp, notes, title=title)
             written.append(rp)
         return FileResult(path, len(notes), seconds, xrt, [Path(w) for w in written])

@@ -99,7 +99,8 @@ def test_cli_outputs_batch_and_activations(random_model, tmp_path):
     cols = lambda path: [ln.split(",")[:4] for ln in path.read_text().splitlines()]  # noqa: E731 (not confidence)
     assert len(cols(single)) > 2 and cols(single) == cols(again)
     p = run_cli("transcribe", src / "one.wav", "-o", tmp_path / "roll.mid", "--roll", "--model", random_model)
-    assert p.returncode == 0 and (tmp_path / "one.roll.png").read_bytes()[:4] == b"\x89PNG"
+    # the roll is named after the output (issue 13: it used to take the input's name)
+    assert p.returncode == 0 and (tmp_path / "roll.roll.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_silence_is_an_empty_score(random_model, tmp_path):
