@@ -6,7 +6,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from pianonotes.errors import PianonotesError
 
@@ -54,3 +54,26 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, overwrite: bool 
 
 def write_text_atomic(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"), overwrite=overwrite)
+
+
+def check_outputs(outputs: Iterable[str | os.PathLike], *, inputs: Iterable[str | os.PathLike] = (),
+                  overwrite: bool = False) -> None:
+    """Before any work: refuse an output that is also an input (even with ``overwrite``), the same output
+    named twice, and an existing output unless ``overwrite``. Raises PianonotesError naming the path."""
+    def key(p: Path) -> Path:
+        try:
+            return p.resolve()
+        except OSError:
+            return p.absolute()
+
+    ins = {key(Path(p)): Path(p) for p in inputs}
+    seen: dict[Path, Path] = {}
+    for out in map(Path, outputs):
+        k = key(out)
+        if k in ins:
+            raise PianonotesError(f"{out} is also an input; choose another output name")
+        if k in seen:
+            raise PianonotesError(f"{out} is named twice as an output; give each output its own name")
+        seen[k] = out
+        if out.exists() and not overwrite:
+            raise PianonotesError(f"{out} exists; pass --overwrite to replace it")
