@@ -218,6 +218,19 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# A worker process costs about 0.75 CPU seconds to start (imports, model): by default a batch gets one
+# more worker per this much audio (at ~150x real time per core, about a second of work).
+WORKER_MIN_SECONDS = 120.0
+
+
+def choose_jobs(requested: int | None, durations: Sequence[float]) -> int:
+    """Worker processes for a batch of files lasting ``durations`` seconds: ``requested`` (at most one per
+    file), or by default one per core but no more than one per ``WORKER_MIN_SECONDS`` of audio."""
+    if requested is not None:
+        return max(1, min(int(requested), len(durations)))
+    return max(1, min(default_jobs(), len(durations), int(sum(durations) // WORKER_MIN_SECONDS)))
+
+
 def process_file(transcriber: Transcriber | None, path: Path, outputs: Sequence[Path], settings: BatchSettings,
                  on_progress: Callable[[float], None] | None = None) -> FileResult:
     """Transcribe (or re-decode) one input and write its outputs; a PianonotesError becomes the result's

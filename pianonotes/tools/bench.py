@@ -44,15 +44,20 @@ def _long_file(path: Path, seconds: float, sr: int) -> Path:
 
 _WRAP = ("import resource, subprocess, sys\n"
          "subprocess.run(sys.argv[1:], check=True, capture_output=True)\n"
-         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+         "r = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+         "print(r.ru_maxrss, r.ru_utime + r.ru_stime)\n")
+LAST_CPU: list[float] = [0.0]  # CPU seconds (user + sys) of the last _run: robust to a loaded machine
 
 
 def _run(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
-    """(wall seconds, peak RSS MB) of one command, measured in a fresh wrapper process."""
+    """(wall seconds, peak RSS MB) of one command, measured in a fresh wrapper process; its CPU seconds
+    go to ``LAST_CPU[0]``."""
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", _WRAP, *cmd], check=True, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
-    return wall, int(out.stdout.split()[-1]) / 1024
+    rss, cpu = out.stdout.split()[-2:]
+    LAST_CPU[0] = float(cpu)
+    return wall, int(rss) / 1024
 
 
 def bench_render(tmp: Path) -> dict:
@@ -108,6 +113,7 @@ def bench_jobs(tmp: Path, n_files: int = 20, seconds: float = 30.0) -> dict:
         wall, rss = _run(EXE + ["transcribe", str(folder), "-o", str(tmp / f"batch-out-{jobs}"), "-f", "mid",
                                 "--overwrite", "--quiet", "--jobs", str(jobs)])
         out[f"jobs_{jobs}_wall_s"] = round(wall, 2)
+        out[f"jobs_{jobs}_cpu_s"] = round(LAST_CPU[0], 2)
     out["speed_up"] = round(out["jobs_1_wall_s"] / out["jobs_2_wall_s"], 2)
     out["files"], out["seconds_each"] = n_files, seconds
     return out
@@ -121,12 +127,13 @@ def bench_cli(tmp: Path, quick: bool) -> dict:
     for name, seconds in (("30s", 30.0), ("10min", 600.0)) + ((("2h", 7200.0),) if not quick else ()):
         src = _long_file(tmp / f"{name}.flac", seconds, 16000)
         wall, rss = _run(EXE + ["transcribe", str(src), "-o", str(tmp / f"{name}.mid"), "--overwrite", "--quiet"])
+        cpu = LAST_CPU[0]
         # start-up: the same process on a tiny file
         tiny = _long_file(tmp / "tiny.flac", 0.5, 16000)
         base, _ = _run(EXE + ["transcribe", str(tiny), "-o", str(tmp / "tiny.mid"), "--overwrite", "--quiet"])
         out[name] = {"wall_s": round(wall, 2), "x_real_time_whole_process": round(seconds / wall, 1),
                      "x_real_time_without_startup": round(seconds / max(wall - base, 1e-9), 1),
-                     "startup_s": round(base, 2), "peak_rss_mb": round(rss, 1)}
+                     "startup_s": round(base, 2), "cpu_s": round(cpu, 2), "peak_rss_mb": round(rss, 1)}
     return out
 
 
@@ -171,7 +178,7 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="skip the 1-hour file and shorten the live take")
     ap.add_argument("--out", default="bench.json")
     args = ap.parse_args(argv)
-    results = {"machine": {"cpus": os.cpu_count()}}
+    results = {"machine": {"cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2)}}
     with tempfile.TemporaryDirectory(prefix="pianonotes-bench-") as d:
         tmp = Path(d)
         for name, fn in (("render", lambda: bench_render(tmp)), ("inference", bench_inference),
