@@ -50,6 +50,35 @@ def main_callback(
 
 
 # ------------------------------------------------------------------------------------------ transcribe
+def _check_transcribe_outputs(plan, *, save_activations, roll, overwrite, from_activations, model=None):
+    """Before any work: no output is an input (a recording, an activations file, the checkpoint) and none
+    is named twice; --save-activations and --roll never replace a file without --overwrite (the main
+    outputs are checked file by file, so a batch goes on past one that exists)."""
+    from pianonotes.fileio import check_outputs
+
+    inputs = list(plan)
+    if model is not None:
+        m = Path(model)
+        inputs += [m, m.with_suffix(".json"), m.with_suffix(".safetensors"), m.with_suffix(".onnx")]
+    extra = []
+    for outs in plan.values():
+        if roll and outs:  # named after the first output, as transcribe.run_batch writes it
+            extra.append(outs[0].with_name(f"{outs[0].stem}.roll.png"))
+    if save_activations and not from_activations:
+        extra.append(Path(save_activations))
+    check_outputs([o for outs in plan.values() for o in outs] + extra, inputs=inputs, overwrite=True)
+    check_outputs(extra, overwrite=overwrite)
+
+
+def _check_excerpt(start, end) -> None:
+    import math
+
+    if start is not None and not (math.isfinite(start) and start >= 0):
+        raise PianonotesError(f"--start {start}: give a time in seconds, 0 or more")
+    if end is not None and not (math.isfinite(end) and end > 0):
+        raise PianonotesError(f"--end {end}: give a time in seconds after the start of the recording")
+
+
 def _plan_outputs(inputs, outputs, formats, *, from_activations=False):
     """{input: [output paths]} from -o (files or one folder) and --format."""
     from pianonotes.export import FORMATS
@@ -140,6 +169,9 @@ def transcribe(
         plan = _plan_outputs(files, output, fmt, from_activations=from_activations)
         if save_activations and len(files) > 1:
             raise PianonotesError("--save-activations takes one input file; transcribe files one at a time")
+        _check_transcribe_outputs(plan, save_activations=save_activations, roll=roll, overwrite=overwrite,
+                                  from_activations=from_activations, model=model)
+        _check_excerpt(start, end)
         if bpm is not None and not 20 <= bpm <= 400:
             raise PianonotesError("--bpm must be between 20 and 400")
         settings = BatchSettings(model=str(model) if model else None, device=device,
@@ -169,7 +201,7 @@ def transcribe(
     total = sum(durations.values()) if durations else None
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rt]}"),
                   TimeRemainingColumn(), console=console, disable=not show, transient=True) as progress:
-        label = files[0].name if len(files) == 1 else f"{len(files)} files" + (f", {n_jobs} jobs" if n_jobs > 1 else "")
+        label = escape(files[0].name) if len(files) == 1 else f"{len(files)} files" + (f", {n_jobs} jobs" if n_jobs > 1 else "")
         task = progress.add_task(label, total=total or None, rt="")
         done_seconds = 0.0
 
@@ -193,10 +225,11 @@ def transcribe(
         res = results[path]
         if res.error:
             failed += 1
-            rows.append((str(path), "-", "-", "-", f"[red]failed: {escape(res.error)}[/]"))
-        else:
-            rows.append((str(path), str(res.notes), f"{res.seconds:.1f}",
-                         f"{res.x_real_time:.0f}x" if res.x_real_time else "-", ", ".join(str(w) for w in res.written)))
+            rows.append((escape(str(path)), "-", "-", "-", f"[red]failed: {escape(res.error)}[/]"))
+        else:  # paths are printed as they are: a name like "x[bold].wav" or "t[/b].mid" is not markup
+            rows.append((escape(str(path)), str(res.notes), f"{res.seconds:.1f}",
+                         f"{res.x_real_time:.0f}x" if res.x_real_time else "-",
+                         escape(", ".join(str(w) for w in res.written))))
     notice = transcriber.notice() if transcriber is not None else None
     if len(files) == 1 and not failed:
         if not quiet:
@@ -243,6 +276,15 @@ def data_synth(
         w = {k.strip(): float(v) for k, v in (item.split("=") for item in weights.split(",") if item.strip())}
     except ValueError:
         raise fail(f"--weights '{weights}' should look like corpus=0.5,music21=0.1,textures=0.4")
+    import math
+
+    for name, value, hi in (("--hours", hours, 10_000), ("--eval-minutes", eval_minutes, 60_000)):
+        if not (math.isfinite(value) and 0 <= value <= hi):
+            raise fail(f"{name} {value}: give a number from 0 to {hi}")
+    if not (math.isfinite(shard_seconds) and 1 <= shard_seconds <= 3600):
+        raise fail(f"--shard-seconds {shard_seconds}: give 1 to 3600 seconds of audio per shard")
+    if workers < 1:
+        raise fail(f"--workers {workers}: give 1 or more render processes")
     from pianonotes.synth.sources import weights_without_corpus
 
     w, no_corpus = weights_without_corpus(w, midi_dir)
@@ -309,6 +351,18 @@ def train(
     from pianonotes.nn.train import TrainConfig
     from pianonotes.nn.train import train as run_train
 
+    import math
+
+    for name, value in (("--save-every", save_every), ("--batch-size", batch_size), ("--window", window),
+                        ("--max-steps", 1 if max_steps is None else max_steps)):
+        if value < 1:
+            raise fail(f"{name} {value}: give a whole number, 1 or more")
+    for name, value in (("--epochs", epochs), ("--lr", 1.0 if lr is None else lr),
+                        ("--limit-hours", 1.0 if limit_hours is None else limit_hours)):
+        if not (math.isfinite(value) and value > 0):
+            raise fail(f"{name} {value}: give a number above 0")
+    if workers < 0:
+        raise fail(f"--workers {workers}: give 0 (load batches in the training process) or more")
     msmd_opts = None
     if msmd is not None:
         msmd_opts = {"root": msmd, "split_file": str(msmd_split) if msmd_split else None, "preset": msmd_preset,
@@ -406,12 +460,20 @@ def evaluate(
     onset_threshold: Optional[float] = typer.Option(None, help=THRESH_HELP["onset"]),
     frame_threshold: Optional[float] = typer.Option(None, help=THRESH_HELP["frame"]),
     min_note: Optional[float] = typer.Option(None, help=THRESH_HELP["min_note"]),
+    overwrite: bool = typer.Option(False, help="Replace an existing metrics file (-o) and its plot."),
 ) -> None:
     """Score a checkpoint: mir_eval note/frame F1, the seed's exact-frame accuracy, per-pitch F1."""
     _need_training_packages("pianonotes evaluate", modules=("mir_eval",))
     from pianonotes.evaluate import evaluate as run_eval
 
     try:
+        if output is not None:  # the JSON and NAME.png beside it: never an input, never replaced unasked
+            from pianonotes.fileio import check_outputs
+
+            inputs = [q for p in data for q in (p, p.with_suffix(".mid"), p.with_suffix(".midi"))]
+            if model is not None:
+                inputs += [model] + [Path(model).with_suffix(s) for s in (".json", ".safetensors", ".onnx")]
+            check_outputs([output, output.with_suffix(".png")], inputs=inputs, overwrite=overwrite)
         opts = dict(onset_threshold=onset_threshold, frame_threshold=frame_threshold, min_note_seconds=min_note)
         result = run_eval(model, data, split=split, device=device, overrides=opts, output=output)
     except PianonotesError as exc:
