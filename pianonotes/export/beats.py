@@ -287,15 +287,24 @@ def pulse_period(ev: _Events) -> float:
     score = a(periods) + 0.5 * np.maximum(a(2 * periods), a(3 * periods)) + 0.25 * a(4 * periods)
     score = score * np.exp(-0.5 * (np.log2(60.0 / periods / 100.0) / 1.0) ** 2)
     period = float(periods[int(np.argmax(score))])
-    # refine from inter-onset intervals of up to two beats, counted in quarters of the beat
+    # refine from inter-onset intervals of up to two beats, counted in quarters or thirds of the beat
+    # (whichever fits the intervals better: simple or compound time)
     iois = np.diff(ev.times)
-    for _ in range(3):
-        r = iois / (period / 4)
+    iois = iois[iois > CLUSTER_SECONDS]
+
+    def fit(div: int) -> float:
+        r = iois / (period / div)
         k = np.round(r)
-        ok = (k >= 1) & (k <= 8) & (np.abs(r - k) < 0.25)
+        return float(np.mean((k >= 1) & (np.abs(r - k) < 0.15))) if len(r) else 0.0
+
+    div = 3 if fit(3) > fit(4) + 0.05 else 4
+    for _ in range(3):
+        r = iois / (period / div)
+        k = np.round(r)
+        ok = (k >= 1) & (k <= 2 * div) & (np.abs(r - k) < 0.25)
         if ok.sum() < 3:
             break
-        period = 4 * float(iois[ok].sum() / k[ok].sum())
+        period = div * float(iois[ok].sum() / k[ok].sum())
     return min(max(period, MIN_PERIOD), MAX_PERIOD)
 
 
