@@ -5,8 +5,8 @@
 Each client plays the shipped example (or ``--input``) like the page does: blocks of 20 ms at the
 browser's rate (48 kHz: the server resamples), sent when they would have been captured. Reported:
 
-- onset audio to client: from the moment the block holding a note's onset was "captured" (sent) to
-  the moment the client received that note's start: includes the model's 100 ms look-ahead, the 20 ms
+- onset audio to client: from the moment a note's onset sample was "captured" (its block's send time
+  less the samples after it, as the page counts it) to the moment the client received that note's start: includes the model's 100 ms look-ahead, the 20 ms
   block, the server's 50 ms update and the network; a browser adds one animation frame (<= 17 ms);
 - server latency: LiveSession's own measure (the block completing a note's look-ahead to the update
   leaving the server), the same figure ``listen`` reports;
@@ -45,7 +45,7 @@ def _client(url: str, audio: np.ndarray, rate: int, out: dict) -> None:
         s = t * rate
         for end, when in sent_at:
             if s < end:
-                return when
+                return when - (end - s) / rate  # when that sample was "captured" (as the page counts it)
         return None
 
     with connect(url, origin=url.replace("ws://", "http://").rsplit("/ws/", 1)[0], max_size=None) as ws:

@@ -107,7 +107,20 @@ def load_model(path: str | os.PathLike | None = None) -> Model:
         # one inference thread per recording (each LiveSession worker calls the network itself):
         # connections run in parallel, and no runtime thread pool spins between the 50 ms updates
         kwargs["threads"] = 1
-    return Model(make(cfg_path, **kwargs), cfg_path)
+    model = Model(make(cfg_path, **kwargs), cfg_path)
+    _warm_up(model)
+    return model
+
+
+def _warm_up(model: Model) -> None:
+    """Run one second of silence through a throwaway engine and the resampler once, so that the first
+    take does not pay for the runtime's first run and scipy's import (about a second, measured)."""
+    from pianonotes.live import StreamResampler
+
+    StreamResampler(48000, model.sample_rate).push(np.zeros(48000, np.float32))
+    eng = model.engine()
+    eng.push(np.zeros(model.sample_rate, np.float32))
+    eng.finish()
 
 
 # --------------------------------------------------------------------------------------------- names
