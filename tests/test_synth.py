@@ -207,3 +207,27 @@ def test_installed_package_renders_without_corpus(tmp_path):
     assert man["config"]["weights"]["corpus"] == 0
     labels = json.loads((out / "test" / "shard-00000.json").read_text())
     assert labels["notes"] and {c["source"] for c in labels["clips"]} <= {"music21", "textures"}
+
+
+@pytest.mark.slow
+def test_the_wheel_leaves_the_midi_corpus_out(tmp_path):
+    """data/midi (20 MB) is in the repository for `make data`, never in the installed package."""
+    pytest.importorskip("setuptools")
+    root = Path(S.__file__).resolve().parents[2]
+    if not (root / "data" / "midi" / "manifest.csv").exists():
+        pytest.skip("not a checkout with data/midi")
+    src = tmp_path / "src"
+    skip = shutil.ignore_patterns(".venv*", ".git", "runs", "build", "dist", "*.egg-info", "__pycache__", ".cache",
+                                  ".pytest_cache", "data")
+    shutil.copytree(root, src, ignore=skip)
+    shutil.copytree(root / "data" / "midi", src / "data" / "midi")
+    p = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                        str(tmp_path / "whl"), str(src)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    import zipfile
+
+    (wheel,) = (tmp_path / "whl").glob("pianonotes-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "pianonotes/cli.py" in names
+    assert not [n for n in names if n.endswith((".mid", ".midi")) and not n.startswith("pianonotes/examples/")]
+    assert not [n for n in names if "manifest.csv" in n or "pop909" in n or "piano-midi-de" in n]
