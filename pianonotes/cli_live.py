@@ -49,8 +49,9 @@ def devices() -> None:
 def listen(
     take_dir: Optional[Path] = typer.Argument(None, help="With --recover: the take folder "
                                               "(default: the latest take)."),
-    device: Optional[str] = typer.Option(None, "--device", help="Input device: index or part of its name "
-                                         "(see `pianonotes devices`; default: the system default)."),
+    device: Optional[str] = typer.Option(None, "--input-device", help="Input device: index or part of its "
+                                         "name (see `pianonotes devices`; default: the system default)."),
+    old_device: Optional[str] = typer.Option(None, "--device", hidden=True),
     samplerate: Optional[int] = typer.Option(None, "--samplerate", help="Capture rate in Hz (default: the "
                                              "model's rate if the device takes it, else the device's)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint (default: the shipped AudioNet)."),
@@ -84,6 +85,9 @@ def listen(
     """
     thresholds = {"onset_threshold": onset_threshold, "frame_threshold": frame_threshold,
                   "min_note_seconds": min_note}
+    if old_device is not None:
+        raise _fail(f"listen takes its microphone with --input-device {old_device} (--device is the compute "
+                    "device in the other commands)")
     if take_dir is not None and not recover_take:
         raise _fail(f"unexpected argument '{take_dir}': a take folder is only for --recover")
     try:  # checked before the take starts

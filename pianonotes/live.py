@@ -152,7 +152,7 @@ def choose_samplerate(device: InputDevice, requested: int | None, engine_rate: i
         if rate > 0 and ok(rate):
             return int(rate)
     raise PianonotesError(f"input device '{device.name}' accepts none of the common sample rates; "
-                          "choose another with --device")
+                          "choose another with --input-device")
 
 
 # -------------------------------------------------------------------------------------- resampling

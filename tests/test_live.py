@@ -278,10 +278,12 @@ def test_no_input_device_is_one_clear_line(ckpt, env):
 
 @needs_portaudio
 def test_unknown_device_name_and_bad_outputs(ckpt, work, clip, env, tmp_path):
-    proc = _cli(["listen", "--model", ckpt, "--device", "nosuchmic", "--plain"], _mic_env(env, work))
+    proc = _cli(["listen", "--model", ckpt, "--input-device", "nosuchmic", "--plain"], _mic_env(env, work))
     _one_red_line(proc, "no input device matching 'nosuchmic'")
-    proc = _cli(["listen", "--model", ckpt, "--device", "7", "--plain"], _mic_env(env, work))
+    proc = _cli(["listen", "--model", ckpt, "--input-device", "7", "--plain"], _mic_env(env, work))
     _one_red_line(proc, "no input device with index 7")
+    proc = _cli(["listen", "--model", ckpt, "--device", "7", "--plain"], _mic_env(env, work))
+    _one_red_line(proc, "--input-device 7")  # --device is the compute device elsewhere
     proc = _cli(["listen", "--model", ckpt, "-o", tmp_path / "x.doc", "--plain"], _mic_env(env, work))
     _one_red_line(proc, "cannot write 'x.doc'")
 
@@ -511,7 +513,7 @@ def test_real_time_microphone_ctrl_c_saves_the_take(pulse_mic, tmp_path):
                           4.5, SOUNDFONT, 0, 44100), 44100)
     out = tmp_path / "take.mid"
     env = dict(pulse_mic, PIANONOTES_CACHE=str(tmp_path / "cache"))
-    proc = subprocess.Popen([sys.executable, "-m", "pianonotes", "listen", "--device", "pulse", "--plain", "-o", out],
+    proc = subprocess.Popen([sys.executable, "-m", "pianonotes", "listen", "--input-device", "pulse", "--plain", "-o", out],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         first = proc.stdout.readline()
