@@ -32,6 +32,8 @@ def _check_path(path: str | os.PathLike) -> Path:
         raise PianonotesError(f"{path}: no such file; check the path")
     if path.is_dir():
         raise PianonotesError(f"{path} is a folder, not an audio file")
+    if not path.is_file():
+        raise PianonotesError(f"{path} is not a regular file (a pipe or a device); save the audio to a file first")
     if path.stat().st_size == 0:
         raise PianonotesError(f"{path} is empty (0 bytes); record or export the audio again")
     return path

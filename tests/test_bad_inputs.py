@@ -242,3 +242,34 @@ def test_file_names_with_rich_markup_are_printed_as_they_are(work, model):
                                    "--model", str(model)], env={"COLUMNS": "300", "NO_COLOR": "1"})
     assert res.exit_code == 0 and res.exception is None, (res.stdout, res.stderr, repr(res.exception))
     assert "t[/b].mid" in res.stdout and (work / "t[" / "b].mid").exists() and (work / "t[" / "b].roll.png").exists()
+
+
+def _damaged_checkpoint(model: Path, folder: Path, damage: str) -> Path:
+    cfg = json.loads(Path(str(model) + ".json").read_text())
+    bad = folder / "bad"
+    Path(str(bad) + ".safetensors").write_bytes(Path(str(model) + ".safetensors").read_bytes())
+    cfg.pop(damage)
+    Path(str(bad) + ".json").write_text(json.dumps(cfg))
+    return bad
+
+
+def test_damaged_checkpoint_through_listen_and_evaluate(work, model):
+    pytest.importorskip("mir_eval")
+    bad = _damaged_checkpoint(model, work, "frontend")
+    run_bad(work, ["listen", "--input", work / "in.wav", "--fast", "--plain", "-o", work / "l.mid", "--model", bad],
+            "bad.json", "frontend")
+    run_bad(work, ["evaluate", work / "in.wav", "--model", bad], "bad.json", "frontend")
+
+
+# -------------------------------------------------------------------------- not a file: pipes, devices
+@pytest.mark.parametrize("command", ["transcribe", "listen"])
+def test_a_pipe_or_device_is_not_called_empty(work, model, command):
+    import os
+
+    fifo = work / "pipe.wav"
+    os.mkfifo(fifo)
+    for src in (fifo, Path("/dev/urandom")):
+        args = (["transcribe", src, "-o", work / "p.mid"] if command == "transcribe"
+                else ["listen", "--input", src, "--fast", "--plain", "-o", work / "p.mid"])
+        line = run_bad(work, [*args, "--model", model], "not a regular file")
+        assert "empty" not in line
