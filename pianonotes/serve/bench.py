@@ -1,6 +1,6 @@
 """Benchmark of ``pianonotes serve``: N simultaneous recordings over loopback WebSockets at real-time pace.
 
-    python -m pianonotes.serve.bench --clients 1 --clients 4 [--seconds 30] [--rate 48000] [-o out.json]
+    python -m pianonotes.serve.bench --clients 1 --clients 4 [--seconds 30] [--rate 48000] [--browser] [-o out.json]
 
 Each client plays the shipped example (or ``--input``) like the page does: blocks of 20 ms at the
 browser's rate (48 kHz: the server resamples), sent when they would have been captured. Reported:
@@ -148,12 +148,64 @@ def run(clients: int, seconds: float, rate: int, audio_path: Path | None) -> dic
     }
 
 
+def browser_latency(seconds: float, audio_path: Path | None) -> dict:
+    """The page itself in headless Chromium (Selenium + Debian's chromedriver), its fake microphone
+    playing the example: the page's own onset-audio-to-screen latencies (window.pnStats.latencies:
+    capture time of the onset sample to the animation frame that drew the key)."""
+    import shutil
+    import subprocess
+    import sys
+
+    import soundfile as sf
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    from pianonotes.audio import load_audio
+
+    work = Path(tempfile.mkdtemp(prefix="pianonotes-bench-browser-"))
+    path = audio_path or Path(__file__).resolve().parents[1] / "examples" / "twohands.flac"
+    wav = work / "mic.wav"
+    sf.write(wav, load_audio(path, 48000), 48000, subtype="PCM_16")
+    proc = subprocess.Popen([sys.executable, "-m", "pianonotes", "serve", "--port", "0", "--no-browser"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=dict(os.environ, COLUMNS="300", NO_COLOR="1"))
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for f in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+              "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+              f"--use-file-for-fake-audio-capture={wav}", f"--user-data-dir={work / 'profile'}"):
+        opts.add_argument(f)
+    driver = None
+    try:
+        url = proc.stdout.readline().split()[2].replace("localhost", "127.0.0.1")
+        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"),
+                                  options=opts)
+        driver.get(url)
+        time.sleep(1.0)
+        driver.find_element("id", "rec-start").click()
+        time.sleep(seconds)
+        lat = driver.execute_script("return window.pnStats.latencies")
+        rate = driver.execute_script("return window.pnStats.rate")
+    finally:
+        if driver is not None:
+            driver.quit()
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(work, ignore_errors=True)
+    return {"page_notes": len(lat), "page_rate": rate,
+            "page_onset_to_screen_ms_p50": float(np.percentile(lat, 50)) if lat else None,
+            "page_onset_to_screen_ms_p95": float(np.percentile(lat, 95)) if lat else None,
+            "load_average": os.getloadavg()[0]}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", type=int, action="append", help="simultaneous recordings (repeat)")
     ap.add_argument("--seconds", type=float, default=30.0, help="audio per recording")
     ap.add_argument("--rate", type=int, default=48000, help="the clients' sample rate")
     ap.add_argument("--input", type=Path, default=None, help="audio to play (default: the shipped example)")
+    ap.add_argument("--browser", action="store_true", help="also the page in headless Chromium (its own latency)")
     ap.add_argument("-o", "--output", type=Path, default=None, help="write the results as JSON")
     args = ap.parse_args(argv)
     os.environ.setdefault("PIANONOTES_CACHE", tempfile.mkdtemp(prefix="pianonotes-bench-"))
@@ -169,6 +221,12 @@ def main(argv: list[str] | None = None) -> None:
               f"{100 * (r['worker_cpu_per_recording'] or 0):.0f} % of a core per recording, server process "
               f"{100 * r['server_cpu_per_recording']:.0f} %; dropped blocks {r['dropped_blocks']}; "
               f"load average {r['load_average']:.1f} on {r['cores']} cores", flush=True)
+    if args.browser:
+        r = browser_latency(args.seconds, args.input)
+        rows.append(r)
+        print(f"the page in headless Chromium ({r['page_rate']} Hz): onset audio to screen median "
+              f"{r['page_onset_to_screen_ms_p50']:.0f} ms, p95 {r['page_onset_to_screen_ms_p95']:.0f} ms over "
+              f"{r['page_notes']} notes; load average {r['load_average']:.1f}", flush=True)
     if args.output:
         args.output.write_text(json.dumps(rows, indent=2))
 

@@ -412,7 +412,7 @@ class Recording:
         self.journal = live.Journal(None, self.engine.sample_rate, meta)
         self.id = self.journal.folder.name
         self.session = live.LiveSession(self.engine, self.source, journal=self.journal,
-                                        max_seconds=limits.max_take_seconds)
+                                        max_seconds=limits.max_take_seconds, update_seconds=S.UPDATE_SECONDS)
         self._sent: set[tuple[int, float]] = set()
         self._last_version = -1
         self.received_samples = 0
