@@ -120,12 +120,13 @@ def _recover(take_dir, model, output, overwrite, thresholds, score=None) -> None
         rec = live.recover(folder, model=model, **thresholds)
         if output:
             outputs = live.check_outputs(output, overwrite=overwrite)
-        else:
-            outputs = live.check_outputs(rec.outputs or [folder / "take.mid"], overwrite=True)
+        else:  # the take's own outputs: a crashed take never wrote them, so a file there is another one's
+            outputs = live.check_outputs(rec.outputs or [folder / "take.mid"], overwrite=overwrite)
+        record = live.check_record(rec.record, overwrite=overwrite) if rec.record else None
         written = live.write_outputs(rec.notes, outputs, title=outputs[0].stem, **(score or {}))
-        if rec.record:
-            written.append(live.copy_recording(folder / "audio.wav", rec.record, int(live.take_meta(folder)
-                                                                                      .get("sample_rate"))))
+        if record is not None:
+            written.append(live.copy_recording(folder / "audio.wav", record, int(live.take_meta(folder)
+                                                                                 .get("sample_rate", C.SAMPLE_RATE))))
         live.mark_recovered(folder, written)
     except PianonotesError as exc:
         raise _fail(str(exc))

@@ -901,9 +901,18 @@ def take_meta(folder: str | os.PathLike) -> dict[str, Any]:
     if not path.exists():
         raise PianonotesError(f"{folder} is not a pianonotes take folder (no take.json)")
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except ValueError as exc:
         raise PianonotesError(f"{path} is corrupt: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise PianonotesError(f"{path} is corrupt: not a JSON object")
+    from pianonotes.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+
+    sr = meta.get("sample_rate", C.SAMPLE_RATE)
+    if isinstance(sr, bool) or not isinstance(sr, (int, float)) or not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        raise PianonotesError(f"{path} is corrupt: sample_rate is {sr!r} (the journal audio is at {C.SAMPLE_RATE} "
+                              "Hz unless the model says otherwise); correct it and run --recover again")
+    return meta
 
 
 def journal_notes(folder: str | os.PathLike, *, end: float | None = None) -> list[Note]:

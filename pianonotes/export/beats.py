@@ -205,6 +205,8 @@ class _Events:
     size: "np.ndarray"  # number of notes
     velocity: "np.ndarray"  # mean velocity
     pcs: list  # pitch-class sets
+    low: "np.ndarray" = None  # lowest MIDI pitch
+    high: "np.ndarray" = None  # highest MIDI pitch
 
 
 def _polyphony(notes: Sequence[Note]) -> float:
@@ -249,9 +251,11 @@ def onset_events(notes: Sequence[Note]) -> _Events:
         w = (math.sqrt(len(group)) * vel / 80.0 * (1.0 + 3.0 * bass)
              * (1.0 + min(longest, 1.0) + 2.0 * min(ioi, 1.0)))
         rows.append((group[0].onset, w, float(bass), max(longest, min(ioi, 4.0)), len(group), vel,
-                     frozenset(n.pitch % 12 for n in group)))
-    cols = list(zip(*rows)) if rows else [()] * 7
-    return _Events(*(np.asarray(c, dtype=float) for c in cols[:6]), pcs=list(cols[6]))
+                     frozenset(n.pitch % 12 for n in group), min(n.pitch for n in group),
+                     max(n.pitch for n in group)))
+    cols = list(zip(*rows)) if rows else [()] * 9
+    return _Events(*(np.asarray(c, dtype=float) for c in cols[:6]), pcs=list(cols[6]),
+                   low=np.asarray(cols[7], dtype=float), high=np.asarray(cols[8], dtype=float))
 
 
 def _autocorrelation(ev: _Events, fps: float, max_lag_s: float):
@@ -416,9 +420,19 @@ def subdivision(ev: _Events, beats: "np.ndarray") -> int:
     return 3 if three > 1.3 * two and three > 0.05 * float(w.sum()) else 2
 
 
-def beat_accents(ev: _Events, beats: "np.ndarray") -> "np.ndarray":
-    """One accent per beat: z-scored sum of bass, note length, chord size, loudness and harmonic change
-    of the onsets within 15 % of a beat of it."""
+FEATURES = ("bass", "length", "size", "velocity", "harmony", "onset", "low", "high", "leap", "gap", "inner")
+# Weights of the z-scored beat features in the accent (a logistic model of "this beat is a downbeat",
+# fitted by ``python -m pianonotes.tools.score_bench --fit`` on music21 corpus pieces that are not in
+# the benchmark: chorales, minuets, fiddle tunes).
+ACCENT_WEIGHTS = (0.106, 0.296, 0.329, 0.074, 0.229, -0.603, 0.02, 0.069, 0.029, 0.123, 0.136)
+
+
+def beat_features(ev: _Events, beats: "np.ndarray") -> "np.ndarray":
+    """Per beat (rows) the FEATURES of the onsets within 15 % of a beat of it, each z-scored over the
+    piece and clipped to +-2.5: a bass note, note length (the longest note or the time to the next
+    onset, in beats), chord size, loudness, harmonic change (pitch classes not heard in the previous
+    beat), an onset at all, how low its lowest and how high its highest note, the melodic leap into
+    it, the time since the previous onset (in beats), and the onsets inside the beat."""
     import numpy as np
 
     nb = len(beats)
@@ -427,30 +441,49 @@ def beat_accents(ev: _Events, beats: "np.ndarray") -> "np.ndarray":
     k = np.searchsorted(beats, ev.times - 0.15 * np.interp(ev.times, beats, period))
     k = np.clip(k, 0, nb - 1)
     near = np.abs(ev.times - beats[k]) <= 0.15 * period[k]
-    feats = np.zeros((5, nb))
+    F = np.zeros((nb, len(FEATURES)))
+    has = np.zeros(nb, bool)
     pcs: list[set] = [set() for _ in range(nb)]
     for i in np.flatnonzero(near):
         b = k[i]
-        feats[0, b] = max(feats[0, b], ev.bass[i])
-        feats[1, b] = max(feats[1, b], min(ev.length[i] / period[b], 4.0))
-        feats[2, b] += ev.size[i]
-        feats[3, b] = max(feats[3, b], ev.velocity[i] / 127.0)
+        F[b, 0] = max(F[b, 0], ev.bass[i])
+        F[b, 1] = max(F[b, 1], min(ev.length[i] / period[b], 4.0))
+        F[b, 2] += ev.size[i]
+        F[b, 3] = max(F[b, 3], ev.velocity[i] / 127.0)
+        F[b, 5] = 1.0
+        F[b, 6] = max(F[b, 6], -ev.low[i]) if has[b] else -ev.low[i]
+        F[b, 7] = max(F[b, 7], ev.high[i]) if has[b] else ev.high[i]
+        if i > 0:
+            F[b, 8] = max(F[b, 8], abs(ev.high[i] - ev.high[i - 1]))
+            F[b, 9] = max(F[b, 9], min((ev.times[i] - ev.times[i - 1]) / period[b], 4.0))
+        has[b] = True
         pcs[b] |= ev.pcs[i]
-    # harmonic change: pitch classes of this beat's onsets not heard in the previous beat's window
     kk = np.clip(np.searchsorted(beats, ev.times, side="right") - 1, 0, nb - 1)
     window: list[set] = [set() for _ in range(nb)]
     for i in range(len(ev.times)):
         window[kk[i]] |= ev.pcs[i]
+        if not near[i] or k[i] != kk[i]:
+            F[kk[i], 10] += 1.0
     for b in range(1, nb):
         if pcs[b]:
-            feats[4, b] = len(pcs[b] - window[b - 1]) / len(pcs[b])
-    feats[4, 0] = 1.0 if pcs[0] else 0.0
-    z = np.zeros(nb)
-    for f, wt in zip(feats, (1.0, 1.0, 0.5, 0.5, 1.0)):
-        sd = float(f.std())
+            F[b, 4] = len(pcs[b] - window[b - 1]) / len(pcs[b])
+    F[0, 4] = 1.0 if pcs[0] else 0.0
+    for j in (6, 7):  # pitch features only where there is an onset; elsewhere the piece's mean
+        if has.any():
+            F[~has, j] = F[has, j].mean()
+    Z = np.zeros_like(F)
+    for j in range(F.shape[1]):
+        sd = float(F[:, j].std())
         if sd > 1e-9:
-            z += wt * np.clip((f - f.mean()) / sd, -2.5, 2.5)
-    return z
+            Z[:, j] = np.clip((F[:, j] - F[:, j].mean()) / sd, -2.5, 2.5)
+    return Z
+
+
+def beat_accents(ev: _Events, beats: "np.ndarray") -> "np.ndarray":
+    """One accent per beat: :func:`beat_features` weighted by ACCENT_WEIGHTS."""
+    import numpy as np
+
+    return beat_features(ev, beats) @ np.asarray(ACCENT_WEIGHTS, dtype=float)
 
 
 def _contrast(a: "np.ndarray", b: int, ph: int) -> float:

@@ -55,6 +55,78 @@ PIECES: list[tuple[str, str, float]] = [
     ("cpebach/h186.mxl", "keyboard", 96.0),
 ]
 TOLERANCE = 0.07  # seconds, downbeat matching
+QPM = {"chorale": 84.0, "minuet": 132.0, "jig": 165.0, "reel": 96.0, "quartet": 100.0}
+
+
+def training_pieces(limit_per_kind: int = 40) -> list[tuple[str, str, float]]:
+    """Pieces for ``--fit``, none of them in PIECES: every 7th Bach chorale, fiddle tunes of Ryan's
+    Mammoth Collection by name (jigs, reels, hornpipes), minuets and other quartet movements."""
+    from music21 import corpus
+
+    bench = {p for p, _, _ in PIECES}
+    out: list[tuple[str, str, float]] = []
+    bach = sorted(str(p).split("corpus/")[-1] for p in corpus.getComposer("bach"))
+    out += [(p.rsplit(".", 1)[0] if p.endswith(".mxl") else p, "chorale", QPM["chorale"])
+            for p in bach[3::7] if p.endswith(".mxl")][:limit_per_kind]
+    rm = sorted(str(p).split("corpus/")[-1] for p in corpus.getComposer("ryansMammoth"))
+    for kind, words in (("jig", ("Jig",)), ("reel", ("Reel", "Hornpipe"))):
+        tunes = [p for p in rm if any(w in p for w in words) and p not in bench]
+        out += [(p, kind, QPM[kind]) for p in tunes[5::6][:limit_per_kind]]
+    for comp in ("mozart", "haydn", "beethoven"):
+        for p in sorted(str(p).split("corpus/")[-1] for p in corpus.getComposer(comp)):
+            if p.endswith(".mxl") and p not in bench and "movement" in p:
+                out.append((p, "quartet", QPM["quartet"]))
+    return [x for x in out if x[0] not in bench and f"bach/{x[0].split('/')[-1]}" not in bench]
+
+
+def fit_accents(pieces, bars: int = 16, l2: float = 1.0) -> list[float]:
+    """Logistic regression of "downbeat" on the beat features at the scores' true beats (deadpan and
+    performed); returns the weights of the z-scored features."""
+    import numpy as np
+
+    from pianonotes.export import beats as B
+
+    X, y = [], []
+    for i, (path, kind, qpm) in enumerate(pieces):
+        try:
+            truth = load_truth(path, kind, bars)
+        except Exception as exc:
+            print(f"skip {path}: {exc}", file=sys.stderr)
+            continue
+        from pianonotes.export.beats import parse_meter
+
+        m = parse_meter(truth.meter)
+        if str(m) not in ("2/4", "3/4", "4/4", "6/8"):
+            continue
+        beat = Fraction(m.beat_ql)
+        for performed in (False, True):
+            notes, sec = perform(truth, qpm, performed, seed=1000 + i)
+            ev = B.onset_events(notes)
+            lo = min(o for o, _, _ in truth.notes)
+            hi = max(o for o, _, _ in truth.notes)
+            k0, k1 = math.floor(lo / beat), math.ceil(hi / beat)
+            ks = list(range(k0, k1 + 1))
+            times = np.asarray([sec(float(k * beat)) for k in ks])
+            if len(times) < 8:
+                continue
+            X.append(B.beat_features(ev, times))
+            y.append(np.asarray([k % m.beats_per_bar == 0 for k in ks], dtype=float))
+    X = np.concatenate(X)
+    y = np.concatenate(y)
+    Xb = np.hstack([X, np.ones((len(X), 1))])
+    w = np.zeros(Xb.shape[1])
+    for _ in range(30):  # Newton steps
+        p = 1 / (1 + np.exp(-Xb @ w))
+        g = Xb.T @ (p - y) + l2 * np.r_[w[:-1], 0.0]
+        H = (Xb * (p * (1 - p))[:, None]).T @ Xb + l2 * np.diag(np.r_[np.ones(len(w) - 1), 0.0])
+        w -= np.linalg.solve(H, g)
+    acc = float(np.mean(((Xb @ w) > 0) == (y > 0.5)))
+    print(f"fitted on {len(y)} beats ({int(y.sum())} downbeats) of {len(pieces)} pieces; "
+          f"training accuracy {acc:.3f}")
+    for name, v in zip(B.FEATURES + ("(intercept)",), w):
+        print(f"  {name:12s} {v:+.3f}")
+    return [round(float(v), 3) for v in w[:-1]]
+
 
 
 @dataclass
@@ -237,7 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bars", type=int, default=24, help="bars of each piece (default 24)")
     ap.add_argument("--only", help="only pieces whose path contains this")
     ap.add_argument("--condition", choices=("deadpan", "performed", "both"), default="both")
+    ap.add_argument("--fit", action="store_true",
+                    help="fit the beat-accent weights on pieces outside the benchmark and print them")
     args = ap.parse_args(argv)
+    if args.fit:
+        print("ACCENT_WEIGHTS =", tuple(fit_accents(training_pieces())))
+        return 0
     rows = []
     conds = [False, True] if args.condition == "both" else [args.condition == "performed"]
     for i, (path, kind, qpm) in enumerate(PIECES):
