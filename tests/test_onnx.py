@@ -260,3 +260,24 @@ def test_ship_tool_writes_the_onnx_export(tmp_path):
     assert tr.backend == "onnx"
     assert _notes(tr.transcribe_file(EXAMPLE).notes) == _notes(Transcriber.from_checkpoint(None).transcribe_file(
         EXAMPLE).notes)
+
+
+# ------------------------------------------------------------------------------------ config, device
+def test_model_config_and_device_errors_are_one_line():
+    from pianonotes.inference import ModelConfig, pick_device
+
+    with pytest.raises(PianonotesError, match="lacks n_features, frontend"):
+        ModelConfig.from_dict({"arch": "audionet"})
+    with pytest.raises(PianonotesError, match="malformed"):
+        ModelConfig.from_dict({"arch": "audionet", "n_features": "many", "frontend": {}})
+    with pytest.raises(PianonotesError, match="unknown device 'tpu'"):
+        pick_device("tpu", backend="onnx")
+    assert pick_device("cpu", backend="onnx") == "cpu"
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        assert pick_device("auto", backend="onnx") == "cpu"
+        with pytest.raises(PianonotesError, match="onnxruntime-gpu"):
+            pick_device("cuda", backend="onnx")
+    with pytest.raises(PianonotesError, match="unknown backend"):
+        Transcriber.from_checkpoint(None, backend="tensorflow")
