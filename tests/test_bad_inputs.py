@@ -273,3 +273,25 @@ def test_a_pipe_or_device_is_not_called_empty(work, model, command):
                 else ["listen", "--input", src, "--fast", "--plain", "-o", work / "p.mid"])
         line = run_bad(work, [*args, "--model", model], "not a regular file")
         assert "empty" not in line
+
+
+# ------------------------------------------------------------------------------------- listen --recover
+def test_recover_never_replaces_files_and_refuses_a_broken_take(work, model, monkeypatch):
+    """`listen --recover OLD_TAKE` once rewrote a newer take's --record WAV and MIDI; a take.json with
+    sample rate 0 was a ZeroDivisionError."""
+    from pianonotes.cli import app
+
+    monkeypatch.setenv("PIANONOTES_CACHE", str(work / "cache"))
+    res = CliRunner().invoke(app, ["listen", "--input", str(work / "in.wav"), "--fast", "--plain", "-o",
+                                   str(work / "take.mid"), "--record", str(work / "take.wav"), "--model", str(model)])
+    assert res.exit_code == 0, (res.stdout, res.stderr, repr(res.exception))
+    (take,) = (work / "cache" / "takes").iterdir()
+    run_bad(work, ["listen", "--recover", take, "--model", model], "take.mid", "--overwrite")
+    (work / "take.mid").unlink()
+    run_bad(work, ["listen", "--recover", take, "--model", model], "take.wav", "--overwrite")
+    meta = json.loads((take / "take.json").read_text())
+    (take / "take.json").write_text(json.dumps({**meta, "sample_rate": 0}))
+    run_bad(work, ["listen", "--recover", take, "--model", model, "--overwrite"], "sample_rate")
+    (take / "take.json").write_text(json.dumps(meta))
+    res = CliRunner().invoke(app, ["listen", "--recover", str(take), "--model", str(model), "--overwrite"])
+    assert res.exit_code == 0 and (work / "take.mid").exists(), (res.stdout, res.stderr)
