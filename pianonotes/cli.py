@@ -195,6 +195,12 @@ def transcribe(
     except PianonotesError as exc:
         raise fail(str(exc))
 
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM ends the run as Ctrl-C does: outputs are complete or absent, no .part file is left
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     show = console.is_terminal and not quiet
     results = {}
     t_all = time.perf_counter()

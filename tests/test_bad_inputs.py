@@ -295,3 +295,40 @@ def test_recover_never_replaces_files_and_refuses_a_broken_take(work, model, mon
     (take / "take.json").write_text(json.dumps(meta))
     res = CliRunner().invoke(app, ["listen", "--recover", str(take), "--model", str(model), "--overwrite"])
     assert res.exit_code == 0 and (work / "take.mid").exists(), (res.stdout, res.stderr)
+
+
+# ------------------------------------------------------------------------------------------ clean exits
+def _catches_sigterm(pid: int) -> bool:
+    import signal
+
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_sigterm_during_transcribe_is_like_ctrl_c(work, model):
+    """SIGTERM once killed `transcribe` outright, leaving `.part` files; now it ends as Ctrl-C does."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sf.write(work / "long.wav", np.tile(sine(440, 1.0, amp=0.2), 1200), SR)  # 20 minutes
+    outs = [work / "long.mid", work / "long.musicxml"]
+    args = ["transcribe", work / "long.wav", "--model", model, "-j", "1"] + [a for o in outs for a in ("-o", o)]
+    proc = subprocess.Popen([sys.executable, "-m", "pianonotes", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and not _catches_sigterm(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (proc.returncode, out, err)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted") and "Traceback" not in err, err
+    assert not [p.name for p in work.iterdir() if ".part" in p.name]
+    assert not any(o.exists() for o in outs)
