@@ -265,6 +265,49 @@ def test_two_sockets_at_once_are_independent(server, clips, expected):
         assert {"svg", "pdf"} <= set(results[p]["take"]["downloads"]), results[p]["take"]["errors"]
 
 
+def test_takes_started_in_the_same_second_get_their_own_folders(server, model):
+    """Four sockets opened at once (four tabs): four takes, four journals."""
+    barrier = threading.Barrier(4)
+    ids, errors = [], []
+
+    def one():
+        with _ws(server) as ws:
+            barrier.wait(30)
+            ws.send(json.dumps({"type": "start", "sample_rate": 48000}))
+            msg = json.loads(ws.recv(timeout=60))
+            (ids if msg["type"] == "ready" else errors).append(msg.get("take") or msg)
+            ws.send(json.dumps({"type": "stop"}))
+            while json.loads(ws.recv(timeout=120))["type"] != "done":
+                pass
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert not errors and len(set(ids)) == 4, (ids, errors)
+    # the race itself, many at once: live.Journal names folders by the second
+    from pianonotes.serve import core
+
+    barrier, folders, failures = threading.Barrier(16), [], []
+
+    def make():
+        barrier.wait(30)
+        try:
+            j = core.new_journal(SR, {"kind": "test"})
+            folders.append(j.folder)
+            j.close(status="finished")  # not "complete": the cache prunes those beyond the last 10
+        except Exception as exc:  # noqa: BLE001 - the failure is the finding
+            failures.append(str(exc))
+
+    threads = [threading.Thread(target=make) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not failures and len(set(folders)) == 16, failures
+
+
 def test_dropped_socket_keeps_the_take_then_recover(server, clips, model):
     from pianonotes import live
 

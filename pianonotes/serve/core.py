@@ -41,6 +41,7 @@ MEDIA_TYPES = {
 }
 PCM_FORMATS = {"f32le": np.dtype("<f4"), "s16le": np.dtype("<i2")}
 _BUILD_LOCK = threading.Lock()
+_JOURNAL_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,6 +257,15 @@ class TakeStore:
                           seconds=round(rec.seconds, 3))
 
 
+def new_journal(sample_rate: int, meta: dict[str, Any]):
+    """A new take folder (live.Journal), one thread at a time: Journal names folders by the second and
+    two takes started in the same second from two threads would otherwise race for one name."""
+    from pianonotes import live
+
+    with _JOURNAL_LOCK:
+        return live.Journal(None, sample_rate, meta)
+
+
 # --------------------------------------------------------------------------------------- engraving
 _ENGRAVER = None
 
@@ -409,7 +419,7 @@ class Recording:
         meta = {"model": str(model.path), "decode": model.decode, "outputs": [], "record": None,
                 "source": self.source.label, "kind": "browser", "title": self.title, "served_live": True,
                 "client_sample_rate": self.client_rate}
-        self.journal = live.Journal(None, self.engine.sample_rate, meta)
+        self.journal = new_journal(self.engine.sample_rate, meta)
         self.id = self.journal.folder.name
         self.session = live.LiveSession(self.engine, self.source, journal=self.journal,
                                         max_seconds=limits.max_take_seconds, update_seconds=S.UPDATE_SECONDS)
@@ -536,7 +546,6 @@ def transcribe_upload(store: TakeStore, body_path: Path, name: str, *, limits: L
     The audio goes through ``Transcriber.transcribe_blocks`` in ``transcribe``'s block size, and is
     journaled like a recording. Errors name the client's file, never the server's path.
     """
-    from pianonotes import live
     from pianonotes.audio import audio_info, iter_audio_blocks
     from pianonotes.transcribe import BLOCK_SECONDS
 
@@ -555,7 +564,7 @@ def transcribe_upload(store: TakeStore, body_path: Path, name: str, *, limits: L
     sr = model.sample_rate
     meta = {"model": str(model.path), "decode": model.decode, "outputs": [], "record": None,
             "source": "upload", "kind": "upload", "title": Path(title).stem or title}
-    journal = live.Journal(None, sr, meta)
+    journal = new_journal(sr, meta)
     try:
         def blocks():
             for block in iter_audio_blocks(body_path, sr, BLOCK_SECONDS):
