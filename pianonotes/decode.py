@@ -4,6 +4,11 @@ A note starts where a key's onset probability rises above ``onset_threshold`` an
 key-down (frame) probability, or its onset probability, stays above threshold; a new onset on a sounding
 key ends the note and starts another. Notes shorter than ``min_note_seconds`` are dropped. Offline
 decoding is the streaming decoder run over the whole array, so both always agree.
+
+AudioNet v2 also gives a key-down probability (the key pressed, not held by the pedal) and a sustain-pedal
+probability per frame: a note's ``key_offset`` is the first frame after its onset where the key-down
+probability falls below ``key_threshold`` (never after the sounding end), and :func:`decode_pedal` turns
+the pedal probability into intervals with hysteresis and a minimum length.
 """
 
 from __future__ import annotations
@@ -21,12 +26,25 @@ from pianonotes.notes import Note
 
 @dataclasses.dataclass(frozen=True)
 class DecodeOptions:
+    """Decoding thresholds: probabilities in (0, 1), lengths in seconds.
+
+    onset_threshold starts a note; frame_threshold keeps it sounding; key_threshold (v2 models) marks the
+    key release inside it; pedal_on/pedal_off are the pedal's hysteresis thresholds; notes shorter than
+    min_note_seconds and pedal intervals shorter than min_pedal_seconds are dropped.
+    """
+
     onset_threshold: float = C.ONSET_THRESHOLD
     frame_threshold: float = C.FRAME_THRESHOLD
     min_note_seconds: float = C.MIN_NOTE_SECONDS
+    key_threshold: float = 0.5
+    pedal_on: float = 0.6
+    pedal_off: float = 0.4
+    min_pedal_seconds: float = 0.1
 
     def __post_init__(self):
-        for name in ("onset_threshold", "frame_threshold"):
+        if not self.pedal_off <= self.pedal_on:
+            raise PianonotesError(f"pedal off threshold {self.pedal_off} must not exceed the on threshold {self.pedal_on}")
+        for name in ("onset_threshold", "frame_threshold", "key_threshold", "pedal_on", "pedal_off"):
             v = getattr(self, name)
             if not 0.0 < v < 1.0:
                 raise PianonotesError(f"{name.replace('_', ' ')} must be between 0 and 1, got {v}")
@@ -39,9 +57,12 @@ class DecodeOptions:
         """The checkpoint's calibrated thresholds (library defaults where it has none), with overrides."""
         d = (config or {}).get("decode", {})
         pick = lambda given, key, default: given if given is not None else float(d.get(key, default))  # noqa: E731
+        base = cls()
         return cls(pick(onset_threshold, "onset_threshold", C.ONSET_THRESHOLD),
                    pick(frame_threshold, "frame_threshold", C.FRAME_THRESHOLD),
-                   pick(min_note_seconds, "min_note_seconds", C.MIN_NOTE_SECONDS))
+                   pick(min_note_seconds, "min_note_seconds", C.MIN_NOTE_SECONDS),
+                   pick(None, "key_threshold", base.key_threshold), pick(None, "pedal_on", base.pedal_on),
+                   pick(None, "pedal_off", base.pedal_off), pick(None, "min_pedal_seconds", base.min_pedal_seconds))
 
 
 class StreamingDecoder:
@@ -56,6 +77,8 @@ class StreamingDecoder:
         self.active_start = np.full(C.N_KEYS, -1, np.int64)
         self.active_conf = np.zeros(C.N_KEYS, np.float32)
         self.active_vel = np.zeros(C.N_KEYS, np.float32)
+        self._key_up = np.zeros((0, C.N_KEYS), bool)  # key-down prob below threshold, from frame _key_from
+        self._key_from = 0
 
     def active(self) -> list[tuple[int, float, float]]:
         """Sounding keys now: (pitch, onset seconds, confidence)."""
@@ -67,14 +90,23 @@ class StreamingDecoder:
         if (b - a) / self.fps < self.opt.min_note_seconds - 1e-9 or b <= a:
             return None
         v = int(np.clip(round(vel * 127), 1, 127)) if vel > 0 else C.DEFAULT_VELOCITY
-        return Note(self.t0 + a / self.fps, self.t0 + b / self.fps, int(k) + C.MIN_PITCH, v,
+        key_off = None
+        if len(self._key_up):
+            lo, hi = a + 1 - self._key_from, b - self._key_from
+            ups = np.nonzero(self._key_up[max(lo, 0):max(hi, 0), k])[0]
+            r = (max(lo, 0) + int(ups[0]) + self._key_from) if len(ups) else b
+            key_off = self.t0 + max(r, a + 1) / self.fps
+        return Note(self.t0 + a / self.fps, self.t0 + b / self.fps, int(k) + C.MIN_PITCH, v, key_offset=key_off,
                     confidence=round(float(conf), 4))
 
-    def push(self, frame: np.ndarray, onset: np.ndarray, velocity: np.ndarray | None = None) -> list[Note]:
-        """frame, onset, velocity: (n, 88) probabilities in [0, 1] for the next n frames."""
+    def push(self, frame: np.ndarray, onset: np.ndarray, velocity: np.ndarray | None = None,
+             key: np.ndarray | None = None) -> list[Note]:
+        """frame, onset, velocity and (v2 models) key: (n, 88) probabilities in [0, 1] for the next n frames."""
         n = len(frame)
         if n == 0:
             return []
+        if key is not None:
+            self._key_up = np.concatenate([self._key_up, np.asarray(key) < self.opt.key_threshold])
         o = self.opt
         on = onset >= o.onset_threshold
         keep = (frame >= o.frame_threshold) | on
@@ -124,6 +156,13 @@ class StreamingDecoder:
                     ei += 1
         self.prev_on = on[-1].copy()
         self.n += n
+        if len(self._key_up):  # keep the key history only as far back as the oldest sounding note
+            starts = self.active_start[self.active_start >= 0]
+            keep_from = int(starts.min()) if len(starts) else self.n
+            drop = keep_from - self._key_from
+            if drop > 0:
+                self._key_up = self._key_up[drop:]
+                self._key_from = keep_from
         out.sort()
         return out
 
@@ -145,11 +184,33 @@ class StreamingDecoder:
 
 
 def decode(frame: np.ndarray, onset: np.ndarray, velocity: np.ndarray | None = None, *, fps: float,
-           options: DecodeOptions = DecodeOptions()) -> list[Note]:
-    """Offline decoding of (T, 88) probability arrays into sorted notes."""
+           options: DecodeOptions = DecodeOptions(), key: np.ndarray | None = None) -> list[Note]:
+    """Offline decoding of (T, 88) probability arrays into sorted notes (``key``: v2 key-down, optional)."""
     dec = StreamingDecoder(fps, options)
-    notes = dec.push(np.asarray(frame), np.asarray(onset), None if velocity is None else np.asarray(velocity))
+    notes = dec.push(np.asarray(frame), np.asarray(onset), None if velocity is None else np.asarray(velocity),
+                     None if key is None else np.asarray(key))
     return sorted(notes + dec.flush())
+
+
+def decode_pedal(pedal: np.ndarray, *, fps: float, options: DecodeOptions = DecodeOptions(),
+                 time_offset: float = 0.0):
+    """Sustain-pedal intervals from per-frame pedal-down probabilities (T,) or (T, 1): down once the
+    probability reaches ``pedal_on``, up once it falls below ``pedal_off``; shorter than
+    ``min_pedal_seconds`` dropped. Returns PedalEvents in seconds."""
+    from pianonotes.notes import PedalEvent
+
+    p = np.asarray(pedal, np.float32).reshape(len(pedal), -1)[:, 0] if len(pedal) else np.zeros(0, np.float32)
+    out, start, down = [], 0, False
+    for i, v in enumerate(p):
+        if not down and v >= options.pedal_on:
+            down, start = True, i
+        elif down and v < options.pedal_off:
+            down = False
+            if (i - start) / fps >= options.min_pedal_seconds - 1e-9:
+                out.append(PedalEvent(time_offset + start / fps, time_offset + i / fps))
+    if down and (len(p) - start) / fps >= options.min_pedal_seconds - 1e-9:
+        out.append(PedalEvent(time_offset + start / fps, time_offset + len(p) / fps))
+    return out
 
 
 @dataclasses.dataclass

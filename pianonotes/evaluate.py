@@ -33,7 +33,8 @@ def evaluate(model_path, data: Sequence[os.PathLike], *, split: str = "test", de
     Returns {'overall': {...}, 'per_recording': [...], 'per_pitch': {...}, ...}; with ``output`` writes
     the JSON and a PNG plot (F1 by pitch, errors by octave / semitone distance) beside it.
     """
-    from pianonotes.metrics import aggregate, per_pitch, transcription_scores
+    from pianonotes.decode import decode_pedal
+    from pianonotes.metrics import aggregate, pedal_scores, per_pitch, recall_by_group, transcription_scores
     from pianonotes.nn import data as D
     from pianonotes.transcribe import Transcriber
 
@@ -45,9 +46,8 @@ def evaluate(model_path, data: Sequence[os.PathLike], *, split: str = "test", de
         if p.is_dir():
             if (p / "manifest.json").exists() or (p / split).is_dir():
                 recs += D.load_split(p, split, fe, limit_seconds=limit_seconds)
-            else:
-                files = sorted(q for q in p.iterdir() if q.suffix.lower() in C.AUDIO_EXTENSIONS)
-                recs += [D.recording_from_audio(a, m, fe) for a, m in _pairs(files)]
+            else:  # a folder of recordings with same-named MIDI/TSV labels (beside, or audio/ + midi/|tsv/)
+                recs += [D.recording_from_audio(a, m, fe) for a, m in D.labelled_audio_pairs(p)]
         elif p.exists():
             recs += [D.recording_from_audio(a, m, fe) for a, m in _pairs([p])]
         else:
@@ -55,18 +55,29 @@ def evaluate(model_path, data: Sequence[os.PathLike], *, split: str = "test", de
     if not recs:
         raise PianonotesError("nothing to evaluate: give a dataset folder or audio files with MIDI beside them")
     rows, weights, all_ref, all_est = [], [], [], []
+    pedal_rows = []
     offset = 0.0
     for rec in recs:
         probs = tr.infer_features(rec.features.astype(np.float32))
-        est = decode(probs["frame"], probs["onset"], probs["velocity"], fps=fe.fps, options=options)
+        est = decode(probs["frame"], probs["onset"], probs["velocity"], fps=fe.fps, options=options,
+                     key=probs.get("key"))
         dur = rec.n_frames / fe.fps
         row = transcription_scores(rec.notes, est, dur)
+        if "pedal" in probs and rec.has_pedal_labels:
+            ped = pedal_scores(rec.pedals, decode_pedal(probs["pedal"], fps=fe.fps, options=options), dur, fe.fps)
+            row.update(ped)
+            pedal_rows.append(ped)
         rows.append(dict(row, name=rec.name, seconds=round(dur, 2)))
         weights.append(dur)
         all_ref += [n.shifted(offset) for n in rec.notes]
         all_est += [n.shifted(offset) for n in est]
         offset += dur + 10.0
-    overall = aggregate([{k: v for k, v in r.items() if k not in ("name", "seconds")} for r in rows], weights)
+    metric_rows = [{k: v for k, v in r.items() if k not in ("name", "seconds") and not k.startswith("pedal_")}
+                   for r in rows]
+    overall = aggregate(metric_rows, weights)
+    if pedal_rows:
+        overall.update(aggregate(pedal_rows, [w for w, r in zip(weights, rows) if "pedal_frame_f1" in r]))
+    mean_over_files = aggregate(metric_rows)  # each recording counts once (the real-dev convention)
     pitch = per_pitch(all_ref, all_est)
     result = {
         "model": str(model_path or "shipped AudioNet"),
@@ -77,6 +88,8 @@ def evaluate(model_path, data: Sequence[os.PathLike], *, split: str = "test", de
         "decode": {"onset_threshold": options.onset_threshold, "frame_threshold": options.frame_threshold,
                    "min_note_seconds": options.min_note_seconds},
         "overall": overall,
+        "mean_over_files": mean_over_files,
+        "recall_by_group": recall_by_group(all_ref, all_est),
         "per_recording": rows,
         "per_pitch": {str(k): v for k, v in pitch.items()},
         "errors_by_interval": interval_errors(all_ref, all_est),

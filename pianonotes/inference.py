@@ -29,7 +29,7 @@ ONNX_OPSET = 17
 ONNX_INPUT = "features"
 TRAIN_EXTRA = "pip install 'pianonotes[train]'"
 # Outputs that are probabilities after a sigmoid; every other output is passed on as the network gives it.
-LOGIT_OUTPUTS = ("frame", "onset")
+LOGIT_OUTPUTS = ("frame", "onset", "key", "pedal")
 # Outputs used only by the training loss (the seed models' class logits): never exported or returned.
 TRAINING_ONLY_OUTPUTS = ("logits",)
 BACKENDS = ("auto", "onnx", "torch")

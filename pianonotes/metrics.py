@@ -91,3 +91,55 @@ def aggregate(rows: Sequence[dict[str, float]], weights: Sequence[float] | None 
         return {}
     w = np.ones(len(rows)) if weights is None else np.asarray(weights, float)
     return {k: float(np.average([r[k] for r in rows], weights=w)) for k in rows[0]}
+
+
+REGISTERS = {"bass A0-B2": (21, 47), "middle C3-B4": (48, 71), "treble C5-C8": (72, 108)}
+VELOCITY_BANDS = {"soft <50": (1, 49), "medium 50-79": (50, 79), "loud 80+": (80, 127)}
+
+
+def recall_by_group(ref: Sequence[Note], est: Sequence[Note]) -> dict[str, dict[str, float]]:
+    """Note-onset recall (50 ms) of the reference notes by register and by velocity band:
+    {group: {"recall": r, "notes": n}}. Groups without notes are left out."""
+    mir_eval = _mir_eval()
+    if not ref:
+        return {}
+    matched: set[int] = set()
+    if est:
+        ri, rp = _arrays(ref)
+        ei, ep = _arrays(est)
+        matched = {i for i, _ in mir_eval.transcription.match_notes(
+            ri, rp, ei, ep, onset_tolerance=C.ONSET_TOLERANCE, offset_ratio=None)}
+    out = {}
+    for table, attr in ((REGISTERS, "pitch"), (VELOCITY_BANDS, "velocity")):
+        for name, (lo, hi) in table.items():
+            idx = [i for i, n in enumerate(ref) if lo <= getattr(n, attr) <= hi]
+            if idx:
+                out[name] = {"recall": sum(i in matched for i in idx) / len(idx), "notes": len(idx)}
+    return out
+
+
+def pedal_scores(ref, est, duration: float, fps: float = 50.0) -> dict[str, float]:
+    """Sustain pedal: frame F1 over ``duration`` seconds and pedal-onset F1 (100 ms tolerance)."""
+    n = max(1, int(round(duration * fps)))
+
+    def roll(events):
+        r = np.zeros(n, bool)
+        for e in events:
+            r[max(0, int(round(e.start * fps))):max(0, min(n, int(round(e.end * fps))))] = True
+        return r
+
+    a, b = roll(ref), roll(est)
+    tp = float((a & b).sum())
+    p = tp / max(b.sum(), 1)
+    r = tp / max(a.sum(), 1)
+    on_ref = sorted(e.start for e in ref)
+    on_est = sorted(e.start for e in est)
+    used, hits = set(), 0
+    for t in on_ref:
+        j = next((j for j, u in enumerate(on_est) if j not in used and abs(u - t) <= 0.1), None)
+        if j is not None:
+            used.add(j)
+            hits += 1
+    po = hits / max(len(on_est), 1)
+    ro = hits / max(len(on_ref), 1)
+    return {"pedal_frame_f1": 2 * p * r / max(p + r, 1e-9), "pedal_onset_f1": 2 * po * ro / max(po + ro, 1e-9)}

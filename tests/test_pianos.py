@@ -267,3 +267,30 @@ def test_real_salamander_render_matches_its_labels(tmp_path):
         f = _hz(pitch) * (2 if pitch < 33 else 1)
         good += _band(audio, f, on + 0.02, min(off, on + 0.3)) > 3 * _band(audio, f, on - 0.1, on - 0.005) + 1e-9
     assert total > 20 and good / total > 0.6, (good, total)
+
+
+# ------------------------------------------------------------------------ soundfonts stay what they say
+def test_unreadable_soundfont_never_falls_back(tmp_path):
+    from pianonotes.synth.dataset import soundfont_path
+
+    bad = tmp_path / "piano.sf2"
+    bad.write_bytes(b"garbage, not a soundfont at all")
+    with pytest.raises(PianonotesError, match="not a SoundFont"):
+        soundfont_path(str(bad))
+
+
+def test_reserved_soundfont_is_checked_by_content(tmp_path, monkeypatch):
+    from pianonotes.synth import dataset
+
+    reserved = C.RESERVED_SOUNDFONTS["musescore"]
+    if not pianos.Path(reserved).exists():
+        pytest.skip(f"{reserved} not installed ({C.RESERVED_SOUNDFONT_PACKAGE})")
+    alias = tmp_path / "nice-piano.sf3"
+    alias.symlink_to(reserved)  # the reserved piano under an innocent name
+    with pytest.raises(PianonotesError, match="reserved"):
+        dataset.soundfont_path(str(alias))
+    # and the evaluation name must not quietly be a training soundfont (Debian's alternatives can do that)
+    train = next(p for p in C.TRAIN_SOUNDFONTS.values() if pianos.Path(p).exists())
+    monkeypatch.setitem(C.RESERVED_SOUNDFONTS, "musescore", train)
+    with pytest.raises(PianonotesError, match="training soundfont"):
+        dataset.soundfont_path("musescore", evaluation_only=True)

@@ -20,7 +20,9 @@ from pianonotes import constants as C
 
 
 class AudioNet(nn.Module):
-    """A CNN over a window of log-frequency frames with 88 key-down and 88 onset outputs per frame.
+    """A CNN over a window of log-frequency frames with 88 sounding-key and 88 onset outputs per frame
+    (logits), 88 velocities in [0, 1], and with ``pedal=True`` (AudioNet v2) 88 key-down logits (the key
+    pressed, not extended by the pedal) and one sustain-pedal logit, shape (batch, T, 1).
 
     Three 3x3 conv blocks (time x frequency, valid in time, one frame of past and future each), frequency
     pooling, a per-frame projection, then causal dilated temporal convolutions with residuals, and three
@@ -30,7 +32,7 @@ class AudioNet(nn.Module):
     kind = "multilabel"
 
     def __init__(self, n_features: int, *, channels: tuple[int, int] = (12, 24), hidden: int = 160,
-                 dilations: tuple[int, ...] = (1, 2, 4), dropout: float = 0.1):
+                 dilations: tuple[int, ...] = (1, 2, 4), dropout: float = 0.1, pedal: bool = False):
         super().__init__()
         c1, c2 = channels
         self.n_features = n_features
@@ -48,6 +50,10 @@ class AudioNet(nn.Module):
         self.onset = nn.Linear(hidden, C.N_KEYS)
         self.frame = nn.Linear(hidden + C.N_KEYS, C.N_KEYS)
         self.velocity = nn.Linear(hidden, C.N_KEYS)
+        self.has_pedal = bool(pedal)
+        if self.has_pedal:  # v2 heads: key down (not pedal-extended) and the sustain pedal
+            self.key = nn.Linear(hidden + C.N_KEYS, C.N_KEYS)
+            self.pedal = nn.Linear(hidden, 1)
         self.future = 3
         self.past = 3 + sum(2 * d for d in dilations)
 
@@ -60,8 +66,13 @@ class AudioNet(nn.Module):
             y = F.relu(conv(h.transpose(1, 2))).transpose(1, 2)
             h = norm(h[:, h.shape[1] - y.shape[1]:] + y)
         onset = self.onset(h)
-        frame = self.frame(torch.cat([h, torch.sigmoid(onset).detach()], dim=-1))
-        return {"onset": onset, "frame": frame, "velocity": torch.sigmoid(self.velocity(h))}
+        h_on = torch.cat([h, torch.sigmoid(onset).detach()], dim=-1)
+        frame = self.frame(h_on)
+        out = {"onset": onset, "frame": frame, "velocity": torch.sigmoid(self.velocity(h))}
+        if self.has_pedal:
+            out["key"] = self.key(h_on)
+            out["pedal"] = self.pedal(h)
+        return out
 
 
 class ComboNet(nn.Module):

@@ -23,16 +23,57 @@ from pianonotes.notes import Note
 
 @dataclasses.dataclass
 class Recording:
+    """One labelled recording at the front end's frame rate (``fps`` frames per second).
+
+    features: (T, F) float16 front-end features, or ``None`` when only ``audio`` is kept (training with
+    online acoustics computes the features per window). frame: (T, 88) uint8 sounding (pedal-extended)
+    key state; onset: (T, 88) uint8 onset frames; velocity: (T, 88) uint8 at onsets; key: (T, 88) uint8
+    key down (not extended by the pedal); pedal: (T,) uint8 sustain pedal down. audio: mono int16 at the
+    front end's sample rate (optional). notes: the labels; pedals: sustain intervals (seconds).
+    """
+
     name: str
-    features: np.ndarray  # (T, F) float16
-    frame: np.ndarray  # (T, 88) uint8
-    onset: np.ndarray  # (T, 88) uint8
-    velocity: np.ndarray  # (T, 88) uint8
+    features: np.ndarray | None
+    frame: np.ndarray
+    onset: np.ndarray
+    velocity: np.ndarray
     notes: list[Note]
+    key: np.ndarray | None = None
+    pedal: np.ndarray | None = None
+    pedals: list = dataclasses.field(default_factory=list)
+    audio: np.ndarray | None = None
+    has_pedal_labels: bool = False
 
     @property
     def n_frames(self) -> int:
-        return len(self.features)
+        return len(self.frame)
+
+    def note_table(self) -> np.ndarray:
+        """(n, 5) float64: onset s, sounding offset s, key release s, pitch, velocity."""
+        if getattr(self, "_table", None) is None:
+            self._table = np.array([[n.onset, n.offset, n.release, n.pitch, n.velocity] for n in self.notes],
+                                   np.float64).reshape(-1, 5)
+        return self._table
+
+    def pedal_table(self) -> np.ndarray:
+        if getattr(self, "_ptable", None) is None:
+            self._ptable = np.array([[p.start, p.end] for p in self.pedals], np.float64).reshape(-1, 2)
+        return self._ptable
+
+
+def key_and_pedal_targets(notes: Sequence[Note], pedals, n_frames: int, fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Key-down (T, 88) uint8 from key releases and pedal-down (T,) uint8 from the pedal intervals."""
+    key = np.zeros((n_frames, C.N_KEYS), np.uint8)
+    for n in notes:
+        a = int(round(n.onset * fps))
+        b = max(a + 1, int(round(n.release * fps)))
+        if a < n_frames:
+            key[a:b, n.pitch - C.MIN_PITCH] = 1
+    ped = np.zeros(n_frames, np.uint8)
+    for p in pedals:
+        a, b = int(round(p.start * fps)), int(round(p.end * fps))
+        ped[max(a, 0):max(min(b, n_frames), 0)] = 1
+    return key, ped
 
 
 def targets_from_notes(notes: Sequence[Note], n_frames: int, fps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -71,9 +112,13 @@ def frontend_key(frontend) -> str:
 
 
 def load_split(root: str | os.PathLike, split: str, frontend, *, limit_seconds: float | None = None,
-               on_progress: Callable[[int, int], None] | None = None) -> list[Recording]:
-    """Every shard of ``root/split`` as Recordings (features computed once, cached in root/.cache)."""
+               on_progress: Callable[[int, int], None] | None = None, keep_audio: bool = False) -> list[Recording]:
+    """Every shard of ``root/split`` as Recordings (features computed once, cached in root/.cache).
+
+    With ``keep_audio=True`` the recordings keep their audio (int16) instead of features, for training with
+    online acoustics (:func:`audio_batch`)."""
     from pianonotes.audio import load_audio
+    from pianonotes.notes import PedalEvent
 
     root = Path(root)
     files = sorted((root / split).glob("shard-*.json"))
@@ -85,7 +130,21 @@ def load_split(root: str | os.PathLike, split: str, frontend, *, limit_seconds: 
     for i, js in enumerate(files):
         labels = json.loads(js.read_text())
         notes = _notes_from_json(labels["notes"])
+        pedals = [PedalEvent(float(a), float(b)) for a, b in labels.get("pedals", []) if float(b) > float(a)]
         cpath = cache / (js.stem + ".npy")
+        if keep_audio:
+            wav = load_audio(js.with_suffix(".flac"), frontend.sample_rate)
+            pcm = (np.clip(wav, -1, 1) * 32767).astype(np.int16)
+            n_frames = frontend.n_frames(len(pcm))
+            frame, onset, vel = targets_from_notes(notes, n_frames, frontend.fps)
+            key, ped = key_and_pedal_targets(notes, pedals, n_frames, frontend.fps)
+            recs.append(Recording(f"{split}/{js.stem}", None, frame, onset, vel, notes, key, ped, pedals, pcm, True))
+            total += n_frames / frontend.fps
+            if on_progress:
+                on_progress(i + 1, len(files))
+            if limit_seconds is not None and total >= limit_seconds:
+                break
+            continue
         if cpath.exists():
             feats = np.load(cpath)
         else:
@@ -99,7 +158,8 @@ def load_split(root: str | os.PathLike, split: str, frontend, *, limit_seconds: 
             except OSError:
                 pass  # a read-only dataset still trains, only slower next time
         frame, onset, vel = targets_from_notes(notes, len(feats), frontend.fps)
-        recs.append(Recording(f"{split}/{js.stem}", feats, frame, onset, vel, notes))
+        key, ped = key_and_pedal_targets(notes, pedals, len(feats), frontend.fps)
+        recs.append(Recording(f"{split}/{js.stem}", feats, frame, onset, vel, notes, key, ped, pedals, None, True))
         total += len(feats) / frontend.fps
         if on_progress:
             on_progress(i + 1, len(files))
@@ -111,13 +171,13 @@ def load_split(root: str | os.PathLike, split: str, frontend, *, limit_seconds: 
 def recording_from_audio(audio_path: str | os.PathLike, midi_path: str | os.PathLike | None, frontend) -> Recording:
     """A Recording from an audio file and (optionally) its MIDI ground truth."""
     from pianonotes.audio import load_audio
-    from pianonotes.notes import read_midi
 
     audio = load_audio(audio_path, frontend.sample_rate)
     feats = frontend(audio).astype(np.float16)
-    notes = read_midi(midi_path) if midi_path else []
+    notes = read_labels(midi_path) if midi_path else []
     frame, onset, vel = targets_from_notes(notes, len(feats), frontend.fps)
-    return Recording(Path(audio_path).stem, feats, frame, onset, vel, notes)
+    key, ped = key_and_pedal_targets(notes, [], len(feats), frontend.fps)
+    return Recording(Path(audio_path).stem, feats, frame, onset, vel, notes, key, ped)
 
 
 class WindowSampler:
@@ -140,26 +200,96 @@ class WindowSampler:
         return arr[rng.permutation(len(arr))]
 
 
-def batch_arrays(recs: Sequence[Recording], positions: np.ndarray, length: int, past: int, future: int):
-    """Inputs (B, past+length+future, F) float32 and targets (B, length, 88) for window positions."""
-    n_feat = recs[0].features.shape[1]
-    B = len(positions)
-    x = np.zeros((B, past + length + future, n_feat), np.float32)
+def _empty_batch(B: int, n_in: int, n_feat: int, length: int) -> dict[str, np.ndarray]:
     fr = np.zeros((B, length, C.N_KEYS), np.float32)
-    on = np.zeros_like(fr)
-    ve = np.zeros_like(fr)
+    return {"x": np.zeros((B, n_in, n_feat), np.float32), "frame": fr, "onset": np.zeros_like(fr),
+            "velocity": np.zeros_like(fr), "key": np.zeros_like(fr), "pedal": np.zeros((B, length, 1), np.float32),
+            "pedal_mask": np.zeros((B, 1, 1), np.float32)}
+
+
+def batch_arrays(recs: Sequence[Recording], positions: np.ndarray, length: int, past: int, future: int
+                 ) -> dict[str, np.ndarray]:
+    """Inputs ``x`` (B, past+length+future, F) float32 and targets (B, length, 88) for window positions:
+    ``frame``, ``onset``, ``velocity`` (0-1), ``key``; ``pedal`` (B, length, 1) and ``pedal_mask``
+    (B, 1, 1), 1 where the recording has pedal labels."""
+    n_feat = recs[0].features.shape[1]
+    out = _empty_batch(len(positions), past + length + future, n_feat, length)
     for i, (r, s) in enumerate(positions):
         rec = recs[int(r)]
         a, b = s - past, s + length + future
         lo, hi = max(a, 0), min(b, rec.n_frames)
         if hi > lo:
-            x[i, lo - a: hi - a] = rec.features[lo:hi]
+            out["x"][i, lo - a: hi - a] = rec.features[lo:hi]
         e = min(s + length, rec.n_frames)
         if e > s:
-            fr[i, : e - s] = rec.frame[s:e]
-            on[i, : e - s] = rec.onset[s:e]
-            ve[i, : e - s] = rec.velocity[s:e] / 127.0
-    return x, fr, on, ve
+            out["frame"][i, : e - s] = rec.frame[s:e]
+            out["onset"][i, : e - s] = rec.onset[s:e]
+            out["velocity"][i, : e - s] = rec.velocity[s:e] / 127.0
+            if rec.key is not None:
+                out["key"][i, : e - s] = rec.key[s:e]
+            if rec.pedal is not None:
+                out["pedal"][i, : e - s, 0] = rec.pedal[s:e]
+        out["pedal_mask"][i] = float(rec.has_pedal_labels)
+    return out
+
+
+def window_targets(rec: Recording, t0: float, ratio: float, length: int, fps: float) -> dict[str, np.ndarray]:
+    """Targets of ``length`` frames whose frame j sits at source time t0 + j * ratio / fps (a window read
+    at playback rate ``ratio``): the labels' times are mapped, not resampled, so no onset is lost."""
+    table = rec.note_table()
+    fr = np.zeros((length, C.N_KEYS), np.float32)
+    on, ve, key = np.zeros_like(fr), np.zeros_like(fr), np.zeros_like(fr)
+    ped = np.zeros((length, 1), np.float32)
+    t1 = t0 + length * ratio / fps
+    sel = (table[:, 0] < t1) & (table[:, 1] > t0)
+    for onset, off, rel, pitch, vel in table[sel]:
+        k = int(pitch) - C.MIN_PITCH
+        a = int(round((onset - t0) / ratio * fps))
+        b = max(a + 1, int(round((off - t0) / ratio * fps)))
+        c = max(a + 1, int(round((rel - t0) / ratio * fps)))
+        fr[max(a, 0):max(min(b, length), 0), k] = 1
+        key[max(a, 0):max(min(c, length), 0), k] = 1
+        if 0 <= a < length:
+            on[a, k] = 1
+            ve[a, k] = vel / 127.0
+    for p0, p1 in rec.pedal_table():
+        a, b = int(round((p0 - t0) / ratio * fps)), int(round((p1 - t0) / ratio * fps))
+        ped[max(a, 0):max(min(b, length), 0), 0] = 1
+    return {"frame": fr, "onset": on, "velocity": ve, "key": key, "pedal": ped}
+
+
+def audio_batch(recs: Sequence[Recording], positions: np.ndarray, length: int, past: int, future: int, frontend,
+                seed, augment, rooms) -> dict[str, np.ndarray]:
+    """Like :func:`batch_arrays`, from the recordings' audio through the online acoustics
+    (:mod:`pianonotes.synth.acoustics`) and the front end. ``seed`` (a sequence of ints) fixes every draw:
+    the same seed and positions give the same batch."""
+    from pianonotes.synth.acoustics import augment_window, detune_ratio, detuned
+
+    fe = frontend
+    n_in = past + length + future
+    head = fe.window - fe.lookahead  # samples before a frame's time that its window reads
+    pre = int(round(augment.pre_seconds * fe.sample_rate / fe.hop)) * fe.hop
+    n_samples = pre + (n_in - 1) * fe.hop + fe.window
+    out = _empty_batch(len(positions), n_in, fe.n_features, length)
+    for i, (r, s) in enumerate(positions):
+        rec = recs[int(r)]
+        rng = np.random.default_rng([*seed, i])
+        ratio = detune_ratio(rng, augment)
+        g0 = int(s) - past  # first input frame
+        # output sample u is at output time (u - pre - head) / sr after frame g0's time
+        start = g0 * fe.hop - (pre + head) * ratio
+        wav = detuned(rec.audio, start, n_samples, ratio)
+        wav, _ = augment_window(wav, rng, augment, rooms, fe.sample_rate)
+        x = fe.frames_from_padded(wav[pre:], n_in)
+        x[: max(0, -g0)] = 0  # frames before the recording and after its end are zeros, as in inference
+        x[max(0, rec.n_frames - g0):] = 0
+        out["x"][i] = x
+        t0 = (g0 * fe.hop + past * fe.hop * ratio) / fe.sample_rate  # source time of the first target frame
+        tg = window_targets(rec, t0, ratio, length, fe.fps)
+        for k, v in tg.items():
+            out[k][i] = v
+        out["pedal_mask"][i] = float(rec.has_pedal_labels)
+    return out
 
 
 def combo_vocab(recs: Sequence[Recording], max_classes: int) -> np.ndarray:
@@ -194,3 +324,60 @@ def combo_targets(frame: np.ndarray, vocab: np.ndarray) -> np.ndarray:
     """Class index per frame (B, T) int64; -100 (ignored) for combinations outside the vocabulary."""
     return ComboLookup(vocab)(frame)
 
+
+
+def labelled_audio_pairs(folder: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """(audio, labels) pairs of a folder of recordings with same-named labels: ``NAME.flac`` beside
+    ``NAME.mid``/``NAME.midi``/``NAME.tsv``, or an ``audio/`` folder beside ``midi/`` or ``tsv/`` (the
+    layout of ``real-dev``). TSV labels are ``onset offset pitch velocity`` in seconds."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PianonotesError(f"{folder} is not a folder of recordings with labels")
+    audio_dir = folder / "audio" if (folder / "audio").is_dir() else folder
+    label_dirs = [d for d in (folder / "midi", folder / "tsv", audio_dir) if d.is_dir()]
+    pairs = []
+    for a in sorted(audio_dir.iterdir()):
+        if a.suffix.lower() not in C.AUDIO_EXTENSIONS:
+            continue
+        for d in label_dirs:
+            hit = next((d / (a.stem + ext) for ext in (".mid", ".midi", ".tsv") if (d / (a.stem + ext)).is_file()), None)
+            if hit:
+                pairs.append((a, hit))
+                break
+    if not pairs:
+        raise PianonotesError(f"{folder} holds no audio file with a same-named .mid or .tsv label file")
+    return pairs
+
+
+def read_labels(path: str | os.PathLike) -> list[Note]:
+    """Notes from a MIDI file (pedal-extended offsets) or a TSV of onset, offset, pitch, velocity."""
+    from pianonotes.notes import read_midi
+
+    path = Path(path)
+    if path.suffix.lower() != ".tsv":
+        return read_midi(path)
+    try:
+        rows = np.loadtxt(path, ndmin=2, comments="#", usecols=(0, 1, 2, 3))
+    except ValueError:
+        rows = np.loadtxt(path, ndmin=2, comments="#", usecols=(0, 1, 2, 3), skiprows=1)
+    return [Note(float(a), float(b), int(p), int(min(max(v, 1), 127))) for a, b, p, v in rows if b > a]
+
+
+def labelled_recordings(folder: str | os.PathLike, frontend, *, seconds_per_file: float | None = None) -> list[Recording]:
+    """Recordings (features + targets) of :func:`labelled_audio_pairs`, optionally only the first
+    ``seconds_per_file`` of each (labels cut to it)."""
+    from pianonotes.audio import load_audio
+
+    recs = []
+    for audio_path, label_path in labelled_audio_pairs(folder):
+        audio = load_audio(audio_path, frontend.sample_rate)
+        notes = read_labels(label_path)
+        if seconds_per_file:
+            audio = audio[: int(seconds_per_file * frontend.sample_rate)]
+            end = len(audio) / frontend.sample_rate
+            notes = [n for n in notes if n.onset < end - 0.05]
+        feats = frontend(audio).astype(np.float16)
+        frame, onset, vel = targets_from_notes(notes, len(feats), frontend.fps)
+        key, ped = key_and_pedal_targets(notes, [], len(feats), frontend.fps)
+        recs.append(Recording(audio_path.stem, feats, frame, onset, vel, notes, key, ped))
+    return recs

@@ -48,6 +48,13 @@ class TrainConfig:
     msmd: dict | None = None  # MSMD options (pianonotes.msmd) instead of a synthetic dataset
     train_split: str = "train"
     val_split: str = "validation"
+    online_augment: bool = False  # real acoustics drawn afresh per window (pianonotes.synth.acoustics)
+    rooms: str | None = None  # room bank file (default: the cache's, made by `pianonotes data rooms`)
+    init_from: str | None = None  # warm start: copy every tensor of this checkpoint whose name and shape fit
+    val_real: str | None = None  # folder of real recordings with labels: chooses the best checkpoint
+    val_real_seconds: float = 60.0  # of each real recording, during training
+    key_weight: float = 1.0  # loss weight of the key-down head (AudioNet v2)
+    pedal_weight: float = 0.5  # loss weight of the sustain-pedal head (AudioNet v2)
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -81,7 +88,8 @@ def load_data(cfg: TrainConfig, frontend=None, on_event: Callable | None = None)
     fe = frontend or FrontEnd()
     limit = cfg.limit_hours * 3600 if cfg.limit_hours else None
     prog = (lambda i, n: on_event("loading", {"done": i, "total": n})) if on_event else None
-    train = D.load_split(root, cfg.train_split, fe, limit_seconds=limit, on_progress=prog)
+    train = D.load_split(root, cfg.train_split, fe, limit_seconds=limit, on_progress=prog,
+                         keep_audio=cfg.online_augment)
     val = []
     if (root / cfg.val_split).is_dir():
         val = D.load_split(root, cfg.val_split, fe, limit_seconds=cfg.val_seconds)
@@ -98,7 +106,12 @@ def load_data(cfg: TrainConfig, frontend=None, on_event: Callable | None = None)
         "licenses": manifest.get("licenses", []),
         "attribution": manifest.get("attribution", ""),
         "synth_config": manifest.get("config", {}),
+        "pianos": manifest.get("pianos", {}),
     }
+    if cfg.online_augment:
+        from pianonotes.synth.acoustics import OnlineAugment
+
+        desc["online_augment"] = OnlineAugment().to_dict()
     return train, val, fe.to_dict(), desc
 
 
@@ -106,9 +119,10 @@ class _EpochBatches:
     """The batches of one epoch in order, built on demand (by DataLoader workers when there are some)."""
 
     def __init__(self, recs, order: np.ndarray, global_batch: int, rank: int, world: int, window: int,
-                 past: int, future: int):
+                 past: int, future: int, *, seed: tuple = (), frontend=None, augment=None, rooms=None):
         self.recs, self.order, self.gb = recs, order, global_batch
         self.rank, self.world, self.window, self.past, self.future = rank, world, window, past, future
+        self.seed, self.frontend, self.augment, self.rooms = tuple(seed), frontend, augment, rooms
 
     def __len__(self) -> int:
         return math.ceil(len(self.order) / self.gb)
@@ -116,6 +130,9 @@ class _EpochBatches:
     def __getitem__(self, i: int):
         i %= len(self)  # every epoch has the same number of steps (the first epoch's), for exact resumes
         pos = self.order[i * self.gb: (i + 1) * self.gb][self.rank::self.world]
+        if self.augment is not None:  # online acoustics: seeded by (seed, epoch, batch, rank), exact on resume
+            return D.audio_batch(self.recs, pos, self.window, self.past, self.future, self.frontend,
+                                 (*self.seed, i, self.rank), self.augment, self.rooms)
         return D.batch_arrays(self.recs, pos, self.window, self.past, self.future)
 
 
@@ -180,6 +197,32 @@ def _load_state(path: Path, opt) -> dict:
     return meta
 
 
+def warm_start(model, path: str) -> dict:
+    """Copy every tensor of checkpoint ``path`` whose name and shape match into ``model``; returns what
+    was copied and what starts fresh (reported in the new checkpoint's config, never silent)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from pianonotes.nn import checkpoint as ckpt
+
+    cfg_path, weights = ckpt.resolve(path)
+    src = load_file(os.fspath(weights), device="cpu")
+    own = model.state_dict()
+    copied, fresh, skipped = [], [], []
+    with torch.no_grad():
+        for name, t in own.items():
+            if name in src and tuple(src[name].shape) == tuple(t.shape):
+                t.copy_(src[name].to(t.dtype))
+                copied.append(name)
+            else:
+                fresh.append(name)
+    skipped = [n for n in src if n not in own]
+    if not copied:
+        raise PianonotesError(f"--init-from {path}: no tensor of that checkpoint fits this architecture")
+    return {"from": str(cfg_path), "weights_sha256": ckpt.sha256(weights), "copied": len(copied),
+            "fresh": fresh, "unused": skipped}
+
+
 def validate(model, recs, fps: float, device: str, options=None) -> dict[str, float]:
     """Note and frame metrics of ``model`` on recordings (features already computed)."""
     from pianonotes.decode import DecodeOptions, decode
@@ -231,8 +274,19 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
         raise PianonotesError("the training split is empty")
     from pianonotes.frontend import frontend_from_config
 
-    fps = frontend_from_config(fe_cfg).fps
-    n_features = train_recs[0].features.shape[1]
+    fe = frontend_from_config(fe_cfg)
+    fps = fe.fps
+    n_features = fe.n_features if train_recs[0].features is None else train_recs[0].features.shape[1]
+    augment = rooms = None
+    if cfg.online_augment:
+        from pianonotes.synth.acoustics import OnlineAugment, load_room_bank, room_bank_path
+
+        augment = OnlineAugment()
+        rooms = load_room_bank(cfg.rooms)
+        desc["rooms"] = {"file": str(room_bank_path() if cfg.rooms is None else cfg.rooms), "count": len(rooms)}
+    real_recs = []
+    if cfg.val_real and rank == 0:
+        real_recs = D.labelled_recordings(cfg.val_real, fe, seconds_per_file=cfg.val_real_seconds)
     arch_cfg = dict(cfg.arch_config)
     vocab = None
     if cfg.arch in ("seed-mlp", "linear"):
@@ -244,6 +298,10 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
     else:
         arch_cfg_for_build = arch_cfg
     model = build(cfg.arch, n_features, arch_cfg_for_build).to(device)
+    warm = None
+    if cfg.init_from and not resume:
+        warm = warm_start(model, cfg.init_from)
+        emit("warm_start", warm)
     past, future = int(model.past), int(model.future)
     combo = getattr(model, "kind", "") == "combo"
     combo_lookup = D.ComboLookup(vocab) if combo else None
@@ -286,6 +344,8 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
                    "min_note_seconds": C.MIN_NOTE_SECONDS},
         "data": desc, "train_config": cfg.to_dict(),
     }
+    if warm:
+        config_base["warm_start"] = warm
 
     def save(name: str, metrics: dict | None = None) -> None:
         if rank != 0:
@@ -301,12 +361,16 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
     def validate_and_save() -> None:
         """Score the validation split (rank 0), keep the best checkpoint, save the last one."""
         nonlocal metrics, best
-        if val_recs and rank == 0:
-            metrics = validate(model, val_recs, fps, device)
+        if (val_recs or real_recs) and rank == 0:
+            metrics = validate(model, val_recs, fps, device) if val_recs else {}
+            if real_recs:  # real piano recordings choose the checkpoint (validation only, never trained on)
+                real = validate(model, real_recs, fps, device)
+                metrics.update({f"real_{k}": v for k, v in real.items()})
             log({"step": step, "val": metrics})
             emit("val", {"step": step, **metrics})
-            if metrics.get("note_f1", 0) > best:
-                best = metrics["note_f1"]
+            score = metrics.get("real_note_f1", metrics.get("note_f1", 0))
+            if score > best:
+                best = score
                 save("best", metrics)
         save("last", metrics)
 
@@ -328,18 +392,20 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
             epoch = step // per_epoch
             order = sampler.epoch(epoch)
             first = step % per_epoch
-            batches = _EpochBatches(train_recs, order, batch * world, rank, world, cfg.window, past, future)
+            batches = _EpochBatches(train_recs, order, batch * world, rank, world, cfg.window, past, future,
+                                    seed=(cfg.seed, epoch), frontend=fe, augment=augment, rooms=rooms)
             loader = torch.utils.data.DataLoader(
                 batches, batch_size=None, sampler=range(first, per_epoch), num_workers=cfg.workers,
                 pin_memory=device.startswith("cuda"), persistent_workers=False,
                 generator=torch.Generator().manual_seed(cfg.seed + epoch))  # keeps the global RNG (dropout) untouched
-            for x, fr, on, ve in loader:
+            for b in loader:
                 if step >= total_steps or (stop and stop()):
                     break
-                if len(x) == 0:
+                if len(b["x"]) == 0:
                     continue
-                x, fr, on, ve = (np.asarray(a) for a in (x, fr, on, ve))
-                xt = torch.from_numpy(x).to(device, non_blocking=True)
+                b = {k: torch.as_tensor(np.asarray(v)) for k, v in b.items()}
+                x, fr = b["x"], b["frame"].numpy()
+                xt = b["x"].to(device, non_blocking=True)
                 lr = _lr_at(step, total_steps, base_lr, cfg.warmup_steps, not is_seed)
                 for g in opt.param_groups:
                     g["lr"] = lr
@@ -351,9 +417,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
                                            tgt.reshape(-1), ignore_index=-100)
                     parts = {"ce": loss.item()}
                 else:
-                    frt = torch.from_numpy(fr).to(device)
-                    ont = torch.from_numpy(on).to(device)
-                    vet = torch.from_numpy(ve).to(device)
+                    frt, ont, vet = (b[k].to(device) for k in ("frame", "onset", "velocity"))
                     # onsets are rare (~0.2 % of key-frames): weight their positives and their loss, and
                     # calibrate the decoding thresholds on validation data afterwards (tools.ship)
                     l_on = F.binary_cross_entropy_with_logits(res["onset"].float(), ont, pos_weight=onset_pos_weight)
@@ -361,6 +425,17 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
                     l_ve = ((res["velocity"].float() - vet) ** 2 * ont).sum() / ont.sum().clamp(min=1)
                     loss = cfg.onset_weight * l_on + l_fr + 0.5 * l_ve
                     parts = {"onset": l_on.item(), "frame": l_fr.item(), "velocity": l_ve.item()}
+                    if "key" in res:
+                        l_key = F.binary_cross_entropy_with_logits(res["key"].float(), b["key"].to(device))
+                        loss = loss + cfg.key_weight * l_key
+                        parts["key"] = l_key.item()
+                    if "pedal" in res:
+                        mask = b["pedal_mask"].to(device)
+                        bce = F.binary_cross_entropy_with_logits(res["pedal"].float(), b["pedal"].to(device),
+                                                                 reduction="none")
+                        l_ped = (bce * mask).sum() / (mask.sum() * bce.shape[1]).clamp(min=1)
+                        loss = loss + cfg.pedal_weight * l_ped
+                        parts["pedal"] = l_ped.item()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)

@@ -241,7 +241,7 @@ def augment_window(x: np.ndarray, rng: np.random.Generator, cfg: OnlineAugment, 
         z = resample(resample(y.astype(np.float32), sample_rate, rate), rate, sample_rate)
         y = np.pad(z, (0, max(0, n - len(z))))[:n]
         info["resample_via"] = rate
-    return np.asarray(y, np.float32), info
+    return np.clip(np.asarray(y, np.float32), -1.0, 1.0), info  # codecs and resamplers overshoot a little
 
 
 def detuned(audio: np.ndarray, start: float, n: int, ratio: float) -> np.ndarray:

@@ -49,6 +49,8 @@ class SynthConfig:
     sample_rate: int = C.SAMPLE_RATE
     evaluation_only: bool = False  # may use the reserved MuseScore soundfont; never for training
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    velocity_scale: tuple[float, float] = (0.75, 1.25)  # per clip; (0.35, 1.3) reaches pp playing
+    pianos_dir: str | None = None  # decoded sampled pianos (default: the cache, `pianonotes data pianos`)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -57,17 +59,63 @@ class SynthConfig:
 
 
 def soundfont_path(name: str, *, evaluation_only: bool = False) -> str:
+    """The file of a soundfont name (or path); a sampled piano's name (``salamander``, ``iowa``) stands
+    for itself and is checked by :func:`sampled_piano`."""
+    from pianonotes.synth.pianos import PIANOS
+
+    if name in PIANOS:
+        return name
+    reserved_msg = ("the MuseScore General soundfont is reserved for evaluation on an unseen piano "
+                    f"(--evaluation-only); choose from {', '.join(list(C.TRAIN_SOUNDFONTS) + list(C.HELDOUT_SOUNDFONTS))}")
     if evaluation_only and name in C.RESERVED_SOUNDFONTS:
-        check_soundfont(C.RESERVED_SOUNDFONTS[name])
-        return C.RESERVED_SOUNDFONTS[name]
+        path = C.RESERVED_SOUNDFONTS[name]
+        if not Path(path).is_file():
+            raise PianonotesError(f"{path} not found; install it (Debian: {C.RESERVED_SOUNDFONT_PACKAGE})")
+        digest = soundfont_sha256(path)
+        allowed = {p for p in {**C.TRAIN_SOUNDFONTS, **C.HELDOUT_SOUNDFONTS}.values() if Path(p).is_file()}
+        if digest not in C.RESERVED_SOUNDFONT_SHA256 and digest in {soundfont_sha256(p) for p in allowed}:
+            real = os.path.realpath(path)
+            raise PianonotesError(f"{path} is {real}, a training soundfont, not MuseScore General: install "
+                                  f"{C.RESERVED_SOUNDFONT_PACKAGE} (Debian) so the unseen piano is really unseen")
+        return path
     if name in C.RESERVED_SOUNDFONTS or "musescore" in name.lower():
-        raise PianonotesError(
-            "the MuseScore General soundfont is reserved for evaluation on an unseen piano (--evaluation-only); "
-            f"choose from {', '.join(list(C.TRAIN_SOUNDFONTS) + list(C.HELDOUT_SOUNDFONTS))}"
-        )
+        raise PianonotesError(reserved_msg)
     path = {**C.TRAIN_SOUNDFONTS, **C.HELDOUT_SOUNDFONTS}.get(name, name)
     check_soundfont(path)
+    if soundfont_sha256(path) in C.RESERVED_SOUNDFONT_SHA256:  # the reserved piano under another name
+        raise PianonotesError(f"{path} is the reserved MuseScore General soundfont (same content); " + reserved_msg)
     return path
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256_cached(real: str, size: int, mtime: float) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(real, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def soundfont_sha256(path: str) -> str:
+    """The content hash of a soundfont (links resolved; cached per file version)."""
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    return _sha256_cached(real, st.st_size, st.st_mtime)
+
+
+_SAMPLE_SETS: dict = {}
+
+
+def sampled_piano(name: str, root: str | None = None):
+    """The decoded sample set of a sampled piano, loaded once per process."""
+    from pianonotes.synth import pianos
+
+    key = (name, root)
+    if key not in _SAMPLE_SETS:
+        _SAMPLE_SETS[key] = pianos.load(name, root)
+    return _SAMPLE_SETS[key]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,8 +193,8 @@ def make_shard(job: ShardJob, cfg: SynthConfig, pieces: dict[str, list[S.Piece]]
             perf, start = S.random_excerpt(full, rng, length)
             meta = {"source": src, "corpus": piece.corpus, "piece": _rel(piece.ref), "start": round(start, 3),
                     "license": piece.license}
-        perf, var = perf.varied(rng, tempo=cfg.tempo, transpose=cfg.transpose, velocity_scale=(0.75, 1.25),
-                                velocity_jitter=6.0)
+        perf, var = perf.varied(rng, tempo=cfg.tempo, transpose=cfg.transpose,
+                                velocity_scale=tuple(cfg.velocity_scale), velocity_jitter=6.0)
         if len(perf.keys) == 0:
             continue
         meta.update(var)
@@ -158,8 +206,19 @@ def make_shard(job: ShardJob, cfg: SynthConfig, pieces: dict[str, list[S.Piece]]
     for meta, s, clip in zip(info, starts, clips):
         meta["offset"] = round(s, 4)
         meta["seconds"] = round(clip.duration, 4)
-    audio = render(keys, pedals, length, sf_path, info[0]["program"], cfg.sample_rate,
-                   programs_at=[(s, m["program"]) for s, m in zip(starts, info)])
+    from pianonotes.synth.pianos import PIANOS
+
+    if sf_name in PIANOS:
+        from pianonotes.synth.sampler import render_sampled
+
+        audio, drawn = render_sampled(keys, pedals, length, sampled_piano(sf_name, cfg.pianos_dir), rng,
+                                      sample_rate=cfg.sample_rate)
+        for meta in info:
+            meta.pop("program", None)
+            meta.update(drawn)
+    else:
+        audio = render(keys, pedals, length, sf_path, info[0]["program"], cfg.sample_rate,
+                       programs_at=[(s, m["program"]) for s, m in zip(starts, info)])
     # augmentation per clip (each clip with its tail gets its own chain)
     bounds = [int(round(s * cfg.sample_rate)) for s in starts] + [len(audio)]
     for i, meta in enumerate(info):
@@ -207,10 +266,15 @@ def synthesize(out: str | os.PathLike, cfg: SynthConfig, *, workers: int = 1,
 
     Returns the manifest. Raises PianonotesError on the first failing shard (shards already written stay).
     """
+    from pianonotes.synth.pianos import PIANOS
+
     out = Path(out)
-    fluidsynth_binary()
+    if any(sf not in PIANOS for sf in cfg.soundfonts):
+        fluidsynth_binary()
     for sf in cfg.soundfonts:
         soundfont_path(sf, evaluation_only=cfg.evaluation_only)
+        if sf in PIANOS:
+            sampled_piano(sf, cfg.pianos_dir)  # loaded before the workers fork: shared, and fails early
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -274,6 +338,8 @@ def summarize(out: Path) -> dict:
 
 
 def _manifest(cfg: SynthConfig, pieces: dict[str, list[S.Piece]]) -> dict:
+    from pianonotes.synth.pianos import PIANOS
+
     licenses = sorted({p.license for v in pieces.values() for p in v} | {"generated textures: CC0"})
     return {
         "format": "pianonotes-synth-v1",
@@ -284,5 +350,7 @@ def _manifest(cfg: SynthConfig, pieces: dict[str, list[S.Piece]]) -> dict:
         "licenses": licenses,
         "attribution": "piano-midi.de files: Bernd Krueger, www.piano-midi.de (CC BY-SA 3.0 DE); "
                        "POP909: MIT (POP909-Dataset); music21 corpus; generated textures",
-        "renderer": "FluidSynth (reverb and chorus off), augmentation in pianonotes.synth.augment",
+        "renderer": "FluidSynth (reverb and chorus off) for soundfonts, pianonotes.synth.sampler for sampled "
+                    "pianos; augmentation in pianonotes.synth.augment",
+        "pianos": {name: PIANOS[name] for name in cfg.soundfonts if name in PIANOS},
     }

@@ -26,11 +26,21 @@ def fluidsynth_binary() -> str:
 
 
 def check_soundfont(path: str) -> None:
+    """A readable SoundFont (RIFF 'sfbk' header) at ``path``, else one clear error: FluidSynth itself would
+    quietly fall back to its default soundfont, i.e. to another piano."""
     if not Path(path).is_file():
         raise PianonotesError(
             f"soundfont {path} not found; install it (Debian: fluid-soundfont-gm, timgm6mb-soundfont, ...) "
             "or choose another with --soundfonts"
         )
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+    except OSError as exc:
+        raise PianonotesError(f"cannot read soundfont {path}: {exc.strerror}") from exc
+    if head[:4] != b"RIFF" or head[8:12] != b"sfbk":
+        raise PianonotesError(f"{path} is not a SoundFont (.sf2/.sf3) file; replace it or choose another with "
+                              "--soundfonts")
 
 
 def quantize(t: np.ndarray | float):
@@ -93,6 +103,10 @@ def render(keys, pedals, total: float, soundfont: str, program: int, sample_rate
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0 or not os.path.exists(wpath):
             raise PianonotesError(f"fluidsynth failed on {soundfont}: {proc.stderr.strip()[:200]}")
+        if "not a soundfont" in proc.stderr.lower() or "failed to load" in proc.stderr.lower():
+            # fluidsynth would go on with its default soundfont: another piano, maybe the reserved one
+            raise PianonotesError(f"fluidsynth cannot read the soundfont {soundfont}; replace the file (it never "
+                                  "falls back to another instrument)")
         audio, sr = sf.read(wpath, dtype="float32", always_2d=True)
     audio = audio.mean(axis=1)
     n = int(round(total * sample_rate))

@@ -1,0 +1,86 @@
+"""AudioNet v2 decoding on hand-made activations: key releases inside sounding notes, pedal hysteresis,
+streaming equal to offline, CC64 in the MIDI written and read back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pianonotes import constants as C
+from pianonotes.decode import DecodeOptions, StreamingDecoder, decode, decode_pedal
+from pianonotes.errors import PianonotesError
+
+FPS = 50.0
+
+
+def _acts(T=200):
+    z = np.zeros((T, C.N_KEYS), np.float32)
+    return z.copy(), z.copy(), z.copy(), z.copy()
+
+
+def test_key_release_inside_a_pedalled_note():
+    frame, onset, vel, key = _acts()
+    k = 60 - C.MIN_PITCH
+    onset[10, k] = 0.9
+    frame[10:120, k] = 0.9  # sounds until frame 120 (the pedal holds it)
+    key[10:40, k] = 0.9  # the key came up at frame 40
+    vel[10, k] = 0.5
+    (note,) = decode(frame, onset, vel, fps=FPS, key=key)
+    assert note.onset == pytest.approx(0.2) and note.offset == pytest.approx(2.4)
+    assert note.key_offset == pytest.approx(0.8)
+    # a key that never comes up ends with the sound; no key head: no key release at all
+    key[10:130, k] = 0.9
+    assert decode(frame, onset, vel, fps=FPS, key=key)[0].key_offset == pytest.approx(2.4)
+    assert decode(frame, onset, vel, fps=FPS)[0].key_offset is None
+
+
+def test_key_release_streaming_equals_offline():
+    rng = np.random.default_rng(3)
+    T = 600
+    frame, onset, vel, key = _acts(T)
+    for _ in range(40):
+        k, a = int(rng.integers(C.N_KEYS)), int(rng.integers(0, T - 60))
+        b = a + int(rng.integers(5, 60))
+        r = int(rng.integers(a + 1, b + 1))
+        onset[a, k], frame[a:b, k], key[a:r, k], vel[a, k] = 0.9, 0.8, 0.8, 0.6
+    offline = decode(frame, onset, vel, fps=FPS, key=key)
+    assert sum(n.key_offset < n.offset - 1e-9 for n in offline) > 10
+    for chunk in (1, 7, 64):
+        dec = StreamingDecoder(FPS)
+        got = []
+        for s in range(0, T, chunk):
+            got += dec.push(frame[s:s + chunk], onset[s:s + chunk], vel[s:s + chunk], key[s:s + chunk])
+        got = sorted(got + dec.flush())
+        assert got == offline, chunk
+        assert len(dec._key_up) <= T  # the history is trimmed to the sounding notes
+
+
+def test_pedal_hysteresis_and_minimum_length():
+    p = np.zeros(300, np.float32)
+    p[20:100] = 0.8
+    p[50:53] = 0.45  # a dip between the thresholds: still down
+    p[150:153] = 0.9  # 60 ms: shorter than the minimum
+    p[200:300] = 0.7  # down until the end
+    ev = decode_pedal(p, fps=FPS)
+    assert [(round(e.start, 2), round(e.end, 2)) for e in ev] == [(0.4, 2.0), (4.0, 6.0)]
+    ev = decode_pedal(p[:, None], fps=FPS, options=DecodeOptions(min_pedal_seconds=0.05), time_offset=1.0)
+    assert len(ev) == 3 and ev[0].start == pytest.approx(1.4)
+    with pytest.raises(PianonotesError, match="must not exceed"):
+        DecodeOptions(pedal_on=0.3, pedal_off=0.5)
+
+
+def test_cc64_from_key_releases_round_trips_through_midi(tmp_path):
+    from pianonotes.export.midi import pedal_from_releases
+    from pianonotes.notes import read_midi_with_pedal, write_midi
+
+    frame, onset, vel, key = _acts()
+    for pitch, a in ((60, 10), (64, 12)):
+        k = pitch - C.MIN_PITCH
+        onset[a, k], frame[a:120, k], key[a:40, k], vel[a, k] = 0.9, 0.9, 0.9, 0.5
+    notes = decode(frame, onset, vel, fps=FPS, key=key)
+    path = tmp_path / "p.mid"
+    write_midi(path, notes, pedals=pedal_from_releases(notes), use_key_offsets=True)
+    back, pedals = read_midi_with_pedal(path)
+    assert pedals and pedals[0].start == pytest.approx(0.8, abs=0.02) and pedals[-1].end == pytest.approx(2.4, abs=0.02)
+    assert [round(n.offset, 2) for n in back] == [2.4, 2.4]  # sounding ends restored by CC64
+    assert [round(n.release, 2) for n in back] == [0.8, 0.8]
