@@ -183,7 +183,7 @@ def _check_screenshot(path: Path, browser) -> None:
     assert red > 200 and green > 200 and blue > 200  # D4 is not sounding: a white key
 
 
-def test_bad_upload_message_and_dropped_socket_recovered_in_the_page(server, browser, work):
+def test_uploads_and_a_dropped_socket_recovered_in_the_page(server, browser, work, chord_wav):
     from selenium.webdriver.common.by import By
 
     browser.get(server.url + "/")
@@ -194,6 +194,13 @@ def test_bad_upload_message_and_dropped_socket_recovered_in_the_page(server, bro
     msg = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#uploads li.failed .error"), 60,
                 "the upload's error", browser)[0].text
     assert "notes.wav" in msg and "cannot decode audio" in msg and "/tmp" not in msg, msg
+    # a good file next to it: its progress bar fills, its score and downloads appear
+    browser.find_element(By.ID, "files").send_keys(str(chord_wav))
+    row = _wait(lambda: [li for li in browser.find_elements(By.CSS_SELECTOR, "#uploads li")
+                         if "chord.wav" in li.text and "notes" in li.text], 120, "the upload's result", browser)[0]
+    assert float(row.find_element(By.TAG_NAME, "progress").get_attribute("value")) == 1.0
+    _wait(lambda: _text(browser, "#result-title") == "chord" and browser.find_elements(By.ID, "dl-musicxml"), 30,
+          "the uploaded take's result", browser)
     # a take whose socket drops (the tab's connection dies): the server keeps it, the page recovers it
     browser.find_element(By.ID, "rec-start").click()
     take = _wait(lambda: browser.execute_script("return window.pnStats.take"), 30, "a take", browser)
