@@ -342,3 +342,30 @@ def test_one_analysis_for_all_formats(tmp_path):
           if m.type == "time_signature"]
     assert ts[-1] == (6, 8)
     assert math.isfinite(estimate_beats(notes).bpm)
+
+
+def test_pickup_and_compound_scores_engrave_cleanly(tmp_path):
+    """verovio renders a 6/8 score with a pickup and a tempo change without a warning, and MuseScore 3
+    opens it (when installed)."""
+    import shutil
+    import subprocess
+
+    from pianonotes.export import render_svg_pages, score_to_musicxml
+
+    ev, off = six_eight()
+    notes, _ = play(ev, qpm=150, tempo=lambda q: 1.0 if q < 18 else max(0.7, 1 - (q - 18) / 30))
+    xml = score_to_musicxml(notes_to_score(notes, title="jig"))
+    pages, warnings = render_svg_pages(xml)
+    assert warnings == [] and pages
+    assert "\u2669." in pages[0] and "\ueca5" not in pages[0]  # the dotted-quarter metronome mark is drawable
+    if shutil.which("mscore3") is None:
+        return
+    src = tmp_path / "jig.musicxml"
+    src.write_bytes(xml)
+    env = {"QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(["mscore3", "-o", str(tmp_path / "jig.pdf"), str(src)], env=env, capture_output=True,
+                          timeout=120)
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 0, err[-2000:]
+    assert "not a valid MusicXML" not in err and "already exists" not in err and "Error" not in err, err[-2000:]
+    assert (tmp_path / "jig.pdf").read_bytes().startswith(b"%PDF")

@@ -499,9 +499,10 @@ def _contrast(a: "np.ndarray", b: int, ph: int) -> float:
 def _pickup_cost(beats: float) -> float:
     """Prior against long pickups: a piece starts on the downbeat or at most a beat before it far more
     often than two or more beats before it."""
-    return 0.0 if beats <= 1 else 0.8 * (beats - 1)
+    return 0.0 if beats <= 1 else PICKUP_COST * (beats - 1)
 
 
+PICKUP_COST = 0.8  # accent units per beat of pickup beyond the first
 TRIPLE_RATIO = {2: 1.5, 3: 4.0}  # by subdivision: how much stronger a 3-beat bar must be than a 2-beat one
 MELODY_TRIPLE_RATIO = 2.5  # the same for a lone melody (weaker accents), simple time
 HALF_BAR_RATIO = 0.5  # 2/4 rather than 4/4 when the 4-beat contrast is below this share of the 2-beat one

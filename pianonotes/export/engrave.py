@@ -52,7 +52,8 @@ VEROVIO_OPTIONS = {
 }
 
 # SMuFL metronome glyphs (Leipzig, private-use code points) to Unicode symbols a system font has.
-_SMUFL_TEXT = {"\ueca5": "\u2669", "\ueca7": "\u266a", "\uecb7": "."}
+_SMUFL_TEXT = {"\ueca5": "\u2669", "\ueca7": "\u266a", "\uecb7": ".", " ": "", "\u2009": "", "\u200a": "",
+               "\u00a0": ""}  # a dotted note: note, space, dot
 _SMUFL_TSPAN = re.compile(
     r'<tspan font-family="Leipzig" font-size="([0-9.]+)px">([^<]*)</tspan>'
 )

@@ -603,9 +603,8 @@ def notes_to_score(
     upper = stream.PartStaff(id="RH")
     lower = stream.PartStaff(id="LH")
     piano = instrument.Piano()
-    piano.partName = "Piano"
-    piano.partAbbreviation = "Pno."
     upper.insert(0, piano)
+    upper.partName, upper.partAbbreviation = "Piano", "Pno."
     for staff, events in ((upper, right_events), (lower, left_events)):
         pitches = [p for _, _, ps in events for p in ps]
         med = sorted(pitches)[len(pitches) // 2] if pitches else None

@@ -303,6 +303,58 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
+def _grid_scores(cases) -> tuple[float, float, float]:
+    """Meter accuracy, mean downbeat F1 and pickup accuracy of estimate_beats over prepared cases."""
+    from pianonotes.export import estimate_beats
+
+    ok_m = ok_p = 0
+    f1s = []
+    for truth, notes, ref_down, ref_pickup in cases:
+        g = estimate_beats(notes)
+        first, last = notes[0].onset, max(n.onset for n in notes)
+        est = [float(t) for t in g.downbeats() if first - 0.1 <= t <= last + 0.1]
+        f1s.append(_f1(est, ref_down))
+        ok_m += str(g.meter) == truth.meter
+        ok_p += g.pickup_ql == ref_pickup
+    n = max(1, len(cases))
+    return ok_m / n, sum(f1s) / n, ok_p / n
+
+
+def tune(pieces, bars: int = 16) -> None:
+    """Try the meter/pickup decision constants of :mod:`pianonotes.export.beats` on ``pieces`` (the
+    training pieces, not the benchmark) and print the scores of each setting."""
+    import itertools
+
+    from pianonotes.export import beats as B
+
+    cases = []
+    for i, (path, kind, qpm) in enumerate(pieces):
+        try:
+            truth = load_truth(path, kind, bars)
+        except Exception:
+            continue
+        if truth.meter not in ("2/4", "3/4", "4/4", "6/8"):
+            continue
+        for performed in (False, True):
+            notes, sec = perform(truth, qpm, performed, seed=1000 + i)
+            start_q = min(o for o, _, _ in truth.notes)
+            end_q = max(o for o, _, _ in truth.notes)
+            k = math.ceil(start_q / truth.bar) if start_q > 0 else 0
+            ref = []
+            while k * truth.bar <= end_q:
+                ref.append(sec(float(k * truth.bar)))
+                k += 1
+            cases.append((truth, notes, ref, (truth.bar - start_q % truth.bar) % truth.bar))
+    print(f"{len(cases)} cases")
+    saved = (B.TRIPLE_RATIO[2], B.MELODY_TRIPLE_RATIO, B.HALF_BAR_RATIO, B.PICKUP_COST)
+    for tr, mr, hb, pc in itertools.product((1.2, 1.5, 2.0), (1.5, 2.5), (0.5, 0.7), (0.1, 0.3, 0.8)):
+        B.TRIPLE_RATIO[2], B.MELODY_TRIPLE_RATIO, B.HALF_BAR_RATIO, B.PICKUP_COST = tr, mr, hb, pc
+        m, f, p = _grid_scores(cases)
+        print(f"triple {tr} melody {mr} half-bar {hb} pickup cost {pc}: meter {m:.3f} downbeat F1 {f:.3f} "
+              f"pickup {p:.3f} sum {m + f + p:.3f}", flush=True)
+    B.TRIPLE_RATIO[2], B.MELODY_TRIPLE_RATIO, B.HALF_BAR_RATIO, B.PICKUP_COST = saved
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-o", "--output", help="write per-piece rows and the summary as JSON")
@@ -311,9 +363,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--condition", choices=("deadpan", "performed", "both"), default="both")
     ap.add_argument("--fit", action="store_true",
                     help="fit the beat-accent weights on pieces outside the benchmark and print them")
+    ap.add_argument("--tune", action="store_true",
+                    help="score the meter/pickup decision constants on pieces outside the benchmark")
     args = ap.parse_args(argv)
     if args.fit:
         print("ACCENT_WEIGHTS =", tuple(fit_accents(training_pieces())))
+        return 0
+    if args.tune:
+        tune(training_pieces())
         return 0
     rows = []
     conds = [False, True] if args.condition == "both" else [args.condition == "performed"]
