@@ -500,3 +500,56 @@ def test_cli_serves_with_a_warning_and_a_token_off_loopback(ckpt, tmp_path):
             proc.kill()
     assert proc.returncode == 0, err
     assert "warning" in err and "token" in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is needed to make a test certificate")
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=localhost", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+                   check=True, capture_output=True)
+    return d / "cert.pem", d / "key.pem"
+
+
+def test_https_and_wss_with_a_certificate(model, cache, certificate, clips, expected):
+    """--certfile/--keyfile: the page, the API and the recording socket over TLS (what a tablet needs
+    for its microphone)."""
+    import ssl
+
+    from pianonotes.serve.app import create_app
+    from pianonotes.serve.server import ServerThread
+
+    ctx = ssl.create_default_context(cafile=str(certificate[0]))
+    ctx.check_hostname = False
+    with ServerThread(create_app(model), certfile=str(certificate[0]), keyfile=str(certificate[1])) as srv:
+        assert srv.url.startswith("https://")
+        with urllib.request.urlopen(srv.url + "/api/info", context=ctx, timeout=30) as r:
+            assert json.loads(r.read())["sample_rate"] == SR
+        import http.client
+
+        with pytest.raises((OSError, http.client.HTTPException)):  # plain http on the TLS port: no answer
+            urllib.request.urlopen(f"http://{srv.host}:{srv.port}/api/info", timeout=10)
+        with connect(f"wss://{srv.host}:{srv.port}/ws/record", origin=f"https://{srv.host}:{srv.port}",
+                     ssl=ctx, open_timeout=30) as ws:
+            ws.send(json.dumps({"type": "start", "sample_rate": SR}))
+            assert json.loads(ws.recv(timeout=30))["type"] == "ready"
+            for b in _blocks(clips[1]):
+                ws.send(b.astype("<f4").tobytes())
+            ws.send(json.dumps({"type": "stop"}))
+            while (msg := json.loads(ws.recv(timeout=120)))["type"] != "done":
+                pass
+        _same(msg["take"]["notes_list"], expected[clips[1]])
+
+
+def test_cli_bad_certificate_is_one_line(ckpt, tmp_path):
+    from conftest import run_cli
+
+    bad = tmp_path / "cert.pem"
+    bad.write_text("not a certificate\n")
+    proc = run_cli("serve", "--port", "0", "--no-browser", "--model", ckpt, "--certfile", bad,
+                   env={"PIANONOTES_CACHE": str(tmp_path)}, timeout=120)
+    assert_one_line_error(proc, "cannot use the certificate", "PEM")
+    proc = run_cli("serve", "--port", "0", "--no-browser", "--keyfile", bad, env={"PIANONOTES_CACHE": str(tmp_path)})
+    assert_one_line_error(proc, "--keyfile needs --certfile")

@@ -28,6 +28,10 @@ def serve(
                                              help="Longest uploaded recording accepted."),
     max_take_minutes: float = typer.Option(S.MAX_TAKE_MINUTES, "--max-take-minutes",
                                            help="A recording stops (and is saved) after this long."),
+    certfile: Optional[Path] = typer.Option(None, "--certfile", help="Serve https with this PEM certificate "
+                                            "(browsers allow the microphone on other machines only over https)."),
+    keyfile: Optional[Path] = typer.Option(None, "--keyfile", help="The certificate's private key (PEM), "
+                                           "unless --certfile holds it."),
 ) -> None:
     """Record, watch and download the score in the browser: a local web app around `listen` and
     `transcribe` (same engine, same outputs). Takes are journaled like `listen`'s."""
@@ -41,6 +45,11 @@ def serve(
                         ("--max-take-minutes", max_take_minutes)):
         if value <= 0:
             raise fail(f"{name} must be a positive number")
+    if keyfile is not None and certfile is None:
+        raise fail("--keyfile needs --certfile")
+    for name, f in (("--certfile", certfile), ("--keyfile", keyfile)):
+        if f is not None and not f.is_file():
+            raise fail(f"{name} {f}: no such file")
     loopback = web.is_loopback(host)
     token = None if loopback else secrets.token_urlsafe(18)
     limits = core.Limits(max_upload_bytes=int(max_upload_mb * 1e6), max_upload_seconds=max_upload_minutes * 60,
@@ -50,7 +59,8 @@ def serve(
         with out.status("loading the model..."):
             m = core.load_model(model)
         application = web.create_app(m, bind_host=host, token=token, limits=limits)
-        srv = server.make_server(application, sock)
+        srv = server.make_server(application, sock, certfile=str(certfile) if certfile else None,
+                                 keyfile=str(keyfile) if keyfile else None)
     except PianonotesError as exc:
         raise fail(str(exc))
     bound_port = sock.getsockname()[1]
@@ -59,12 +69,13 @@ def serve(
         import socket
 
         shown = socket.gethostname()
-    url = f"http://{shown}:{bound_port}/" + (f"?token={token}" if token else "")
+    url = f"{'https' if certfile else 'http'}://{shown}:{bound_port}/" + (f"?token={token}" if token else "")
     if not loopback:
         console(stderr=True).print(
             f"[bold yellow]warning:[/] listening on {host}: anyone on the network who has the token can record "
-            "and download takes. Browsers allow the microphone only on https or localhost pages, so from "
-            "another machine only uploads work.", markup=True, soft_wrap=True)
+            "and download takes." + ("" if certfile else " Browsers allow the microphone only on https or "
+                                     "localhost pages: without --certfile, other machines can only upload."),
+            markup=True, soft_wrap=True)
     out.print(f"pianonotes serve: {url}  (model {m.path.stem}; Ctrl-C stops)", soft_wrap=True, markup=False)
     if not no_browser and loopback:
         def opener() -> None:

@@ -28,28 +28,43 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def make_server(app, sock: socket.socket, *, log_level: str = "warning"):
+def make_server(app, sock: socket.socket, *, log_level: str = "warning", certfile: str | None = None,
+                keyfile: str | None = None):
+    """A uvicorn server for ``app`` on ``sock``; with ``certfile`` (and ``keyfile`` unless the certificate
+    file holds the key too) it speaks https and wss."""
+    import ssl
+
     import uvicorn
 
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, ws_max_size=WS_MAX_BYTES,
-                            ws_ping_interval=20.0, ws_ping_timeout=20.0, lifespan="off", access_log=False)
+                            ws_ping_interval=20.0, ws_ping_timeout=20.0, lifespan="off", access_log=False,
+                            ssl_certfile=certfile, ssl_keyfile=keyfile)
+    if certfile is not None:
+        try:
+            config.load()  # reads the certificate now, so a bad one is an error before the server starts
+        except (ssl.SSLError, OSError) as exc:
+            why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+            raise PianonotesError(f"cannot use the certificate {certfile}" + (f" with key {keyfile}" if keyfile else "")
+                                  + f" ({why}); give a PEM certificate and its private key") from exc
     return uvicorn.Server(config)
 
 
 class ServerThread:
     """uvicorn in a background thread on a loopback port (tests and the benchmark)."""
 
-    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, *, certfile: str | None = None,
+                 keyfile: str | None = None):
         self.sock = bind(host, port)
         self.host, self.port = self.sock.getsockname()[:2]
-        self.server = make_server(app, self.sock)
+        self.scheme = "https" if certfile else "http"
+        self.server = make_server(app, self.sock, certfile=certfile, keyfile=keyfile)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        name="pianonotes-serve", daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def start(self, timeout: float = 30.0) -> "ServerThread":
         self.thread.start()
