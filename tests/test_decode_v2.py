@@ -84,3 +84,23 @@ def test_cc64_from_key_releases_round_trips_through_midi(tmp_path):
     assert pedals and pedals[0].start == pytest.approx(0.8, abs=0.02) and pedals[-1].end == pytest.approx(2.4, abs=0.02)
     assert [round(n.offset, 2) for n in back] == [2.4, 2.4]  # sounding ends restored by CC64
     assert [round(n.release, 2) for n in back] == [0.8, 0.8]
+
+
+def test_saved_activations_keep_the_v2_heads(tmp_path):
+    from pianonotes.decode import Activations
+
+    frame, onset, vel, key = _acts()
+    k = 64 - C.MIN_PITCH
+    onset[5, k], frame[5:100, k], key[5:30, k], vel[5, k] = 0.9, 0.9, 0.9, 0.5
+    pedal = np.zeros((200, 1), np.float32)
+    pedal[20:100] = 0.9
+    acts = Activations(frame, onset, vel, FPS, "x", {}, {"key": key, "pedal": pedal})
+    acts.save(tmp_path / "a.npz")
+    back = Activations.load(tmp_path / "a.npz")
+    assert set(back.extra) == {"key", "pedal"}
+    (note,) = back.decode()
+    assert note.key_offset == pytest.approx(0.6) and note.offset == pytest.approx(2.0)
+    np.savez(tmp_path / "b.npz", frame=frame, onset=onset, fps=np.array(FPS),
+             extra_key=np.zeros((7, C.N_KEYS), np.float16))  # a key head of the wrong length is refused
+    with pytest.raises(PianonotesError, match="extra_key"):
+        Activations.load(tmp_path / "b.npz")

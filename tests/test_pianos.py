@@ -260,7 +260,7 @@ def test_real_salamander_render_matches_its_labels(tmp_path):
     labels = json.loads(js.read_text())
     audio = load_audio(flac, SR)
     good = total = 0
-    for on, off, pitch, vel, rel in labels["notes"]:
+    for on, off, pitch, _vel, _rel in labels["notes"]:
         if off - on < 0.15 or pitch > 96 or on < 0.1:
             continue
         total += 1
