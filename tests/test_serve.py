@@ -553,3 +553,31 @@ def test_cli_bad_certificate_is_one_line(ckpt, tmp_path):
     assert_one_line_error(proc, "cannot use the certificate", "PEM")
     proc = run_cli("serve", "--port", "0", "--no-browser", "--keyfile", bad, env={"PIANONOTES_CACHE": str(tmp_path)})
     assert_one_line_error(proc, "--keyfile needs --certfile")
+
+
+def test_cli_opens_the_page_in_the_browser(ckpt, tmp_path):
+    """Without --no-browser, `serve` opens its URL once it is listening (webbrowser honours $BROWSER)."""
+    opened = tmp_path / "opened.txt"
+    script = tmp_path / "browser.sh"
+    script.write_text(f"#!/bin/sh\necho \"$1\" > {opened}\n")
+    script.chmod(0o755)
+    exe = Path(sys.executable).with_name("pianonotes")
+    env = dict(os.environ, PIANONOTES_CACHE=str(tmp_path), COLUMNS="200", NO_COLOR="1", BROWSER=f"{script} %s")
+    env.pop("DISPLAY", None)
+    proc = subprocess.Popen([str(exe), "serve", "--port", "0", "--model", str(ckpt)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        url = proc.stdout.readline().split()[2]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (opened.exists() and opened.read_text().strip()):
+            time.sleep(0.1)
+        assert opened.read_text().strip() == url
+        assert url.startswith("http://localhost:")
+        with urllib.request.urlopen(url, timeout=30) as r:
+            assert b'id="keyboard"' in r.read()
+    finally:
+        proc.send_signal(2)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
