@@ -100,9 +100,10 @@ model-v1: data data-eval
 bench: install
 	$(BIN)/python -m pianonotes.tools.bench
 
-# Meter, downbeats, pickup and notated rhythm on 42 pieces of music21's corpus (about 3 minutes).
+# Meter, downbeats, pickup and notated rhythm on 42 pieces of music21's corpus, from the notes and
+# through FluidSynth + transcription (about 12 minutes on 2 cores).
 bench-score: install
-	mkdir -p $(RUNS) && $(BIN)/python -m pianonotes.tools.score_bench -o $(RUNS)/score-bench.json
+	mkdir -p $(RUNS) && $(BIN)/python -m pianonotes.tools.score_bench --audio -o $(RUNS)/score-bench.json
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

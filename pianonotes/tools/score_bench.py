@@ -19,7 +19,8 @@ is scored for
 * onset+value: the share of the score's notes found in the output with the same pitch, position
   from the first downbeat, and tied-through value (quarter notes); also onsets alone.
 
-This measures the score logic on ground-truth notes; it does not render or transcribe audio.
+This measures the score logic on ground-truth notes. ``--audio`` also renders each condition with
+FluidSynth (FluidR3 piano) and scores what the shipped model transcribes from it (``+audio`` rows).
 """
 
 from __future__ import annotations
@@ -248,10 +249,32 @@ def notated(sc) -> list:
     return out
 
 
-def score_piece(truth: Truth, qpm: float, performed: bool, seed: int) -> dict:
+SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
+
+
+def transcribed(notes, transcriber) -> list:
+    """The notes rendered with FluidSynth (FluidR3 piano) and transcribed by ``transcriber``."""
+    import numpy as np
+
+    from pianonotes.synth.render import render
+
+    sr = transcriber.frontend.sample_rate
+    total = max(n.offset for n in notes) + 1.5
+    audio = render([(n.onset, n.offset, n.pitch, n.velocity) for n in notes], [], total, SOUNDFONT, 0, sr)
+    block = int(30 * sr)
+    blocks = (np.asarray(audio[i: i + block], dtype=np.float32) for i in range(0, len(audio), block))
+    return transcriber.transcribe_blocks(blocks).notes
+
+
+def score_piece(truth: Truth, qpm: float, performed: bool, seed: int, transcriber=None) -> dict:
     from pianonotes.export import notes_to_score, plan_score
 
     notes, sec = perform(truth, qpm, performed, seed)
+    if transcriber is not None:
+        notes = transcribed(notes, transcriber)
+        if len(notes) < 2:
+            notes, _ = perform(truth, qpm, performed, seed)  # nothing heard: score as all wrong below
+            notes = notes[:1]
     t0 = time.perf_counter()
     plan = plan_score(notes)
     sc = notes_to_score(notes, title=truth.name, plan=plan)
@@ -276,7 +299,8 @@ def score_piece(truth: Truth, qpm: float, performed: bool, seed: int) -> dict:
     want_on = Counter((o, p) for o, _, p in truth.notes)
     onset = sum((got_on & want_on).values()) / max(1, sum(want_on.values()))
     return {
-        "piece": truth.name, "kind": truth.kind, "condition": "performed" if performed else "deadpan",
+        "piece": truth.name, "kind": truth.kind,
+        "condition": ("performed" if performed else "deadpan") + ("+audio" if transcriber is not None else ""),
         "meter": truth.meter, "est_meter": str(g.meter), "meter_ok": str(g.meter) == truth.meter,
         "pickup": str(ref_pickup), "est_pickup": str(g.pickup_ql), "pickup_ok": g.pickup_ql == ref_pickup,
         "downbeat_f1": round(_f1(est_down, ref_down), 4), "onset_value": round(match, 4),
@@ -287,7 +311,7 @@ def score_piece(truth: Truth, qpm: float, performed: bool, seed: int) -> dict:
 
 def summarize(rows: list[dict]) -> dict:
     out = {}
-    for cond in ("deadpan", "performed"):
+    for cond in ("deadpan", "performed", "deadpan+audio", "performed+audio"):
         rs = [r for r in rows if r["condition"] == cond]
         if not rs:
             continue
@@ -363,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--condition", choices=("deadpan", "performed", "both"), default="both")
     ap.add_argument("--fit", action="store_true",
                     help="fit the beat-accent weights on pieces outside the benchmark and print them")
+    ap.add_argument("--audio", action="store_true",
+                    help="also render each piece with FluidSynth and score the transcription (shipped model)")
     ap.add_argument("--tune", action="store_true",
                     help="score the meter/pickup decision constants on pieces outside the benchmark")
     args = ap.parse_args(argv)
@@ -374,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = []
     conds = [False, True] if args.condition == "both" else [args.condition == "performed"]
+    transcriber = None
+    if args.audio:
+        from pianonotes.transcribe import Transcriber
+
+        transcriber = Transcriber.from_checkpoint(None)
     for i, (path, kind, qpm) in enumerate(PIECES):
         if args.only and args.only not in path:
             continue
@@ -382,10 +413,10 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # a corpus file that cannot be used is reported, not fatal
             print(f"skip {path}: {exc}", file=sys.stderr)
             continue
-        for performed in conds:
-            r = score_piece(truth, qpm, performed, seed=i)
+        for performed, tr in [(c, t) for c in conds for t in ([None, transcriber] if transcriber else [None])]:
+            r = score_piece(truth, qpm, performed, seed=i, transcriber=tr)
             rows.append(r)
-            print(f"{r['condition']:9s} {path:48s} {r['meter']:>5s} -> {r['est_meter']:5s} "
+            print(f"{r['condition']:15s} {path:48s} {r['meter']:>5s} -> {r['est_meter']:5s} "
                   f"pickup {r['pickup']:>4s} -> {r['est_pickup']:4s} downbeat F1 {r['downbeat_f1']:.2f} "
                   f"onset+value {r['onset_value']:.2f} onset {r['onset']:.2f}", flush=True)
     summary = summarize(rows)
