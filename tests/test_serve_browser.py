@@ -151,6 +151,9 @@ def test_page_shows_the_chord_and_offers_the_midi(server, browser, work):
     from pianonotes.notes import read_midi
 
     assert set(CHORD) <= {n.pitch for n in read_midi(mid)}
+    take = browser.execute_script("return window.pnStats.take")
+    _wait(lambda: browser.find_elements(By.CSS_SELECTOR, f"#takes tr.mine[data-take='{take}']"), 30,
+          "the take in the list, marked as this page's", browser)
     assert browser.find_elements(By.CSS_SELECTOR, "#score img"), "no score page shown"
     _wait(lambda: browser.execute_script(
         "const i = document.querySelector('#score img'); return i && i.complete && i.naturalWidth > 0"), 30,

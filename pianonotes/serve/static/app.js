@@ -87,6 +87,9 @@ function drawRoll(canvas, notes, active, now, span) {
 }
 
 // ------------------------------------------------------------------------------------------ record
+const MINE = new Set(JSON.parse(sessionStorage.getItem("pianonotes-takes") || "[]"));
+function remember(id) { MINE.add(id); sessionStorage.setItem("pianonotes-takes", JSON.stringify([...MINE])); }
+
 const live = { ws: null, ctx: null, stream: null, node: null, ready: false, rate: 48000, sent: 0,
                captures: [], notes: [], active: [], elapsed: 0, latencies: [], take: null, stopping: false };
 window.pnStats = live;
@@ -166,6 +169,7 @@ function onMessage(m) {
   if (m.type === "ready") {
     live.ready = true;
     live.take = m.take;
+    remember(m.take);
     setStatus(`recording take ${m.take} (${live.rate / 1000} kHz)`);
   } else if (m.type === "update") {
     live.elapsed = m.elapsed;
@@ -240,6 +244,7 @@ function uploadFile(file) {
     if (xhr.status === 200) {
       msg.className = "ok";
       msg.textContent = `${data.notes} notes`;
+      remember(data.id);
       showResult(data);
       refreshTakes();
     } else {
@@ -308,6 +313,7 @@ async function refreshTakes() {
     const tr = document.createElement("tr");
     tr.dataset.take = t.id;
     tr.dataset.status = t.status;
+    if (MINE.has(t.id)) tr.classList.add("mine");
     const cells = [t.title, t.kind, t.status + (t.interrupted ? " (dropped)" : ""),
                    t.seconds != null ? `${Number(t.seconds).toFixed(1)} s` : "", t.notes != null ? String(t.notes) : ""];
     for (const c of cells) { const td = document.createElement("td"); td.textContent = c; tr.appendChild(td); }
