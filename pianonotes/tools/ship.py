@@ -243,7 +243,7 @@ def write_card(path: Path, cfg: dict, results: dict, baselines: dict | None = No
     lines += [
         f"- `pianonotes train --arch {tc['arch']}{' --pedal-heads' if (cfg.get('arch_config') or {}).get('pedal') else ''}"
         f"{' --online-augment' if tc.get('online_augment') else ''} --max-steps {tc['max_steps']} --batch-size "
-        f"{tc['batch_size']} --window {tc['window']} --lr {tc.get('lr')}`: AdamW, cosine schedule with "
+        f"{tc['batch_size']} --window {tc['window']} --lr {tc.get('lr') or 1e-3}`: AdamW, cosine schedule with "
         f"{tc['warmup_steps']} warm-up steps; loss = {tc.get('onset_weight')} x onset BCE (positives x"
         f"{tc.get('onset_pos_weight')}) + sounding BCE + 0.5 x velocity MSE at onsets"
         + (f" + {tc.get('key_weight')} x key-down BCE + {tc.get('pedal_weight')} x pedal BCE" if tc.get("online_augment")
@@ -271,7 +271,10 @@ def write_card(path: Path, cfg: dict, results: dict, baselines: dict | None = No
                          f"{_fmt(m, 'pedal_onset_f1')} |")
     if groups:
         lines += ["", "Note-onset recall by register and by velocity band (all notes of the set pooled):", ""]
-        names = sorted({g for per in groups.values() for m in per.values() for g in m})
+        from pianonotes.metrics import REGISTERS, VELOCITY_BANDS
+
+        seen = {g for per in groups.values() for m in per.values() for g in m}
+        names = [g for g in (*REGISTERS, *VELOCITY_BANDS) if g in seen]
         lines.append("| model | test set | " + " | ".join(names) + " |")
         lines.append("|---|---|" + "---|" * len(names))
         for model_name, per in groups.items():
