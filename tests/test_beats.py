@@ -369,3 +369,20 @@ def test_pickup_and_compound_scores_engrave_cleanly(tmp_path):
     assert proc.returncode == 0, err[-2000:]
     assert "not a valid MusicXML" not in err and "already exists" not in err and "Error" not in err, err[-2000:]
     assert (tmp_path / "jig.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_note_values_follow_key_releases_not_the_pedal():
+    """Quarter notes held by the pedal for a whole bar are written as quarters (their key releases),
+    not as whole notes."""
+    from music21 import stream
+
+    ev = [(q, 1, 60 + (q % 4) * 2) for q in range(16)] + [(q, 4, 36) for q in range(0, 16, 4)]
+    notes, _ = play(ev, qpm=100, jitter=0.0, hold=0.95)
+    bar = 4 * 0.6
+    pedalled = []
+    for n in notes:  # the pedal is down for each bar: every note sounds to the bar's end
+        end = 0.7 + bar * (math.floor((n.onset - 0.7 + 0.01) / bar) + 1) - 0.02
+        pedalled.append(Note(n.onset, max(end, n.offset), n.pitch, n.velocity, key_offset=n.offset))
+    sc = notes_to_score(pedalled, title="pedal", bpm=100, time_signature="4/4")
+    upper = sc.parts[0].getElementsByClass(stream.Measure)
+    assert all([x.quarterLength for x in m.notes] == [1.0] * 4 for m in upper)

@@ -227,7 +227,8 @@ def _polyphony(notes: Sequence[Note]) -> float:
 
 def onset_events(notes: Sequence[Note]) -> _Events:
     """Merge onsets within CLUSTER_SECONDS. An event weighs more with more, louder and longer notes
-    (length: the time to the next event, up to a second, and the longest note), and four times more
+    (length: the time to the next event, up to a second, and the longest note up to its key release),
+    and four times more
     with a bass note (in the lowest fifth of the piece's pitches) when the music has several voices
     (in a lone melody the lowest notes mark nothing)."""
     import numpy as np
@@ -245,7 +246,7 @@ def onset_events(notes: Sequence[Note]) -> _Events:
     rows: list[tuple] = []
     for gi, group in enumerate(groups):
         vel = sum(n.velocity for n in group) / len(group)
-        longest = max(n.duration for n in group)
+        longest = max(max(n.release, n.onset + 0.01) - n.onset for n in group)  # held by the key
         ioi = groups[gi + 1][0].onset - group[0].onset if gi + 1 < len(groups) else longest
         bass = use_bass and any(n.pitch <= low for n in group)
         w = (math.sqrt(len(group)) * vel / 80.0 * (1.0 + 3.0 * bass)
@@ -346,25 +347,25 @@ def track_beats(times: "np.ndarray", weights: "np.ndarray", period: float, *, fp
     lmin = int(lags[0])
     ds = np.arange(-max_change, max_change + 1)
     jidx = np.arange(P)
+    # M[s, j]: the best predecessor ending at frame s for a beat of period index j (over the period
+    # changes d), computed once per frame; Marg the change d that gives it
+    nbr = np.clip(jidx[:, None] + ds[None, :], 0, P - 1)  # (P, changes)
+    ok = (jidx[:, None] + ds[None, :] >= 0) & (jidx[:, None] + ds[None, :] < P)
+    cost = np.where(ok, change_cost * np.log(lags[nbr] / lags[:, None]) ** 2, np.inf).astype(np.float32)
+    M = np.full((n, P), -np.inf, dtype=np.float32)
+    Marg = np.zeros((n, P), dtype=np.int8)
     for s in range(0, n, lmin):
         ts = np.arange(s, min(n, s + lmin))
         prev_t = ts[:, None] - lags[None, :]  # (B, P)
         valid = prev_t >= 0
         pt = np.clip(prev_t, 0, None)
-        best = np.full(prev_t.shape, -np.inf, dtype=np.float32)
-        arg = np.zeros(prev_t.shape, dtype=np.int8)
-        for d in ds:
-            jp = jidx + d
-            ok = (jp >= 0) & (jp < P)
-            jpc = np.clip(jp, 0, P - 1)
-            cost = np.where(ok, change_cost * np.log(lags[jpc] / lags) ** 2, np.inf).astype(np.float32)
-            cand = D[pt, jpc[None, :]] - cost[None, :]
-            better = cand > best
-            best = np.where(better, cand, best)
-            arg = np.where(better, d, arg).astype(np.int8)
-        best = np.where(valid, best, 0.0)  # a first beat has no predecessor
+        best = np.where(valid, M[pt, jidx[None, :]], 0.0)  # a first beat has no predecessor
         D[ts] = env[ts, None] + prior[None, :] + best
-        back[ts] = np.where(valid, arg, 0)
+        back[ts] = np.where(valid, Marg[pt, jidx[None, :]], 0)
+        cand = D[ts][:, nbr] - cost[None, :, :]  # (B, P, changes)
+        arg = np.argmax(cand, axis=2)
+        M[ts] = np.take_along_axis(cand, arg[..., None], axis=2)[..., 0]
+        Marg[ts] = ds[arg].astype(np.int8)
     # the last beat: within the last (shortest) period of the end
     tail = max(0, n - lmin)
     t_end, j = np.unravel_index(int(np.argmax(D[tail:])), D[tail:].shape)

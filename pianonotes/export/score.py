@@ -192,9 +192,11 @@ class _QNote:
 
 
 def _quantize(notes: Sequence[Note], beats: BeatGrid, grid: tuple[int, ...]) -> tuple[list[_QNote], _Quantizer]:
-    """Onsets and offsets in quarter notes from the grid's first bar line, snapped to ``grid``."""
+    """Onsets and ends in quarter notes from the grid's first bar line, snapped to ``grid``. A note ends
+    at its key release (``Note.release``: AudioNet v2's key-down output, a MIDI file's note-off), not
+    where the pedal lets it ring: the score writes what the fingers hold."""
     on = beats.ql([n.onset for n in notes]) if notes else []
-    off = beats.ql([n.offset for n in notes]) if notes else []
+    off = beats.ql([max(n.release, n.onset + 0.01) for n in notes]) if notes else []
     q = _Quantizer([float(x) for x in on], grid)
     best: dict[tuple[Fraction, int], _QNote] = {}
     for n, x_on, x_off in zip(notes, on, off):
