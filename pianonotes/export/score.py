@@ -33,6 +33,7 @@ CLUSTER_SECONDS = 0.03  # onsets closer than this count as one onset for tempo e
 _LEFT_HOME, _RIGHT_HOME = 45.0, 71.0  # A2 and B4: a lone first note above ~58 goes to the right hand
 _HAND_SPAN = 12  # semitones one hand may cover without penalty (an octave)
 _BEAM = 8
+_BALANCE = 12.0  # cost per note the right hand holds beyond one more than the left, in chords of 4+
 
 
 # --------------------------------------------------------------------------------------------- tempo
@@ -230,6 +231,8 @@ def _split_cost(pitches: Sequence[int], k: int, c_left: float, c_right: float) -
             cost += 30.0 * (len(hand) - 5)
     if 0 < k < len(pitches):  # cutting a close-position chord in two is unnatural
         cost += 1.5 * max(0, 7 - (pitches[k] - pitches[k - 1]))
+    if len(pitches) >= 4:  # four or more voices: the right hand rarely takes more than one note extra
+        cost += _BALANCE * max(0, (len(pitches) - k) - k - 1)
     return cost
 
 

@@ -138,6 +138,7 @@ class Truth:
     bar: Fraction
     pickup: Fraction  # quarter notes before the first downbeat (0: starts on one)
     notes: list  # (offset from the first downbeat, value, midi), quarter notes
+    hands: dict | None = None  # (offset, midi) -> 0 right / 1 left: upper half of the parts is the right hand
 
 
 def load_truth(path: str, kind: str, bars: int) -> Truth:
@@ -166,7 +167,16 @@ def load_truth(path: str, kind: str, bars: int) -> Truth:
             if 21 <= p.midi <= 108:
                 notes.append((Fraction(el.offset).limit_denominator(48) - pickup, ql, int(p.midi)))
     notes.sort()
-    return Truth(path, kind, next(iter(sigs)), bar, pickup, notes)
+    hands = None
+    parts = list(sc.parts) if sc.hasPartLikeStreams() else []
+    if len(parts) >= 2:  # chorales S A | T B, quartets Vn Vn | Va Vc, piano scores treble | bass
+        hands = {}
+        for pi, part in enumerate(parts):
+            for el in part.stripTies().flatten().notes:
+                for p in getattr(el, "pitches", ()):
+                    key = (Fraction(el.offset).limit_denominator(48) - pickup, int(p.midi))
+                    hands.setdefault(key, 0 if pi < len(parts) / 2 else 1)
+    return Truth(path, kind, next(iter(sigs)), bar, pickup, notes, hands)
 
 
 def perform(truth: Truth, qpm: float, performed: bool, seed: int):
@@ -233,19 +243,21 @@ def _f1(est, ref, tol=TOLERANCE) -> float:
     return 0.0 if hits == 0 else 2 * p * r / (p + r)
 
 
-def notated(sc) -> list:
-    """(offset from the first downbeat, tied value, midi) of every note of a notes_to_score result."""
+def notated(sc, with_staff: bool = False) -> list:
+    """(offset from the first downbeat, tied value, midi[, staff]) of every note of a notes_to_score
+    result (staff 0: treble, 1: bass)."""
     from music21 import stream
 
     out = []
     st = sc.stripTies(inPlace=False)
-    for part in st.parts:
+    for si, part in enumerate(st.parts):
         ms = list(part.getElementsByClass(stream.Measure))
         m1 = next((m.offset for m in ms if m.number == 1), 0.0)
         for el in part.flatten().notes:
             for p in el.pitches:
-                out.append((Fraction(el.offset - m1).limit_denominator(48),
-                            Fraction(el.quarterLength).limit_denominator(48), int(p.midi)))
+                row = (Fraction(el.offset - m1).limit_denominator(48),
+                       Fraction(el.quarterLength).limit_denominator(48), int(p.midi))
+                out.append(row + (si,) if with_staff else row)
     return out
 
 
@@ -292,8 +304,16 @@ def score_piece(truth: Truth, qpm: float, performed: bool, seed: int, transcribe
     # the first note's distance before its bar line, as a pickup length
     pos = start_q % truth.bar
     ref_pickup = (truth.bar - pos) % truth.bar
-    got = Counter(notated(sc))
+    staffed = notated(sc, with_staff=True)
+    got = Counter(r[:3] for r in staffed)
     want = Counter(truth.notes)
+    hand_ok = hand_n = 0
+    if truth.hands is not None:  # hands: among notes found at the right onset and pitch
+        for o, _, p, si in staffed:
+            h = truth.hands.get((o, p))
+            if h is not None:
+                hand_n += 1
+                hand_ok += h == si
     match = sum((got & want).values()) / max(1, sum(want.values()))
     got_on = Counter((o, p) for o, _, p in got.elements())
     want_on = Counter((o, p) for o, _, p in truth.notes)
@@ -305,7 +325,7 @@ def score_piece(truth: Truth, qpm: float, performed: bool, seed: int, transcribe
         "pickup": str(ref_pickup), "est_pickup": str(g.pickup_ql), "pickup_ok": g.pickup_ql == ref_pickup,
         "downbeat_f1": round(_f1(est_down, ref_down), 4), "onset_value": round(match, 4),
         "onset": round(onset, 4), "notes": len(truth.notes), "seconds": round(took, 2),
-        "est_bpm": g.bpm,
+        "est_bpm": g.bpm, "hands": round(hand_ok / hand_n, 4) if hand_n else None,
     }
 
 
@@ -324,6 +344,10 @@ def summarize(rows: list[dict]) -> dict:
             "onset_value_match": round(sum(r["onset_value"] for r in rs) / n, 3),
             "onset_match": round(sum(r["onset"] for r in rs) / n, 3),
         }
+        hs = [r["hands"] for r in rs if r.get("hands") is not None]
+        if hs:
+            out[cond]["hands"] = round(sum(hs) / len(hs), 3)
+            out[cond]["hands_pieces"] = len(hs)
     return out
 
 
