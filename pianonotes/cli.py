@@ -422,10 +422,11 @@ def train(
 
     import math
 
-    for name, value in (("--save-every", save_every), ("--batch-size", batch_size), ("--window", window),
-                        ("--max-steps", 1 if max_steps is None else max_steps)):
+    for name, value in (("--save-every", save_every), ("--batch-size", batch_size), ("--window", window)):
         if value < 1:
             raise fail(f"{name} {value}: give a whole number, 1 or more")
+    if max_steps is not None and max_steps < 0:  # 0: only write the initial checkpoint
+        raise fail(f"--max-steps {max_steps}: give 0 or more")
     for name, value in (("--epochs", epochs), ("--lr", 1.0 if lr is None else lr),
                         ("--limit-hours", 1.0 if limit_hours is None else limit_hours)):
         if not (math.isfinite(value) and value > 0):

@@ -202,7 +202,7 @@ def test_data_synth_options_out_of_range(work, args, needle):
     (["--save-every", "0"], "--save-every"),
     (["--batch-size", "0"], "--batch-size"),
     (["--window", "-3"], "--window"),
-    (["--max-steps", "0"], "--max-steps"),
+    (["--max-steps", "-1"], "--max-steps"),
     (["--epochs", "0"], "--epochs"),
     (["--lr", "-1"], "--lr"),
 ])
