@@ -7,6 +7,7 @@ arbitrary but deterministic and far from the thresholds, so every check compares
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -36,6 +37,7 @@ SR = C.SAMPLE_RATE
 BLOCK = int(0.05 * SR)  # the page sends ~20 ms; the issue asks for 50 ms blocks
 UPLOAD_BYTES = 3_000_000
 UPLOAD_SECONDS = 60.0
+RESUME_SECONDS = 3.0  # how long a dropped take waits for its page (20 s by default)
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -120,7 +122,8 @@ def server(cache, model):
     from pianonotes.serve.app import create_app
     from pianonotes.serve.server import ServerThread
 
-    app = create_app(model, limits=core.Limits(max_upload_bytes=UPLOAD_BYTES, max_upload_seconds=UPLOAD_SECONDS))
+    app = create_app(model, limits=core.Limits(max_upload_bytes=UPLOAD_BYTES, max_upload_seconds=UPLOAD_SECONDS,
+                                               resume_seconds=RESUME_SECONDS))
     with ServerThread(app) as srv:
         yield srv
 
@@ -339,6 +342,68 @@ def test_dropped_socket_keeps_the_take_then_recover(server, clips, model):
     assert status == 200 and rec["status"] == "complete" and rec["notes"] == len(want)
     status, info = _json(server, f"/api/takes/{take}")
     _same(info["notes_list"], want)
+
+
+def _until_received(ws, samples):
+    """Read updates until the server reports ``samples`` client samples received; the last update."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        msg = json.loads(ws.recv(timeout=60))
+        if msg["type"] == "update" and msg["received"] >= samples:
+            return msg
+    raise AssertionError(f"the server never reported {samples} samples")
+
+
+def test_the_page_reconnects_and_the_take_goes_on(server, clips, expected):
+    """A take over three sockets: the second takes over from a first the server still thinks alive,
+    drops without a word, the third resumes from the samples the server has: the notes of the whole
+    clip, as one uninterrupted take."""
+    from websockets.exceptions import ConnectionClosed
+
+    with contextlib.ExitStack() as stack:
+        blocks = _blocks(clips[0])
+        ws1 = stack.enter_context(_ws(server))
+        ws1.send(json.dumps({"type": "start", "sample_rate": SR}))
+        ready = json.loads(ws1.recv(timeout=30))
+        take, key = ready["take"], ready["key"]
+        for b in blocks[:20]:
+            ws1.send(b.astype("<f4").tobytes())
+        _until_received(ws1, 20 * BLOCK)
+        with _ws(server) as bad:  # the take's id is not enough
+            bad.send(json.dumps({"type": "resume", "take": take, "key": "guess"}))
+            msg = json.loads(bad.recv(timeout=30))
+            assert msg["type"] == "error" and "resume key" in msg["message"]
+        ws2 = stack.enter_context(_ws(server))
+        ws2.send(json.dumps({"type": "resume", "take": take, "key": key}))
+        ready2 = json.loads(ws2.recv(timeout=30))
+        assert ready2["type"] == "ready" and ready2["resumed"] and ready2["take"] == take
+        assert ready2["received"] == 20 * BLOCK
+        with pytest.raises(ConnectionClosed) as closed:  # the first socket is closed by the takeover
+            while True:
+                ws1.recv(timeout=30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
+        for b in blocks[20:40]:
+            ws2.send(b.astype("<f4").tobytes())
+        _until_received(ws2, 40 * BLOCK)
+        ws2.socket.shutdown(socket.SHUT_RDWR)  # gone without a close frame
+        ws2.socket.close()
+        time.sleep(0.5)
+        with _ws(server) as ws3:
+            ws3.send(json.dumps({"type": "resume", "take": take, "key": key}))
+            ready3 = json.loads(ws3.recv(timeout=30))
+            assert ready3["type"] == "ready" and ready3["received"] == 40 * BLOCK
+            for b in blocks[ready3["received"] // BLOCK:]:
+                ws3.send(b.astype("<f4").tobytes())
+            ws3.send(json.dumps({"type": "stop"}))
+            while (msg := json.loads(ws3.recv(timeout=120)))["type"] != "done":
+                pass
+    info = msg["take"]
+    assert info["id"] == take and not info["interrupted"]
+    _same(info["notes_list"], expected[clips[0]])
+    from pianonotes import live
+
+    audio = live.read_journal_audio(Path(os.environ["PIANONOTES_CACHE"]) / "takes" / take / "audio.wav")
+    np.testing.assert_array_equal(audio, sf.read(clips[0], dtype="float32")[0])
 
 
 def test_a_take_interrupted_by_a_crash_is_listed_and_recovered(server, clips, model):

@@ -3,7 +3,8 @@ chromedriver, with a fake microphone playing a WAV of a held C major chord into 
 
 Checked from the DOM and a screenshot: the page's keyboard shows C4, E4 and G4 while the chord plays,
 then offers the MIDI download (which holds those keys); an upload of a bad file gives a clear message
-in the page; a WebSocket dropped mid-take leaves a take the page recovers. The model is the shipped one.
+in the page; a WebSocket dropped mid-take reconnects and the take goes on; a take whose page gave up is
+recovered from the page. The model is the shipped one.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def server(work):
         pytest.skip("the shipped checkpoint is missing")
     mp = pytest.MonkeyPatch()
     mp.setenv("PIANONOTES_CACHE", str(work / "cache"))
-    with ServerThread(create_app(core.load_model(None))) as srv:
+    with ServerThread(create_app(core.load_model(None), limits=core.Limits(resume_seconds=3.0))) as srv:
         yield srv
     mp.undo()
 
@@ -204,11 +205,26 @@ def test_uploads_and_a_dropped_socket_recovered_in_the_page(server, browser, wor
     assert float(row.find_element(By.TAG_NAME, "progress").get_attribute("value")) == 1.0
     _wait(lambda: _text(browser, "#result-title") == "chord" and browser.find_elements(By.ID, "dl-musicxml"), 30,
           "the uploaded take's result", browser)
-    # a take whose socket drops (the tab's connection dies): the server keeps it, the page recovers it
+    # the socket drops mid-take: the page reconnects, sends what the server missed, the take goes on
     browser.find_element(By.ID, "rec-start").click()
     take = _wait(lambda: browser.execute_script("return window.pnStats.take"), 30, "a take", browser)
-    _wait(lambda: browser.execute_script("return window.pnStats.elapsed") > 2.0, 30, "2 s of audio", browser)
+    _wait(lambda: browser.execute_script("return window.pnStats.elapsed") > 1.0, 30, "1 s of audio", browser)
     browser.execute_script("window.pnStats.ws.close()")
+    _wait(lambda: "reconnected" in _text(browser, "#rec-status"), 30, "the page to reconnect", browser)
+    before = browser.execute_script("return window.pnStats.elapsed")
+    _wait(lambda: browser.execute_script("return window.pnStats.elapsed") > before + 1.0, 30, "more audio", browser)
+    browser.find_element(By.ID, "rec-stop").click()
+    _wait(lambda: "saved take " + take in _text(browser, "#rec-status"), 120, "the take to be saved", browser)
+    info = json.loads(urllib.request.urlopen(f"{server.url}/api/takes/{take}", timeout=30).read())
+    assert not info["interrupted"] and info["seconds"] > before + 1.0
+    sent = browser.execute_script("return window.pnStats.sent / window.pnStats.rate")
+    assert info["seconds"] == pytest.approx(sent, abs=0.03)  # nothing lost across the reconnection
+    # a take whose page gives up (a closed tab): the server keeps it, the page recovers it
+    browser.find_element(By.ID, "rec-start").click()
+    _wait(lambda: browser.execute_script("return window.pnStats.take") not in (None, take), 30, "a take", browser)
+    take = browser.execute_script("return window.pnStats.take")
+    _wait(lambda: browser.execute_script("return window.pnStats.elapsed") > 2.0, 30, "2 s of audio", browser)
+    browser.execute_script("window.pnStats.retries = 99; window.pnStats.ws.close()")
     _wait(lambda: "connection lost" in _text(browser, "#rec-status"), 30, "the page to notice", browser)
 
     def listed():

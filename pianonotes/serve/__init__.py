@@ -24,5 +24,6 @@ MAX_TAKE_MINUTES = 60.0  # a recording stops (and is saved) after this much audi
 MAX_RECORDINGS = 8  # simultaneous recording sockets
 MAX_BLOCK_SECONDS = 1.0  # one WebSocket audio message may hold at most this much audio
 CLIENT_RATES = (8000, 192000)  # accepted capture rates (Hz), inclusive
+RESUME_SECONDS = 20.0  # a recording whose socket dropped waits this long for the page to reconnect
 UPDATE_SECONDS = 0.02  # the server's LiveSession works (and the socket sends) every 20 ms: the page's block
 OUTPUT_FORMATS = ("mid", "musicxml", "pdf", "svg", "csv", "json")  # built for every take

@@ -220,14 +220,33 @@ async def _send(ws: WebSocket, data: dict) -> bool:
 
 
 async def _record(ws: WebSocket, store: core.TakeStore, model: core.Model, limits: core.Limits) -> None:
-    """One take: {"type": "start", "sample_rate", "format", "title"}, binary PCM blocks, {"type": "stop"}."""
+    """One socket of a take.
+
+    The page sends ``{"type": "start", "sample_rate", "format", "title"}`` (or, reconnecting after a
+    dropped socket, ``{"type": "resume", "take", "key"}``), then binary PCM blocks, then
+    ``{"type": "stop"}``. The server answers ``ready`` (with the take id, its resume key and the
+    samples it has received: a resuming page sends again from there), ``update`` messages, and ``done``
+    with the take. A socket that drops without a stop leaves the take waiting ``resume_seconds`` for the
+    page; after that the take is finished and saved as interrupted.
+    """
     try:
         start = json.loads(await ws.receive_text())
-        if not isinstance(start, dict) or start.get("type") != "start":
+        kind = start.get("type") if isinstance(start, dict) else None
+        if kind == "resume":
+            rec, generation = core.resume(str(start.get("take", "")), str(start.get("key", "")))
+            old, rec.socket = getattr(rec, "socket", None), ws
+            if old is not None:  # a socket the server had not yet seen die: it no longer owns the take
+                try:
+                    await old.close(code=4000)
+                except Exception:
+                    pass
+        elif kind == "start":
+            rec = await run_in_threadpool(lambda: core.Recording(
+                store, sample_rate=start.get("sample_rate"), fmt=str(start.get("format", "f32le")),
+                title=str(start.get("title") or ""), limits=limits))
+            generation, rec.socket = rec.generation, ws
+        else:
             raise PianonotesError('the first message must be {"type": "start", "sample_rate": ...}')
-        rec = await run_in_threadpool(lambda: core.Recording(
-            store, sample_rate=start.get("sample_rate"), fmt=str(start.get("format", "f32le")),
-            title=str(start.get("title") or ""), limits=limits))
     except (PianonotesError, ValueError, KeyError) as exc:
         msg = str(exc) if isinstance(exc, PianonotesError) else f"bad start message: {exc}"
         await _send(ws, {"type": "error", "message": msg})
@@ -235,48 +254,21 @@ async def _record(ws: WebSocket, store: core.TakeStore, model: core.Model, limit
         return
     except Exception:  # disconnected before starting
         return
-    await _send(ws, {"type": "ready", "take": rec.id, "sample_rate": rec.sample_rate,
+    await _send(ws, {"type": "ready", "take": rec.id, "key": rec.resume_key, "resumed": generation > 0,
+                     "received": rec.received_samples, "sample_rate": rec.sample_rate,
                      "client_sample_rate": rec.client_rate, "lookahead_ms": model.lookahead_ms})
-    interrupted = False
-    error: str | None = None
-    sending = True
-
-    async def sender() -> None:
-        while True:
-            final = not sending
-            await anyio.to_thread.run_sync(rec.wait_update, 0.05)
-            msg = rec.poll()
-            if msg is not None:
-                if not await _send(ws, msg):
-                    return
-                rec.mark_shown()
-            if final:
-                return
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(sender)
-        try:
-            while not rec.done:
-                msg = await ws.receive()
-                if msg["type"] == "websocket.disconnect":
-                    interrupted = True
-                    break
-                if msg.get("bytes") is not None:
-                    rec.feed(msg["bytes"])
-                elif msg.get("text") is not None:
-                    ctl = json.loads(msg["text"])
-                    if isinstance(ctl, dict) and ctl.get("type") == "stop":
-                        break
-        except PianonotesError as exc:
-            error = str(exc)
-        except ValueError as exc:
-            error = f"bad control message: {exc}"
-        except Exception:
-            interrupted = True
-        finally:
-            rec.end()
-            await anyio.to_thread.run_sync(rec.session.wait, 120)
-            sending = False
+    outcome, error = await _pump(ws, rec, generation)
+    if not rec.owns(generation):  # a reconnected page took the take over
+        return
+    if outcome == "dropped":
+        rec.detach(generation)
+        if await anyio.to_thread.run_sync(rec.wait_resumed, generation):
+            return
+    else:
+        rec.mark_ending()
+    rec.end()
+    await anyio.to_thread.run_sync(rec.session.wait, 120)
+    interrupted = outcome == "dropped"
     if error:
         await _send(ws, {"type": "error", "message": error + "; the take so far is saved"})
     try:
@@ -292,3 +284,57 @@ async def _record(ws: WebSocket, store: core.TakeStore, model: core.Model, limit
             await ws.close()
         except Exception:
             pass
+
+
+async def _pump(ws: WebSocket, rec: core.Recording, generation: int) -> tuple[str, str | None]:
+    """Audio in, the live view out, until the page stops ("stopped"), the socket drops ("dropped"), the
+    take reaches its length limit ("limit") or a message is bad ("error", with the message)."""
+    running = True
+    outcome, error = "dropped", None
+
+    async def sender() -> None:
+        while True:
+            final = not running
+            await anyio.to_thread.run_sync(rec.wait_update, 0.05)
+            if not rec.owns(generation):
+                return
+            msg = rec.poll()
+            if msg is not None:
+                if not await _send(ws, msg):
+                    return
+                rec.mark_shown()
+            if final:
+                return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sender)
+        try:
+            while True:
+                if rec.done:
+                    outcome = "limit"
+                    break
+                msg = await ws.receive()
+                if msg["type"] == "websocket.disconnect" or not rec.owns(generation):
+                    break
+                if msg.get("bytes") is not None:
+                    rec.feed(msg["bytes"])
+                elif msg.get("text") is not None:
+                    ctl = json.loads(msg["text"])
+                    if isinstance(ctl, dict) and ctl.get("type") == "stop":
+                        outcome = "stopped"
+                        break
+        except PianonotesError as exc:
+            outcome, error = "error", str(exc)
+        except ValueError as exc:
+            outcome, error = "error", f"bad control message: {exc}"
+        except Exception:  # the connection failed
+            outcome = "dropped"
+        finally:
+            if outcome == "dropped":
+                tg.cancel_scope.cancel()
+            else:  # the take ends here: let the sender pass on its last notes
+                rec.mark_ending()
+                rec.end()
+                await anyio.to_thread.run_sync(rec.session.wait, 120)
+            running = False
+    return outcome, error

@@ -53,6 +53,7 @@ class Limits:
     max_take_seconds: float = S.MAX_TAKE_MINUTES * 60
     max_recordings: int = S.MAX_RECORDINGS
     max_block_seconds: float = S.MAX_BLOCK_SECONDS
+    resume_seconds: float = S.RESUME_SECONDS
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -96,17 +97,17 @@ def load_model(path: str | os.PathLike | None = None) -> Model:
     exists, else ``Transcriber(path)``), on the CPU, so a recording, an upload and ``pianonotes
     transcribe`` run identical engines.
     """
+    import inspect
+
     from pianonotes.nn import checkpoint
     from pianonotes.transcribe import Transcriber
-
-    import inspect
 
     cfg_path, _ = checkpoint.resolve(path)
     make = getattr(Transcriber, "from_checkpoint", Transcriber)
     kwargs: dict[str, Any] = {"device": "cpu"}
     if "threads" in inspect.signature(make).parameters:
         # one inference thread per recording (each LiveSession worker calls the network itself):
-        # connections run in parallel, and no runtime thread pool spins between the 50 ms updates
+        # connections run in parallel, and no runtime thread pool spins between the 20 ms updates
         kwargs["threads"] = 1
     model = Model(make(cfg_path, **kwargs), cfg_path)
     _warm_up(model)
@@ -427,6 +428,13 @@ class Recording:
         self._last_version = -1
         self.received_samples = 0
         self.result = None
+        self._state = "connected"  # connected | detached (socket lost, may resume) | ending
+        self._state_lock = threading.Lock()
+        self._resumed = threading.Event()
+        self.generation = 0
+        import secrets
+
+        self.resume_key = secrets.token_urlsafe(16)
         with _LIVE_LOCK:
             _LIVE[self.id] = self
         try:
@@ -465,6 +473,47 @@ class Recording:
         """No more audio: the worker processes what it has, then ends the take."""
         self.source.end()
 
+    # ---- a dropped socket, and the page reconnecting to the same take
+    # Each socket that owns the take holds a generation number; a page that reconnects (with the take's
+    # resume key) takes the take over, even from a socket the server has not yet seen die.
+    def detach(self, generation: int) -> None:
+        """The socket of ``generation`` went away without a stop: wait for the page to come back."""
+        with self._state_lock:
+            if self._state == "connected" and self.generation == generation:
+                self._state = "detached"
+                self._resumed.clear()
+
+    def wait_resumed(self, generation: int) -> bool:
+        """After :meth:`detach`: True when a new socket took the take over (it is no longer this
+        socket's), False when ``resume_seconds`` ran out (the take is then this socket's to finish)."""
+        self._resumed.wait(self.limits.resume_seconds)
+        with self._state_lock:
+            if self.generation != generation:
+                return True
+            self._state = "ending"
+            return False
+
+    def attach(self, key: str) -> int:
+        """A reconnected page takes the take over; returns its generation."""
+        import secrets
+
+        with self._state_lock:
+            if not secrets.compare_digest(str(key).encode(), self.resume_key.encode()):
+                raise PianonotesError("wrong resume key for this take; start a new take")
+            if self._state == "ending":
+                raise PianonotesError(f"take {self.id} is being saved; start a new take")
+            self._state = "connected"
+            self.generation += 1
+            self._resumed.set()
+            return self.generation
+
+    def owns(self, generation: int) -> bool:
+        return self.generation == generation
+
+    def mark_ending(self) -> None:
+        with self._state_lock:
+            self._state = "ending"
+
     @property
     def done(self) -> bool:
         return self.session.done
@@ -487,7 +536,7 @@ class Recording:
                 self._sent.add(key)
                 finished.append(_note_list(n))
         keys = np.round(np.clip(self.engine.last_frame, 0, 1) * 100).astype(int).tolist()
-        return {"type": "update", "elapsed": round(snap.elapsed, 3),
+        return {"type": "update", "elapsed": round(snap.elapsed, 3), "received": self.received_samples,
                 "level_db": round(snap.level_db, 1) if math.isfinite(snap.level_db) else -120.0,
                 "peak": round(snap.peak, 4),
                 "active": [[p, round(on, 3), round(conf, 3)] for p, on, conf in snap.active],
@@ -520,6 +569,17 @@ class Recording:
             return self.store.build(self.journal.folder, result.notes, title=self.title, **stats)
         finally:
             self._forget()
+
+
+def resume(take_id: str, key: str) -> tuple[Recording, int]:
+    """The recording of ``take_id`` and the new socket's generation, for a page that reconnects after
+    its socket dropped (``key``: the resume key the take's first socket was given)."""
+    with _LIVE_LOCK:
+        rec = _LIVE.get(take_id) if isinstance(take_id, str) else None
+    if rec is None:
+        raise PianonotesError(f"take {take_id!r} is not recording any more (it is saved: see the takes); "
+                              "start a new take")
+    return rec, rec.attach(key)
 
 
 def _note_list(n: Note) -> list:

@@ -123,29 +123,51 @@ async function startRecording() {
     return;
   }
   Object.assign(live, { ready: false, rate: live.ctx.sampleRate, sent: 0, captures: [], notes: [], active: [],
-                        elapsed: 0, latencies: [], take: null, stopping: false, maxLevel: -120 });
+                        elapsed: 0, latencies: [], take: null, key: null, stopping: false, maxLevel: -120,
+                        pending: [], received: 0, retries: 0, reconnects: 0 });
   const src = live.ctx.createMediaStreamSource(live.stream);
   live.node = new AudioWorkletNode(live.ctx, "pianonotes-capture");
   src.connect(live.node);
   live.node.connect(live.ctx.destination); // the worklet writes silence; connecting keeps it pulled
-  const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  const ws = live.ws = new WebSocket(`${proto}//${location.host}/ws/record${Q}`);
-  ws.binaryType = "arraybuffer";
-  ws.onopen = () => ws.send(JSON.stringify({ type: "start", sample_rate: live.rate, format: "f32le" }));
-  ws.onmessage = (ev) => onMessage(JSON.parse(ev.data));
-  ws.onclose = () => {
-    if (!live.stopping) setStatus("connection lost; the take so far is saved on the server (see Takes)", true);
-    endCapture();
-    refreshTakes();
-  };
   live.node.port.onmessage = (ev) => {
-    if (!live.ready || ws.readyState !== WebSocket.OPEN) return;
-    ws.send(ev.data);
+    if (!live.take || live.stopping) return; // before the server's first "ready": not part of the take
+    const start = live.sent;
     live.sent += ev.data.byteLength / 4;
     live.captures.push([live.sent, performance.now()]);
     if (live.captures.length > 3000) live.captures.splice(0, 1000);
+    live.pending.push([start, ev.data]); // kept until the server says it has it
+    if (live.pending.length > 3000) live.pending.shift(); // a minute at 20 ms: older audio is lost
+    if (live.ready && live.ws.readyState === WebSocket.OPEN) live.ws.send(ev.data);
   };
+  openSocket(false);
   $("rec-stop").disabled = false;
+}
+
+function openSocket(resume) {
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  const ws = live.ws = new WebSocket(`${proto}//${location.host}/ws/record${Q}`);
+  ws.binaryType = "arraybuffer";
+  ws.onopen = () => ws.send(JSON.stringify(resume ? { type: "resume", take: live.take, key: live.key }
+                                                  : { type: "start", sample_rate: live.rate, format: "f32le" }));
+  ws.onmessage = (ev) => onMessage(JSON.parse(ev.data));
+  ws.onclose = () => {
+    if (ws !== live.ws) return;
+    live.ready = false;
+    if (live.stopping || !live.take || live.retries >= 15) {
+      if (!live.stopping) setStatus("connection lost; the take so far is saved on the server (see Takes)", true);
+      endCapture();
+      refreshTakes();
+      return;
+    }
+    live.retries++;
+    setStatus(`connection lost; reconnecting (${live.retries})...`, true);
+    setTimeout(() => openSocket(true), 1000);
+  };
+}
+
+function acknowledge(received) {
+  live.received = received;
+  while (live.pending.length && live.pending[0][0] + live.pending[0][1].byteLength / 4 <= received) live.pending.shift();
 }
 
 function endCapture() {
@@ -159,19 +181,32 @@ function endCapture() {
 
 function stopRecording() {
   live.stopping = true;
-  setStatus("stopping: building the score...");
   $("rec-stop").disabled = true;
-  if (live.ws && live.ws.readyState === WebSocket.OPEN) live.ws.send(JSON.stringify({ type: "stop" }));
   if (live.node) { live.node.port.onmessage = null; }
+  if (live.ws && live.ws.readyState === WebSocket.OPEN && live.ready) {
+    setStatus("stopping: building the score...");
+    live.ws.send(JSON.stringify({ type: "stop" }));
+  } else {
+    setStatus("stopped while disconnected; the take so far is saved on the server (see Takes)", true);
+    endCapture();
+  }
 }
 
 function onMessage(m) {
   if (m.type === "ready") {
-    live.ready = true;
     live.take = m.take;
+    live.key = m.key;
     remember(m.take);
-    setStatus(`recording take ${m.take} (${live.rate / 1000} kHz)`);
+    if (m.resumed) { // send again what the server did not get
+      acknowledge(m.received);
+      for (const [, buf] of live.pending) live.ws.send(buf);
+      live.reconnects++;
+      live.retries = 0;
+    }
+    live.ready = true;
+    setStatus(`recording take ${m.take} (${live.rate / 1000} kHz)` + (m.resumed ? ", reconnected" : ""));
   } else if (m.type === "update") {
+    acknowledge(m.received);
     live.elapsed = m.elapsed;
     live.active = m.active;
     live.maxLevel = Math.max(live.maxLevel, m.level_db);
@@ -203,6 +238,7 @@ function onMessage(m) {
     refreshTakes();
   } else if (m.type === "error") {
     setStatus(m.message, true);
+    if (!live.ready) live.retries = 99; // a refused resume: the take is saved, stop trying
   }
 }
 
