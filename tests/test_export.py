@@ -252,15 +252,12 @@ def test_estimate_tempo_needs_notes():
     assert estimate_tempo(humanize([(0, 1, 60), (1, 1, 62), (2, 1, 64)])) == 120.0
 
 
-def test_long_piece_is_fast_and_engraves_to_pages(tmp_path):
-    import time
-
+def test_long_piece_engraves_to_pages(tmp_path):
+    # its speed (about 1 s on an idle machine) belongs to `make bench`, not to a timed test
     notes = long_piece()
     assert len(notes) == 900 and notes[-1].offset > 175
-    t = time.perf_counter()
     sc = notes_to_score(notes, title="Long")
     xml = score_to_musicxml(sc)
-    assert time.perf_counter() - t < 10.0  # about 1 s on an idle machine
     assert b"<per-minute>100</per-minute>" in xml
     res = engrave(xml, tmp_path / "long.svg")
     assert res.warnings == []

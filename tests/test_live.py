@@ -313,7 +313,10 @@ def test_virtual_microphone_take_equals_offline(ckpt, work, clip, offline, env, 
     assert _keyset(_midi_notes(out)) == _keyset(offline)
     lines = [ln.split() for ln in proc.stdout.splitlines()]
     assert lines and all(len(ln) == 6 and ln[2] == "velocity" for ln in lines)
-    assert len(lines) <= len(offline)
+    assert len({(ln[0], ln[1]) for ln in lines}) == len(lines)  # each started note printed once
+    # a note shown when it starts may still be dropped as shorter than the minimum once it ends, and
+    # whether it was seen while sounding depends on how blocks arrived: a few extra lines are legal
+    assert len(lines) <= len(offline) + 3
 
 
 def test_input_fast_equals_offline(ckpt, clip, offline, env, tmp_path):
