@@ -11,7 +11,7 @@ import pytest
 from test_live import RUN_MAIN, ckpt, clip, env, work  # noqa: F401  (shared fixtures)
 
 
-def _cli(args, env, timeout=120):
+def _cli(args, env, timeout=120):  # noqa: F811  (the fixture passed in)
     return subprocess.run([sys.executable, "-c", RUN_MAIN, *map(str, args)], env=env, capture_output=True,
                           text=True, timeout=timeout)
 
