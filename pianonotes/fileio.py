@@ -77,3 +77,12 @@ def check_outputs(outputs: Iterable[str | os.PathLike], *, inputs: Iterable[str 
         seen[k] = out
         if out.exists() and not overwrite:
             raise PianonotesError(f"{out} exists; pass --overwrite to replace it")
+
+
+def cache_dir() -> Path:
+    """The cache root: ``$PIANONOTES_CACHE``, else ``$XDG_CACHE_HOME/pianonotes``, else ``~/.cache/pianonotes``."""
+    env = os.environ.get("PIANONOTES_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "pianonotes"

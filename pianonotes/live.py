@@ -40,6 +40,7 @@ import numpy as np
 
 from pianonotes import constants as C
 from pianonotes.errors import PianonotesError
+from pianonotes.fileio import cache_dir
 from pianonotes.notes import Note
 
 JOURNAL_FLUSH_SECONDS = 0.5  # the audio and events journal reach the OS at least this often
@@ -362,15 +363,6 @@ class FileSource(_Source):
 
 
 # -------------------------------------------------------------------------------------------- journal
-def cache_dir() -> Path:
-    """``$PIANONOTES_CACHE``, else ``$XDG_CACHE_HOME/pianonotes``, else ``~/.cache/pianonotes``."""
-    env = os.environ.get("PIANONOTES_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "pianonotes"
-
-
 def takes_dir() -> Path:
     return cache_dir() / "takes"
 

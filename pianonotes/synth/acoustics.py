@@ -63,9 +63,9 @@ NO_ONLINE_AUGMENT = OnlineAugment(detune_p=0, room_p=0, eq_p=0, compress_p=0, no
 
 # ------------------------------------------------------------------------------------------ rooms
 def room_bank_path(root: str | os.PathLike | None = None) -> Path:
-    from pianonotes.synth.pianos import cache_root
+    from pianonotes.fileio import cache_dir
 
-    return (Path(root) if root else cache_root()) / f"rooms-{C.SAMPLE_RATE // 1000}k.npz"
+    return (Path(root) if root else cache_dir()) / f"rooms-{C.SAMPLE_RATE // 1000}k.npz"
 
 
 def simulate_room(rng: np.random.Generator, sample_rate: int = C.SAMPLE_RATE, max_seconds: float = 2.5) -> tuple[np.ndarray, dict]:

@@ -32,6 +32,7 @@ import numpy as np
 
 from pianonotes import constants as C
 from pianonotes.errors import PianonotesError
+from pianonotes.fileio import cache_dir
 
 NPM = "https://registry.npmjs.org"
 SALAMANDER_VERSION = "1.0.5"
@@ -94,17 +95,8 @@ def note_number(name: str) -> int:
     return 12 * (int(m.group(3)) + 1) + pc
 
 
-def cache_root() -> Path:
-    """``$PIANONOTES_CACHE``, else ``$XDG_CACHE_HOME/pianonotes``, else ``~/.cache/pianonotes``."""
-    env = os.environ.get("PIANONOTES_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "pianonotes"
-
-
 def pianos_dir(root: str | os.PathLike | None = None) -> Path:
-    return Path(root) if root is not None else cache_root() / "pianos"
+    return Path(root) if root is not None else cache_dir() / "pianos"
 
 
 def decoded_path(name: str, root: str | os.PathLike | None = None) -> Path:
