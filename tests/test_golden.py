@@ -43,12 +43,14 @@ def test_golden_example_transcription():
     assert s["frame_f1"] >= GOLDEN_FRAME_F1, s
 
 
-# AudioNet v2 (shipped 2026-12-01), measured on this clean FluidR3 render: note F1 0.867 (v1: 0.959), frame
-# F1 0.646 (v1: 0.751). v2 trades accuracy on clean SoundFont audio for real pianos in rooms (real-dev
-# 0.632 against v1's 0.525, models/MODEL_CARD.md).
-GOLDEN_NOTE_F1 = 0.83
-GOLDEN_FRAME_F1 = 0.60
-ROUND_TRIP_MATCH = 0.85  # measured 0.908 (FluidR3 render, --bpm 96)
+# AudioNet v2 step 3000 (shipped 2026-12-02), measured on this csound render: note F1 0.936, frame F1 0.721,
+# note+offset F1 0.601 (v2 step 1500: 0.867 / 0.646 / 0.333; v1: 0.959 / 0.751). models/MODEL_CARD.md has the
+# real-piano numbers.
+GOLDEN_NOTE_F1 = 0.90
+GOLDEN_FRAME_F1 = 0.68
+# measured 0.839 (FluidR3 render, --bpm 96); step 1500 measured 0.908: step 3000 adds a false C4 above most
+# FluidR3 C3s (an octave error on this training SoundFont's bass), which shifts those beats' chords.
+ROUND_TRIP_MATCH = 0.82
 
 
 @shipped

@@ -209,6 +209,20 @@ def test_resume_continues_exactly(tiny_dataset, tmp_path):
 
 
 @needs_fluidsynth
+def test_a_resumed_run_keeps_its_warm_start_and_says_where_it_was_resumed(tiny_dataset, tmp_path):
+    train(_cfg(tiny_dataset, tmp_path / "a", max_steps=4))
+    steps = []
+    cfg = _cfg(tiny_dataset, tmp_path / "b", max_steps=20, save_every=10, init_from=str(tmp_path / "a" / "last"))
+    train(cfg, on_event=lambda k, i: steps.append(i["step"]) if k == "step" else None,
+          stop=lambda: 10 in steps)
+    assert ckpt.read_config(tmp_path / "b" / "last")["warm_start"]["copied"] > 0
+    train(cfg, resume=str(tmp_path / "b" / "last"))
+    conf = ckpt.read_config(tmp_path / "b" / "last")
+    assert conf["step"] == 20 and conf["resumed_at"] == [10]
+    assert conf["warm_start"]["from"] == str(tmp_path / "a" / "last.json")
+
+
+@needs_fluidsynth
 @pytest.mark.parametrize("arch", ["seed-mlp", "linear"])
 def test_seed_baselines_train(tiny_dataset, tmp_path, arch):
     res = train(_cfg(tiny_dataset, tmp_path / arch, arch=arch, max_steps=20, window=16, batch_size=1, arch_config={}))

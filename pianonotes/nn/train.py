@@ -60,18 +60,6 @@ class TrainConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
-def pick_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PianonotesError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise PianonotesError(f"unknown device '{name}'; use auto, cpu or cuda")
-    return name
-
-
 def load_data(cfg: TrainConfig, frontend=None, on_event: Callable | None = None):
     """(train recordings, validation recordings, front end config, data description)."""
     if cfg.msmd is not None:
@@ -95,7 +83,13 @@ def load_data(cfg: TrainConfig, frontend=None, on_event: Callable | None = None)
         val = D.load_split(root, cfg.val_split, fe, limit_seconds=cfg.val_seconds)
     manifest = {}
     if (root / "manifest.json").exists():
-        manifest = json.loads((root / "manifest.json").read_text())
+        try:
+            manifest = json.loads((root / "manifest.json").read_text())
+            if not isinstance(manifest, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            raise PianonotesError(f"{root / 'manifest.json'} is damaged ({exc}); run `pianonotes data synth` on "
+                                  "the folder again with its settings, or restore the file") from exc
     if manifest.get("evaluation_only"):
         raise PianonotesError(f"{root} is an evaluation-only dataset (reserved soundfont); never train on it")
     desc = {
@@ -178,23 +172,90 @@ def _save_state(path: Path, model, opt, meta: dict) -> None:
     write_text_atomic(path.with_suffix(".json"), json.dumps(meta, indent=1))
 
 
+RESUME_HINT = "; resume from another checkpoint (e.g. best) or start afresh in a new --out folder"
+
+
 def _load_state(path: Path, opt) -> dict:
+    """The optimizer and RNG state saved by :func:`_save_state` into ``opt``; returns its JSON. A state
+    that is cut short, incomplete or made for other parameters raises PianonotesError (nothing changed)."""
     import torch
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    meta = json.loads(path.with_suffix(".json").read_text())
-    tensors = load_file(os.fspath(path.with_suffix(".safetensors")))
-    state: dict[int, dict[str, Any]] = {}
-    for key, v in tensors.items():
-        if key.startswith("opt."):
-            _, pid, k = key.split(".", 2)
+    json_path, st_path = path.with_suffix(".json"), path.with_suffix(".safetensors")
+    try:
+        meta = json.loads(json_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise PianonotesError(f"training state {json_path} is unreadable ({exc}){RESUME_HINT}") from exc
+    if not isinstance(meta, dict) or not isinstance(meta.get("param_groups"), list) \
+            or isinstance(meta.get("step"), bool) or not isinstance(meta.get("step"), int) \
+            or not isinstance(meta.get("best", -1.0), (int, float)):
+        raise PianonotesError(f"training state {json_path} is incomplete (it needs step and param_groups)"
+                              f"{RESUME_HINT}")
+    try:
+        tensors = load_file(os.fspath(st_path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise PianonotesError(f"training state {st_path} is unreadable ({exc}){RESUME_HINT}") from exc
+    saved = opt.state_dict()
+    try:
+        state: dict[int, dict[str, Any]] = {}
+        for key, v in tensors.items():
+            if key.startswith("opt."):
+                _, pid, k = key.split(".", 2)
+                state.setdefault(int(pid), {})[k] = v
+        for key, v in (meta.get("opt_scalars") or {}).items():
+            pid, k = key.split(".", 1)
             state.setdefault(int(pid), {})[k] = v
-    for key, v in meta.get("opt_scalars", {}).items():
-        pid, k = key.split(".", 1)
-        state.setdefault(int(pid), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    torch.set_rng_state(tensors["rng.torch"])
+        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        for group in opt.param_groups:  # load_state_dict checks the group sizes, not the shapes
+            for param in group["params"]:
+                for k, v in opt.state.get(param, {}).items():
+                    if torch.is_tensor(v) and v.dim() and v.shape != param.shape:
+                        raise ValueError(f"{k} has shape {tuple(v.shape)} for a parameter of {tuple(param.shape)}")
+        torch.set_rng_state(tensors["rng.torch"])
+    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as exc:
+        opt.load_state_dict(saved)
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PianonotesError(f"training state {path} does not fit this model's optimizer ({msg}): it was saved "
+                              f"for another --arch or other options{RESUME_HINT}") from exc
     return meta
+
+
+def _resume(path: str, cfg: TrainConfig, model, opt, *, batch: int, world: int) -> dict:
+    """Load ``path`` (``runs/x/last``: the weights and ``last-state``) into ``model`` and ``opt`` for an exact
+    continuation; returns the state's JSON. Refuses a pair from different saves, another architecture, and
+    another batch or window (the data order would differ)."""
+    from pianonotes.nn import checkpoint as ckpt
+
+    state_path = Path(path)
+    state_path = state_path.with_suffix("") if state_path.suffix in (".json", ".safetensors") else state_path
+    if not state_path.name.endswith("-state"):
+        state_path = state_path.with_name(state_path.name + "-state")
+    if not state_path.with_suffix(".json").exists():
+        raise PianonotesError(f"no training state at {state_path}.json to resume from")
+    weights_path = state_path.with_name(state_path.name[: -len("-state")])
+    m, wcfg = ckpt.load(weights_path)
+    if wcfg.get("arch") != cfg.arch:
+        raise PianonotesError(f"--resume {weights_path} was trained with --arch {wcfg.get('arch')}; resume with "
+                              f"--arch {wcfg.get('arch')} or start afresh in a new --out folder")
+    try:
+        model.load_state_dict(m.state_dict(), strict=True)
+    except RuntimeError as exc:
+        raise PianonotesError(f"--resume {weights_path} does not fit this model ({str(exc).splitlines()[0]}): it "
+                              "was trained with other options (e.g. --pedal-heads); use the same options") from exc
+    meta = _load_state(state_path, opt)
+    if wcfg.get("step") is not None and wcfg.get("step") != meta["step"]:
+        raise PianonotesError(f"--resume {weights_path}: the weights are from step {wcfg.get('step')} but "
+                              f"{state_path.name} is from step {meta['step']} (files from different saves)"
+                              f"{RESUME_HINT}")
+    for key, now, flag in (("batch_size", batch, "--batch-size"), ("world", world, "processes (torchrun)"),
+                           ("window", cfg.window, "--window")):
+        if key in meta and meta[key] != now:
+            raise PianonotesError(f"--resume {weights_path} was trained with {meta[key]} {flag}, this run has {now}; "
+                                  f"resume with the same value (an exact resume needs the same data order) or "
+                                  "start afresh in a new --out folder")
+    # the run's history travels on: its warm start and the steps where it was resumed before
+    return dict(meta, run_warm_start=wcfg.get("warm_start"), run_resumed_at=list(wcfg.get("resumed_at") or []))
 
 
 def warm_start(model, path: str) -> dict:
@@ -250,6 +311,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
     import torch
     from torch.nn import functional as F
 
+    from pianonotes.inference import pick_device
     from pianonotes.nn import checkpoint as ckpt
     from pianonotes.nn.archs import ARCHS, build
 
@@ -257,7 +319,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
         raise PianonotesError(f"unknown architecture '{cfg.arch}'; choose one of {', '.join(ARCHS)}")
     emit = on_event or (lambda kind, info: None)
     rank, world = _dist()
-    device = pick_device(cfg.device)
+    device = pick_device(cfg.device, backend="torch")
     if device.startswith("cuda") and world > 1:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         torch.cuda.set_device(device)
@@ -324,17 +386,9 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
     total_steps = cfg.max_steps or max(1, int(cfg.epochs * per_epoch))
     step, epoch, best = 0, 0, -1.0
     if resume:
-        state_path = Path(resume)
-        state_path = state_path.with_suffix("") if state_path.suffix in (".json", ".safetensors") else state_path
-        if not state_path.name.endswith("-state"):
-            state_path = state_path.with_name(state_path.name + "-state")
-        if not state_path.with_suffix(".json").exists():
-            raise PianonotesError(f"no training state at {state_path}.json to resume from")
-        weights_path = state_path.with_name(state_path.name[: -len("-state")])
-        m, _ = ckpt.load(weights_path)
-        model.load_state_dict(m.state_dict(), strict=True)
-        meta = _load_state(state_path, opt)
+        meta = _resume(resume, cfg, model, opt, batch=batch, world=world)
         step, best = int(meta["step"]), float(meta.get("best", -1.0))
+        warm, resumed_at = meta["run_warm_start"], [*meta["run_resumed_at"], step]
 
     config_base = {
         "arch": cfg.arch, "arch_config": arch_cfg, "n_features": n_features, "frontend": fe_cfg,
@@ -346,13 +400,16 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
     }
     if warm:
         config_base["warm_start"] = warm
+    if resume:
+        config_base["resumed_at"] = resumed_at  # steps where this run was continued (e.g. in a later session)
 
     def save(name: str, metrics: dict | None = None) -> None:
         if rank != 0:
             return
         conf = dict(config_base, step=step, metrics=metrics or {})
         ckpt.save(out / name, model, conf)
-        _save_state(out / f"{name}-state", model, opt, {"step": step, "best": best})
+        _save_state(out / f"{name}-state", model, opt, {"step": step, "best": best, "arch": cfg.arch,
+                                                         "batch_size": batch, "world": world, "window": cfg.window})
         emit("save", {"path": str(out / name), "step": step})
 
     log_path = out / "metrics.jsonl"

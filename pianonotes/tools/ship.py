@@ -243,6 +243,9 @@ def write_card(path: Path, cfg: dict, results: dict, baselines: dict | None = No
     if warm:
         lines.append(f"- Warm start from `{Path(warm['from']).name}` (AudioNet v1: 5000 steps on 8 h of SoundFont renders, "
                      f"see `make model-v1`): {warm['copied']} tensors copied, new: {', '.join(warm['fresh']) or 'none'}.")
+    if cfg.get("resumed_at"):
+        lines.append("- Resumed (an exact continuation of the same run: weights, optimizer state and data order) at "
+                     f"step {', '.join(str(s) for s in cfg['resumed_at'])}.")
     lines += [
         f"- `pianonotes train --arch {tc['arch']}{' --pedal-heads' if (cfg.get('arch_config') or {}).get('pedal') else ''}"
         f"{' --online-augment' if tc.get('online_augment') else ''} --max-steps {tc['max_steps']} --batch-size "
