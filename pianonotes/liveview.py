@@ -33,6 +33,90 @@ BAR = " ▁▂▃▄▅▆▇█"
 KEYS_HELP = "q stop and save · Ctrl-C stop and save"
 
 
+# ------------------------------------------------------------------------------------ key and spelling
+_LETTERS = "CDEFGAB"
+_NATURAL = (0, 2, 4, 5, 7, 9, 11)
+_MAJOR_TONICS = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+_MINOR_TONICS = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
+_FIFTHS_MAJOR = (0, -5, 2, -3, 4, -1, 6, 1, -4, 3, -2, 5)  # key signature (sharps > 0) by major tonic
+_SHARPS = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+_FLATS = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
+_NEUTRAL = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
+# Krumhansl-Kessler key profiles
+_KK_MAJOR = (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88)
+_KK_MINOR = (6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17)
+
+
+def spelling_table(tonic: int, mode: str) -> list[str]:
+    """Pitch class -> note name in the key (``mode`` "major" or "minor"), by the score's rule
+    (:func:`pianonotes.export.score._spelling_table`): the scale's own spelling, plus the raised leading
+    tone in minor; other black keys with flats in flat keys and sharps in sharp keys (C major / A minor:
+    C#, Eb, F#, G#, Bb)."""
+    name = (_MAJOR_TONICS if mode == "major" else _MINOR_TONICS)[tonic % 12]
+    sharps = _FIFTHS_MAJOR[tonic % 12] if mode == "major" else _FIFTHS_MAJOR[(tonic + 3) % 12]
+    table = list(_SHARPS if sharps > 0 else _FLATS if sharps < 0 else _NEUTRAL)
+    steps = (0, 2, 4, 5, 7, 9, 11) if mode == "major" else (0, 2, 3, 5, 7, 8, 10, 11)
+    li = _LETTERS.index(name[0])
+    for deg, step in enumerate(steps):
+        letter = _LETTERS[(li + min(deg, 6)) % 7]
+        pc = (tonic + step) % 12
+        alter = (pc - _NATURAL[_LETTERS.index(letter)] + 6) % 12 - 6
+        table[pc] = letter + ("#" * alter if alter > 0 else "b" * -alter)
+    return table
+
+
+class KeyTracker:
+    """A running key estimate from the notes heard so far (each weighted by its length, up to 4 s):
+    the Krumhansl-Kessler profile that correlates best with the pitch-class histogram. ``name(pitch)``
+    spells a note in that key once ``min_notes`` notes are in, with sharps until then."""
+
+    def __init__(self, min_notes: int = 8):
+        self.hist = [0.0] * 12
+        self.count = 0
+        self.min_notes = min_notes
+        self._last = -1.0
+        self._table: list[str] | None = None
+
+    def add(self, pitch: int, weight: float = 1.0) -> None:
+        self.hist[pitch % 12] += max(weight, 0.05)
+        self.count += 1
+        self._table = None
+
+    def update(self, notes) -> None:
+        """Add the notes (with ``onset``, ``offset``, ``pitch``) that start after the last one added."""
+        new = [n for n in notes if n.onset > self._last]
+        for n in new:
+            self.add(n.pitch, min(n.offset - n.onset, 4.0))
+        if new:
+            self._last = max(n.onset for n in new)
+
+    def key(self) -> tuple[int, str] | None:
+        if self.count < self.min_notes:
+            return None
+        best, best_r = None, -2.0
+        for mode, prof in (("major", _KK_MAJOR), ("minor", _KK_MINOR)):
+            for t in range(12):
+                r = _correlation([self.hist[(t + i) % 12] for i in range(12)], prof)
+                if r > best_r:
+                    best, best_r = (t, mode), r
+        return best
+
+    def name(self, pitch: int) -> str:
+        if self._table is None:
+            k = self.key()
+            self._table = spelling_table(*k) if k is not None else list(_SHARPS)
+        return f"{self._table[pitch % 12]}{pitch // 12 - 1}"
+
+
+def _correlation(a, b) -> float:
+    n = len(a)
+    ma, mb = sum(a) / n, sum(b) / n
+    da = [x - ma for x in a]
+    db = [y - mb for y in b]
+    den = (sum(x * x for x in da) * sum(y * y for y in db)) ** 0.5
+    return sum(x * y for x, y in zip(da, db)) / den if den > 0 else 0.0
+
+
 def white_column(pitch: int) -> int:
     """Column of a key on the strip: a white key's own column; a black key shares the white key below."""
     if pitch % 12 in BLACK_PC:
@@ -71,11 +155,13 @@ class LiveView:
         self.lookahead_ms = lookahead_ms
         self.roll_seconds = roll_seconds
         self.roll_rows = roll_rows
+        self.keys = KeyTracker()
 
     def render(self, snap, width: int):
         from rich.console import Group
         from rich.text import Text
 
+        self.keys.update(snap.recent)
         title = Text(f"pianonotes listen · {self.title}", style="bold", no_wrap=True, overflow="ellipsis")
         lines: list = [title]
         if width >= KEYBOARD_MIN_WIDTH:
@@ -150,7 +236,7 @@ class LiveView:
             if used + item_len + reserve > width:
                 text.append(f"+{len(active) - i} more", style="dim")
                 break
-            text.append(f"{pitch_name(pitch):<4}", style="bold cyan")
+            text.append(f"{self.keys.name(pitch):<4}", style="bold cyan")
             if bars:
                 text.append(_vbar(conf, 5) + " ", style="yellow")
             text.append(f"{int(round(conf * 100)):3d}% ")
@@ -243,9 +329,11 @@ def run_screen(session, console, view: LiveView, *, refresh_seconds: float = C.L
         live.update(view.render(session.snapshot(), console.width), refresh=True)
 
 
-def format_event(ev) -> str:
-    """One plain line per note start: time (s), note, velocity, confidence."""
-    return (f"{ev.time:9.3f}  {pitch_name(ev.pitch):<4} velocity {ev.velocity:3d}  "
+def format_event(ev, keys: KeyTracker | None = None) -> str:
+    """One plain line per note start: time (s), note (spelled in the key so far with ``keys``),
+    velocity, confidence."""
+    name = keys.name(ev.pitch) if keys is not None else pitch_name(ev.pitch)
+    return (f"{ev.time:9.3f}  {name:<4} velocity {ev.velocity:3d}  "
             f"confidence {ev.confidence:.2f}")
 
 
@@ -255,13 +343,15 @@ def run_plain(session, out: IO, *, refresh_seconds: float = C.LIVE_UPDATE_SECOND
         if c in ("q", "Q"):
             session.stop()
 
+    keys = KeyTracker()
     with key_reader(on_key):
         while True:
             finished = session.done
             session.wait_update(refresh_seconds)
             events = session.events()
             for ev in events:
-                out.write(format_event(ev) + "\n")
+                keys.add(ev.pitch)
+                out.write(format_event(ev, keys) + "\n")
             if events:
                 out.flush()
             session.mark_shown()

@@ -197,6 +197,11 @@ def test_overrides_and_bad_values():
 
 
 # -------------------------------------------------------------------------------------- quantization
+def voices_of(m):
+    """The voices of a measure, or the measure itself when it has one voice."""
+    return list(m.voices) if m.hasVoices() else [m]
+
+
 def _random_piece(seed):
     rng = random.Random(seed)
     ev, q = [], 0.0
@@ -220,11 +225,12 @@ def test_measures_sum_to_the_meter_and_nothing_is_shorter_than_the_grid(seed):
         ts = ms[0].timeSignature
         bar = Fraction(ts.barDuration.quarterLength)
         for m in ms:
-            total = sum(Fraction(el.quarterLength) for el in m.notesAndRests if not el.duration.isGrace)
             want = bar - Fraction(m.paddingLeft) if m.number == 0 else bar
-            assert total == want, (m.number, total, want)
-            for el in m.notesAndRests:
-                assert Fraction(el.quarterLength) >= Fraction(1, 4)
+            for box in voices_of(m):
+                total = sum(Fraction(el.quarterLength) for el in box.notesAndRests if not el.duration.isGrace)
+                assert total == want, (m.number, total, want)
+                for el in box.notesAndRests:
+                    assert Fraction(el.quarterLength) >= Fraction(1, 4)
 
 
 def test_no_chain_of_short_rests():
@@ -386,3 +392,65 @@ def test_note_values_follow_key_releases_not_the_pedal():
     sc = notes_to_score(pedalled, title="pedal", bpm=100, time_signature="4/4")
     upper = sc.parts[0].getElementsByClass(stream.Measure)
     assert all([x.quarterLength for x in m.notes] == [1.0] * 4 for m in upper)
+
+
+# ------------------------------------------------------------------------------------- meter changes
+def four_then_three(bars4=8, bars3=8):
+    """``bars4`` bars of 4/4 then ``bars3`` of 3/4: a bass on each downbeat held for the bar, chords on
+    the other beats, a melody starting with a half note."""
+    ev, q = [], 0
+    prog = [(36, [52, 55, 60]), (41, [53, 57, 60]), (43, [55, 59, 62]), (36, [52, 55, 60])]
+    tune = [72, 74, 76, 72, 77, 76, 74, 71, 72, 67]
+    for b in range(bars4 + bars3):
+        n = 4 if b < bars4 else 3
+        bass, chord = prog[b % 4]
+        ev.append((q, n, bass))
+        ev += [(q + k, 1, p) for k in range(1, n) for p in chord]
+        m = tune[b % len(tune)]
+        ev += [(q, 2, m)] + [(q + k, 1, m - k) for k in range(2, n)]
+        q += n
+    return ev
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_change_from_four_four_to_three_four(seed):
+    from music21 import stream
+
+    notes, sec = play(four_then_three(), qpm=100, seed=seed)
+    g = estimate_beats(notes)
+    assert str(g.meter) == "4/4" and g.pickup_ql == 0
+    assert [(k, str(m)) for k, m in g.changes] == [(32, "3/4")]
+    ref = [sec(4 * k) for k in range(8)] + [sec(32 + 3 * k) for k in range(8)]
+    est = g.downbeats()
+    assert max(min(abs(est - r)) for r in ref) < 0.05
+    # the score gets a 3/4 time signature on bar 9, and every bar sums to its own meter
+    sc = notes_to_score(notes, title="change")
+    for part in sc.parts:
+        ms = list(part.getElementsByClass(stream.Measure))
+        sigs = [(m.number, m.timeSignature.ratioString) for m in ms if m.timeSignature is not None]
+        assert sigs == [(1, "4/4"), (9, "3/4")]
+        for m in ms:
+            for box in voices_of(m):
+                total = sum(Fraction(el.quarterLength) for el in box.notesAndRests)
+                assert total == (4 if m.number <= 8 else 3), m.number
+
+
+def test_no_meter_change_in_one_meter_pieces_or_with_a_given_meter():
+    for ev, qpm in ((waltz(), 132), (four_four(pickup=1.0)[0], 96), (six_eight()[0], 150)):
+        notes, _ = play(ev, qpm=qpm)
+        assert estimate_beats(notes).changes == ()
+    notes, _ = play(four_then_three(), qpm=100)
+    g = estimate_beats(notes, meter="4/4")
+    assert g.changes == () and str(g.meter) == "4/4"
+    assert estimate_beats(notes, changes_allowed=False).changes == ()
+
+
+def test_beat_grid_with_changes():
+    from pianonotes.export import BeatGrid
+
+    g = BeatGrid(np.arange(15, dtype=float), Meter(4, 4), 0.0, 13.0, ((8, Meter(3, 4)),))
+    assert list(g.bar_starts()) == [0, 4, 8, 11, 14]
+    assert list(g.downbeats()) == [0.0, 4.0, 8.0, 11.0, 14.0]
+    assert str(g.meter_at(9)) == "3/4" and str(g.meter_at(7.5)) == "4/4"
+    with pytest.raises(PianonotesError):
+        BeatGrid(np.arange(15, dtype=float), Meter(4, 4), 0.0, 13.0, ((8, Meter(6, 8)),))

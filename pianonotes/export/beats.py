@@ -12,11 +12,22 @@ Everything here works on the notes alone (onset times, velocities, durations, pi
    followed, while a prior keeps the period within 0.7-2.1 times the global one.
 4. **Subdivision**: onsets between beats at 1/3 and 2/3 of the beat make it compound (a dotted
    quarter, x/8 meters); at 1/2, simple (a quarter, x/4).
-5. **Bars and pickup**: each beat gets an accent (a bass note, long notes, a large chord, loudness,
-   a change of harmony). For 2, 3 and 4 beats per bar and each phase, the accent of the beats on
-   the phase is compared with the others; the best bar length and phase give the meter (2/4, 3/4,
-   4/4, 6/8, 9/8, 12/8) and the first downbeat, hence the pickup (anacrusis), in whole beats or
-   fractions of a beat (an upbeat eighth before the first tracked beat).
+5. **Bars and pickup**: each beat gets features (a bass note, long notes, a large chord, loudness,
+   a change of harmony, ...; :func:`beat_features`). Every hypothesis of 2, 3 or 4 beats per bar,
+   each phase, on the tracked beats or on the beats shifted by half a beat (thirds in compound time:
+   a tracker may lock onto the off-beats of running notes) is scored by a conditional logit over
+   :data:`BAR_FEATURES` (the contrast of each feature between the hypothesis' downbeats and its other
+   beats, accents of beat 1 against beat 3, bar-length repetition, the pickup's length, note density,
+   onsets on the beat, whether the music ends at a bar line; :func:`bar_hypotheses`), fitted on music21
+   corpus pieces outside the benchmark. The best gives the meter (2/4, 3/4, 4/4, 6/8, 9/8, 12/8) and
+   the first downbeat, hence the pickup (anacrusis), in whole beats or fractions of a beat.
+
+6. **Meter changes** (:func:`meter_changes`): dynamic programming over bars of 2, 3 or 4 beats on the
+   per-beat accents proposes where the bar length changes (at least MIN_CHANGE_BARS bars each); the
+   proposal is kept only when every stretch, scored alone by the bar model, prefers its own meter from
+   its first beat by CHANGE_MARGIN (calibrated on the training pieces, none of which changes meter:
+   2 of 242 performances would get a change). A 4/4 piece that goes on in 3/4 gets a ``changes`` entry
+   and a time signature change in the score.
 
 The result is a :class:`BeatGrid`: beat times in seconds starting on a (possibly virtual) bar line
 at or before the first note, and the meter; positions in quarter notes come from interpolating
@@ -102,14 +113,26 @@ class BeatGrid:
 
     times : seconds of consecutive beats, shape (n,), increasing, n >= 2; ``times[0]`` is a bar line
         (a downbeat) at or before the first note, so a pickup shows as a first note after it.
-    meter : the time signature; every ``meter.beats_per_bar``-th beat from ``times[0]`` is a downbeat.
+    meter : the opening time signature; every ``meter.beats_per_bar``-th beat from ``times[0]`` is a
+        downbeat until the first change.
     first_onset, last_onset : seconds of the first and last note onsets (``times[0]`` without notes).
+    changes : meter changes, ``(beat index, Meter)`` in increasing order: from that beat (a bar line of
+        the meter before it) bars have the new meter, whose beat has the same length (2/4, 3/4, 4/4;
+        or 6/8, 9/8, 12/8), so positions in quarter notes stay beats times ``beat_ql``.
     """
 
     times: "np.ndarray"
     meter: Meter
     first_onset: float
     last_onset: float | None = None
+    changes: tuple = ()
+
+    def __post_init__(self) -> None:
+        at = 0
+        for k, m in self.changes:
+            if not isinstance(m, Meter) or m.beat_ql != self.meter.beat_ql or k <= at:
+                raise PianonotesError(f"internal: meter change {m} at beat {k} does not fit {self.meter}")
+            at = k
 
     @property
     def beat_ql(self) -> Fraction:
@@ -177,9 +200,32 @@ class BeatGrid:
         q = q % bar
         return Fraction(0) if q == 0 else bar - q
 
+    def meters(self) -> list[tuple[int, Meter]]:
+        """(first beat, meter) of each stretch of one meter: the opening one, then the changes."""
+        return [(0, self.meter), *self.changes]
+
+    def bar_starts(self) -> "np.ndarray":
+        """Beat indices (into ``times``) of every bar line from the first on."""
+        import numpy as np
+
+        out: list[int] = []
+        segs = self.meters()
+        for i, (k, m) in enumerate(segs):
+            end = segs[i + 1][0] if i + 1 < len(segs) else len(self.times)
+            out += range(k, end, m.beats_per_bar)
+        return np.asarray(out, dtype=int)
+
+    def meter_at(self, beat: float) -> Meter:
+        """The meter in force at ``beat`` (beats from ``times[0]``)."""
+        m = self.meter
+        for k, mk in self.changes:
+            if beat >= k:
+                m = mk
+        return m
+
     def downbeats(self) -> "np.ndarray":
         """Seconds of every bar line from the first (``times[0]``) on."""
-        return self.times[:: self.meter.beats_per_bar]
+        return self.times[self.bar_starts()]
 
 
 def constant_grid(first_onset: float, last_time: float, bpm_quarter: float, meter: Meter,
@@ -480,106 +526,164 @@ def beat_features(ev: _Events, beats: "np.ndarray") -> "np.ndarray":
     return Z
 
 
-def beat_accents(ev: _Events, beats: "np.ndarray") -> "np.ndarray":
-    """One accent per beat: :func:`beat_features` weighted by ACCENT_WEIGHTS."""
+def _beat_descriptors(ev: _Events, beats: "np.ndarray") -> "np.ndarray":
+    """Per beat a vector of what happens in it: onset strength in 12 bins across the beat and the
+    pitch classes of its onsets (both square-rooted and each row scaled to unit length)."""
     import numpy as np
 
-    return beat_features(ev, beats) @ np.asarray(ACCENT_WEIGHTS, dtype=float)
+    nb = len(beats)
+    period = np.append(np.diff(beats), beats[-1] - beats[-2])
+    k = np.clip(np.searchsorted(beats, ev.times + 0.04 * np.interp(ev.times, beats, period), side="right") - 1,
+                0, nb - 1)
+    phase = np.clip((ev.times - beats[k]) / period[k], 0.0, 0.999)
+    bins = np.clip(np.round(phase * 12).astype(int), 0, 11)
+    D = np.zeros((nb, 24))
+    w = np.sqrt(ev.weights)
+    np.add.at(D, (k, bins), w)
+    for i in range(len(ev.times)):
+        for pc in ev.pcs[i]:
+            D[k[i], 12 + pc] += w[i]
+    D = np.sqrt(D)
+    norm = np.linalg.norm(D, axis=1, keepdims=True)
+    return D / np.maximum(norm, 1e-9)
 
 
-def _contrast(a: "np.ndarray", b: int, ph: int) -> float:
+def _onsets_per_beat(ev: _Events, beats: "np.ndarray") -> "np.ndarray":
+    """Onset events in each beat interval."""
     import numpy as np
 
-    if len(a) < 2 * b:
-        return 0.0
-    mask = np.ones(len(a), bool)
-    mask[ph::b] = False
-    return float(a[ph::b].mean() - a[mask].mean())
+    k = np.searchsorted(beats, ev.times + 0.02, side="right") - 1
+    k = k[(k >= 0) & (k < len(beats) - 1)]
+    return np.bincount(k, minlength=max(len(beats) - 1, 1)).astype(float)
 
 
-def _pickup_cost(beats: float) -> float:
-    """Prior against long pickups: a piece starts on the downbeat or at most a beat before it far more
-    often than two or more beats before it."""
-    return 0.0 if beats <= 1 else PICKUP_COST * (beats - 1)
-
-
-PICKUP_COST = 0.8  # accent units per beat of pickup beyond the first
-TRIPLE_RATIO = {2: 1.5, 3: 4.0}  # by subdivision: how much stronger a 3-beat bar must be than a 2-beat one
-MELODY_TRIPLE_RATIO = 2.5  # the same for a lone melody (weaker accents), simple time
-HALF_BAR_RATIO = 0.5  # 2/4 rather than 4/4 when the 4-beat contrast is below this share of the 2-beat one
-
-
-def bar_phase(accents: "np.ndarray", *, subdivision: int = 2, beats_per_bar: int | None = None,
-              first_beat: int = 0, melody: bool = False, lead: float = 0.0) -> tuple[int, int]:
-    """(beats per bar, phase): the phase is the index of the first downbeat among the beats from
-    ``first_beat`` on (the beat of the first note).
-
-    The contrast of a bar length b and phase is the mean accent of the beats on the phase minus the mean
-    of the others. Duple or triple first: a 3-beat bar needs 1.5 times the best 2-beat contrast (2.5
-    times in a lone melody, ``melody``; 4 times in compound time: 9/8 is rare); then, in simple duple
-    time, 4/4 unless the 4-beat contrast at the two phases that agree with the 2-beat one stays under
-    half of it (then 2/4). A prior against
-    pickups of more than a beat settles phases that are nearly tied (beat 3 of a 4/4 chorale bar, where
-    phrases end, can be as accented as beat 1); ``lead`` is how far into its beat the first note
-    starts (0-1), so the pickup of phase p is p - lead beats."""
-    a = accents[first_beat:]
-
-    def best_phase(b: int, phases=None) -> tuple[int, float]:
-        cands = [(_contrast(a, b, ph) - (_pickup_cost(ph - lead) if ph else 0.0), ph)
-                 for ph in (phases if phases is not None else range(b))]
-        c, ph = max(cands, key=lambda x: (x[0], -x[1]))
-        return ph, c
-
-    if beats_per_bar is not None:
-        return beats_per_bar, best_phase(beats_per_bar)[0]
-    if len(a) < 4:
-        return (2 if subdivision == 3 else 4), 0
-    p2 = max(range(2), key=lambda ph: _contrast(a, 2, ph))
-    c2 = _contrast(a, 2, p2)
-    c2 = max(c2, 0.75 * max(_contrast(a, 4, ph) for ph in (p2, p2 + 2)))  # S w w w is duple too
-    p3, _ = best_phase(3)
-    c3 = max(_contrast(a, 3, ph) for ph in range(3))
-    ratio = MELODY_TRIPLE_RATIO if (melody and subdivision == 2) else TRIPLE_RATIO.get(subdivision, 1.5)
-    if len(a) >= 6 and c3 > ratio * max(c2, 0.05):
-        return 3, p3
-    if subdivision == 3:
-        return 2, p2
-    p4, _ = best_phase(4, [p2, p2 + 2])
-    c4 = _contrast(a, 4, p4)
-    if len(a) >= 8 and c4 < HALF_BAR_RATIO * c2:
-        return 2, p2
-    return 4, p4
-
-
-def estimate_beats(notes: Sequence[Note], *, bpm: float | None = None,
-                   meter: "str | Meter | None" = None) -> BeatGrid:
-    """Track the beats, meter and pickup of ``notes``.
-
-    ``bpm`` (quarter notes per minute) fixes a constant tempo instead of tracking, ``meter`` the time
-    signature (e.g. ``"6/8"``) instead of estimating it; the downbeat and pickup are still estimated.
-    """
+def _repetition(desc: "np.ndarray", max_lag: int = 8) -> "np.ndarray":
+    """Mean cosine similarity of beat i and beat i + L for L = 0..max_lag (index L; 0 unused)."""
     import numpy as np
 
-    fixed = parse_meter(meter) if meter is not None else None
-    notes = list(notes)
-    if not notes:
-        m = fixed or SIMPLE_METERS[4]
-        return constant_grid(0.0, 0.0, bpm or DEFAULT_BPM, m)
+    out = np.zeros(max_lag + 1)
+    for L in range(1, max_lag + 1):
+        if len(desc) > L + 1:
+            out[L] = float(np.mean(np.sum(desc[L:] * desc[:-L], axis=1)))
+    return out
+
+
+BAR_FEATURES = tuple(f"{f} contrast" for f in FEATURES) + (
+    "half bar", "no half bar", "repetition", "no pickup", "long pickup", "duple density", "on the beat", "ends a bar")
+# Weights of the bar hypotheses' features (conditional logit over meter and phase), and one bias per
+# (subdivision, beats per bar); fitted by ``python -m pianonotes.tools.score_bench --fit-bars`` on music21
+# corpus pieces outside the benchmark.
+BAR_WEIGHTS = (0.682, 1.75, 1.62, 1.557, 0.932, -0.23, 0.984, 0.98, 0.221, -0.272, 2.106, -1.966, -1.182, -0.719,
+               -0.795, -3.941, 4.744, 6.57, 2.074)
+BAR_BIAS = {(2, 2): -4.494, (2, 3): 1.698, (2, 4): 2.796, (3, 2): 0.481, (3, 3): -0.336, (3, 4): -0.146}
+
+
+def bar_hypotheses(Z: "np.ndarray", acc: "np.ndarray", desc: "np.ndarray", *, subdivision: int,
+                   first_beat: int = 0, lead: float = 0.0, onsets_per_beat: "np.ndarray | None" = None,
+                   end_beat: int | None = None,
+                   beats_per_bar: int | None = None) -> tuple[list[tuple[int, int]], "np.ndarray"]:
+    """Every (beats per bar, phase) hypothesis and its BAR_FEATURES: for each beat feature (``Z``,
+    from :func:`beat_features`) the mean on the phase's beats minus the mean on the others; in 4-beat
+    bars how much more accented (``acc``) beat 1 is than beat 3, and in 2-beat bars the opposite of the
+    larger such difference; how much more alike (``desc``) beats a bar or two bars apart are than beats
+    1-8 apart; whether there is no pickup; the pickup's length beyond one beat; in 2-beat bars, log2 of the
+    onsets per beat (running 16ths are written in 2/4 rather than as eighths in 4/4); "on the beat"
+    is left 0 for :func:`bar_evidence` (see :func:`_on_beat_share`); whether the music ends on a bar
+    line (``end_beat``: the beat index, like ``first_beat``, at which the last note ends). The phase counts beats
+    from ``first_beat`` (the beat of the first note; ``lead``: how far into it the note starts, 0-1)."""
+    import numpy as np
+
+    Z, acc, desc = Z[first_beat:], acc[first_beat:], desc[first_beat:]
+    rep = _repetition(desc)
+    density = math.log2(max(float(np.mean(onsets_per_beat)), 0.25)) if onsets_per_beat is not None else 0.0
+    base = float(np.mean(rep[1:]))
+    hyps, rows = [], []
+    for b in ((beats_per_bar,) if beats_per_bar is not None else (2, 3, 4)):
+        if len(Z) < 2 * b:
+            continue
+        r_b = (rep[b] + (rep[2 * b] if 2 * b < len(rep) else rep[b])) / 2 - base
+        for ph in range(b):
+            mask = np.zeros(len(Z), bool)
+            mask[ph::b] = True
+            con = Z[mask].mean(axis=0) - Z[~mask].mean(axis=0)
+            half = no_half = 0.0
+            if b == 4:
+                half = float(acc[ph::4].mean() - acc[(ph + 2) % 4::4].mean())
+            elif b == 2 and len(acc) >= 8:
+                no_half = -abs(float(acc[ph::4].mean() - acc[ph + 2::4].mean()))
+            pickup = max(0.0, ph - lead)
+            rows.append(np.concatenate([con, [half, no_half, r_b, float(ph == 0), max(0.0, pickup - 1.0),
+                                              density if b == 2 else 0.0, 0.0,
+                                              float(end_beat is not None and (end_beat - first_beat - ph) % b == 0)]]))
+            hyps.append((b, ph))
+    return hyps, np.asarray(rows).reshape(len(rows), len(BAR_FEATURES))
+
+
+def bar_scores(hyps, H, subdivision: int) -> "np.ndarray":
+    import numpy as np
+
+    bias = np.asarray([BAR_BIAS.get((subdivision, h[0]), 0.0) for h in hyps])
+    return H @ np.asarray(BAR_WEIGHTS, dtype=float) + bias
+
+
+@dataclass
+class BarEvidence:
+    """What the bar-line decision of :func:`estimate_beats` sees (returned by :func:`bar_evidence`)."""
+
+    grids: list  # candidate beat grids (s): the tracked beats, and shifted by a fraction of a beat
+    accents: list  # per grid: per-beat accents, the beat features weighted as in the bar contrasts
+    features: list  # per grid: (beat features, beat descriptors), for re-scoring stretches of it
+    subdivision: int  # 2 simple, 3 compound
+    first_beats: list  # per grid: index of the beat of the first note
+    hyps: list  # (beats per bar, phase, grid index) hypotheses
+    H: "np.ndarray"  # their BAR_FEATURES
+    first: float  # first onset (s)
+    last_onset: float
+
+
+def _on_beat_share(ev: _Events, beats: "np.ndarray", sub: int) -> float:
+    """log2 of the onset strength within 8 % of a beat of the grid over that between beats (at half
+    or thirds of a beat): positive on a grid whose beats are where the music's onsets are."""
+    import numpy as np
+
+    k = np.clip(np.searchsorted(beats, ev.times, side="right") - 1, 0, len(beats) - 2)
+    ph = (ev.times - beats[k]) / (beats[k + 1] - beats[k])
+    inside = (ev.times >= beats[0]) & (ev.times <= beats[-1])
+    on = inside & ((ph < 0.08) | (ph > 0.92))
+    mids = (0.5,) if sub == 2 else (1 / 3, 2 / 3)
+    off = inside & np.any([np.abs(ph - m) < 0.08 for m in mids], axis=0)
+    return float(np.clip(np.log2((ev.weights[on].sum() + 1.0) / (ev.weights[off].sum() + 1.0)), -3, 3))
+
+
+def _shifted(beats: "np.ndarray", frac: float, first: float, last: float) -> "np.ndarray":
+    """The beats moved ``frac`` of a beat later (each by its own period), covering [first, last]."""
+    import numpy as np
+
+    if frac == 0:
+        return beats
+    b = beats[:-1] + frac * np.diff(beats)
+    return _extend(b, first, last) if len(b) >= 2 else beats
+
+
+def bar_evidence(notes: Sequence[Note], *, bpm: float | None = None,
+                 fixed: Meter | None = None) -> "BarEvidence | None":
+    """Track the beats of ``notes`` and list the bar hypotheses with their features; None when there
+    are too few onsets to track. The tracker may lock onto the off-beats of running notes, so the grid
+    shifted by half a beat (thirds in compound time) is a hypothesis too; with ``bpm`` the grid starts
+    on the first note and is not shifted."""
+    import numpy as np
+
     first = min(n.onset for n in notes)
     last = max(n.offset for n in notes)
     ev = onset_events(notes)
     if len(ev.times) < MIN_EVENTS:
-        m = fixed or SIMPLE_METERS[4]
-        return constant_grid(first, last, bpm or DEFAULT_BPM, m)
-
+        return None
     if bpm is not None:
         m = fixed or SIMPLE_METERS[4]
         period = 60.0 / float(bpm) * float(m.beat_ql)
         beats = first + period * np.arange(int(math.ceil((last - first) / period)) + 2)
-        sub = 3 if (fixed and fixed.compound) else 2
-        if fixed is None:
-            # the beat is a quarter note; a compound meter needs --time-signature
-            sub = 2
+        sub = 3 if (fixed and fixed.compound) else 2  # without a meter the beat is a quarter note
+        shifts: tuple[float, ...] = (0.0,)
     else:
         period = pulse_period(ev)
         fps = FPS if (last - first) < 900 else FPS / 2
@@ -590,31 +694,196 @@ def estimate_beats(notes: Sequence[Note], *, bpm: float | None = None,
         sub = subdivision(ev, beats)
         if fixed is not None:
             sub = 3 if fixed.compound else 2
-
+        shifts = (0.0, 0.5) if sub == 2 else (0.0, 1 / 3, 2 / 3)
     beats = _extend(beats, first, last)
-    acc = beat_accents(ev, beats)
-    first_beat = int(np.searchsorted(beats, first + 0.1 * (beats[1] - beats[0]), side="right") - 1)
-    first_beat = max(first_beat, 0)
-    lead = float(np.clip((first - beats[first_beat]) / (beats[first_beat + 1] - beats[first_beat]), 0.0, 1.0))
-    if fixed is not None:
-        bpb, phase = bar_phase(acc, beats_per_bar=fixed.beats_per_bar, first_beat=first_beat, lead=lead)
-        m = fixed
-    else:
-        bpb, phase = bar_phase(acc, subdivision=sub, first_beat=first_beat, melody=_polyphony(notes) < 0.3,
-                               lead=lead)
-        m = (COMPOUND_METERS if sub == 3 else SIMPLE_METERS)[bpb]
+    grids, accents, features, first_beats, hyps, rows = [], [], [], [], [], []
+    for gi, frac in enumerate(shifts):
+        g = _shifted(beats, frac, first, last)
+        Z = beat_features(ev, g)
+        acc = Z @ np.asarray(ACCENT_WEIGHTS, dtype=float)
+        fb = max(int(np.searchsorted(g, first + 0.1 * (g[1] - g[0]), side="right") - 1), 0)
+        lead = float(np.clip((first - g[fb]) / (g[fb + 1] - g[fb]), 0.0, 1.0))
+        grids.append(g)
+        accents.append(Z @ np.asarray(BAR_WEIGHTS[:len(FEATURES)], dtype=float))
+        features.append((Z, _beat_descriptors(ev, g)))
+        first_beats.append(fb)
+        if fixed is None and len(g) - fb < 4:
+            continue
+        end = float(np.interp(last, g, np.arange(len(g), dtype=float)))  # the last release, in beats
+        hs, H = bar_hypotheses(Z, acc, features[-1][1], subdivision=sub, first_beat=fb, lead=lead,
+                               onsets_per_beat=_onsets_per_beat(ev, g[fb:]), end_beat=math.ceil(end - 0.15),
+                               beats_per_bar=fixed.beats_per_bar if fixed is not None else None)
+        share = _on_beat_share(ev, g, sub) if len(shifts) > 1 else 0.0
+        H[:, BAR_FEATURES.index("on the beat")] = share
+        hyps += [(b, ph, gi) for b, ph in hs]
+        rows.append(H)
+    H = np.concatenate(rows) if rows else np.zeros((0, len(BAR_FEATURES)))
+    return BarEvidence(grids, accents, features, sub, first_beats, hyps, H, first, float(ev.times[-1]))
+
+
+def estimate_beats(notes: Sequence[Note], *, bpm: float | None = None,
+                   meter: "str | Meter | None" = None, changes_allowed: bool = True) -> BeatGrid:
+    """Track the beats, meter and pickup of ``notes``.
+
+    ``bpm`` (quarter notes per minute) fixes a constant tempo instead of tracking, ``meter`` the time
+    signature (e.g. ``"6/8"``) instead of estimating it; the downbeat and pickup are still estimated.
+    The bar length and phase are the best-scoring of :func:`bar_hypotheses` (:func:`bar_scores`);
+    without ``meter`` (and unless ``changes_allowed`` is false) the bar length may then change where
+    the accents say so (:func:`meter_changes`): a 4/4 piece that goes on in 3/4 gets ``changes``.
+    """
+    import numpy as np
+
+    fixed = parse_meter(meter) if meter is not None else None
+    notes = list(notes)
+    if not notes:
+        m = fixed or SIMPLE_METERS[4]
+        return constant_grid(0.0, 0.0, bpm or DEFAULT_BPM, m)
+    e = bar_evidence(notes, bpm=bpm, fixed=fixed)
+    if e is None:
+        m = fixed or SIMPLE_METERS[4]
+        return constant_grid(min(n.onset for n in notes), max(n.offset for n in notes), bpm or DEFAULT_BPM, m)
+    sub = e.subdivision
+    if e.hyps:
+        bpb, phase, gi = e.hyps[int(np.argmax(bar_scores(e.hyps, e.H, sub)))]
+    else:  # too few beats to compare bars
+        bpb, phase, gi = (fixed.beats_per_bar if fixed is not None else (2 if sub == 3 else 4)), 0, 0
+    m = fixed if fixed is not None else (COMPOUND_METERS if sub == 3 else SIMPLE_METERS)[bpb]
+    changes: list[tuple[int, Meter]] = []
+    if fixed is None and changes_allowed:
+        table = COMPOUND_METERS if sub == 3 else SIMPLE_METERS
+        end = int(np.searchsorted(e.grids[gi], e.last_onset, side="right"))
+        found = meter_changes(e.accents[gi], e.first_beats[gi] + phase, bpb, end=end)
+        if found and _stretch_margin(e, gi, e.first_beats[gi] + phase, bpb, found, end) >= CHANGE_MARGIN:
+            changes = [(k, table[b]) for k, b in found]
+    return _grid_from(e.grids[gi], m, e.first_beats[gi], phase, e.first, e.last_onset, changes)
+
+
+CHANGE_MARGIN = 1.4  # how much better each stretch must score its own meter than the other (bar_scores units)
+
+
+def _stretch_margin(e: "BarEvidence", gi: int, start: int, bpb: int, changes: list[tuple[int, int]],
+                    end: int) -> float:
+    """The least margin, over the stretches between meter changes scored alone by the bar model, of
+    its own bar length starting on its first beat over the best hypothesis of the neighbouring
+    stretches' bar length (-inf when a stretch is too short to score)."""
+    import numpy as np
+
+    Z, desc = e.features[gi]
+    acc = Z @ np.asarray(ACCENT_WEIGHTS, dtype=float)
+    bounds = [(start, bpb)] + list(changes)
+    margin = math.inf
+    for i, (k0, b) in enumerate(bounds):
+        k1 = bounds[i + 1][0] if i + 1 < len(bounds) else end
+        others = {bounds[j][1] for j in (i - 1, i + 1) if 0 <= j < len(bounds)} - {b}
+        sl = slice(k0, k1)
+        best = {}
+        for bb in {b} | others:
+            hs, H = bar_hypotheses(Z[sl], acc[sl], desc[sl], subdivision=e.subdivision, beats_per_bar=bb,
+                                   onsets_per_beat=None)
+            if not hs:
+                return -math.inf
+            sc = bar_scores(hs, H, e.subdivision)
+            best[bb] = (float(sc[0]), float(np.max(sc)))  # phase 0 first
+        margin = min(margin, min(best[b][0] - best[o][1] for o in others))
+    return margin
+
+
+def _grid_from(beats: "np.ndarray", m: Meter, first_beat: int, phase: int, first: float,
+               last_onset: float, changes: Sequence[tuple[int, Meter]] = ()) -> BeatGrid:
+    """The BeatGrid whose first downbeat is beat ``first_beat + phase``, starting at the bar line at or
+    before the first note and ending a whole bar plus one beat after the tracked beats; ``changes``
+    are (index into ``beats``, Meter) meter changes."""
+    import numpy as np
+
     bpb = m.beats_per_bar
     down = first_beat + phase  # index of the first downbeat
     origin = down - bpb * int(math.ceil((down - first_beat) / bpb)) if down > first_beat else down
     if origin > first_beat:  # cannot happen; keep the first note inside the grid
         origin -= bpb
     # grid from the origin bar line: prepend beats when the origin lies before beat 0
+    shift = 0
     while origin < 0:
         beats = np.insert(beats, 0, beats[0] - (beats[1] - beats[0]))
         origin += 1
+        shift += 1
     beats = beats[origin:]
-    # pad the end to a whole bar plus one beat
-    extra = (-(len(beats) - 1)) % bpb + 1
+    moved = tuple((k + shift - origin, mk) for k, mk in changes)
+    # pad the end to a whole bar of the last meter plus one beat
+    k_last, m_last = moved[-1] if moved else (0, m)
+    extra = (-(len(beats) - 1 - k_last)) % m_last.beats_per_bar + 1
     for _ in range(extra):
         beats = np.append(beats, beats[-1] + (beats[-1] - beats[-2]))
-    return BeatGrid(beats, m, first, float(ev.times[-1]))
+    return BeatGrid(beats, m, first, last_onset, moved)
+
+
+CHANGE_COST = 6.0  # accent units (bar contrast times beats) a change of meter must win
+MIN_CHANGE_BARS = 4  # bars of one meter at least, before and after a change
+
+
+def meter_changes(accents: "np.ndarray", start: int, beats_per_bar: int, *, end: int | None = None,
+                  cost: float | None = None, min_bars: int | None = None) -> list[tuple[int, int]]:
+    """Where the bar length changes: (beat index, beats per bar) of each change after ``start`` (the
+    first downbeat, a bar of ``beats_per_bar``).
+
+    Dynamic programming over bars: a bar of b beats starting at beat i scores b * (a[i] - mean of
+    a[i+1 .. i+b-1]) on the per-beat ``accents`` a (so a whole piece of one meter sums to its beats
+    times its bar contrast); changing the bar length costs ``cost`` (CHANGE_COST) and each stretch of
+    one meter lasts at least ``min_bars`` (MIN_CHANGE_BARS) bars. Duple meters (2, 4) change only to
+    triple (3) and back, so a 4/4 piece with a strong third beat does not become 2/4 in places.
+    """
+    import numpy as np
+
+    cost = CHANGE_COST if cost is None else cost
+    min_bars = MIN_CHANGE_BARS if min_bars is None else min_bars
+    a = np.asarray(accents, dtype=float)
+    n = len(a) if end is None else min(end, len(a))
+    family = {beats_per_bar, 3} if beats_per_bar in (2, 4) else {3, 2, 4}
+    lengths = sorted(family)
+    if n - start < 2 * min_bars * min(lengths) + 1:
+        return []
+    csum = np.concatenate([[0.0], np.cumsum(a)])
+
+    def emit(i: int, b: int) -> float:
+        rest = (csum[i + b] - csum[i + 1]) / (b - 1)
+        return b * (a[i] - rest)
+
+    # V[i]: {(b, bars in this meter capped at min_bars): (score, back pointer)}
+    V: list[dict] = [dict() for _ in range(n + 1)]
+    V[start] = {(beats_per_bar, 0): (0.0, None)}  # the opening meter, too, lasts min_bars bars
+    for i in range(start, n + 1):
+        for (b, c), (sc, _) in list(V[i].items()):
+            for b2 in lengths:
+                if i + b2 > n:
+                    continue
+                if b2 == b:
+                    key, add = (b, min(c + 1, min_bars)), 0.0
+                elif c >= min_bars:
+                    key, add = (b2, 1), -cost
+                else:
+                    continue
+                val = sc + add + emit(i, b2)
+                cur = V[i + b2].get(key)
+                if cur is None or val > cur[0]:
+                    V[i + b2][key] = (val, (i, b, c))
+    # the end: the last position any bar reaches, with its last stretch long enough
+    best = None
+    for i in range(n, max(start, n - max(lengths)) - 1, -1):
+        for (b, c), (sc, _) in V[i].items():
+            if c >= min_bars and (best is None or sc > best[0]):
+                best = (sc, i, b, c)
+    if best is None:
+        return []
+    _, i, b, c = best
+    bars: list[tuple[int, int]] = []  # (start beat, b), backwards
+    while V[i][(b, c)][1] is not None:
+        pi, pb, pc = V[i][(b, c)][1]
+        bars.append((pi, b))
+        i, b, c = pi, pb, pc
+    bars.reverse()
+    out = []
+    cur = beats_per_bar
+    for k, b in bars:
+        if b != cur:
+            out.append((k, b))
+            cur = b
+    return out

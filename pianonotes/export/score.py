@@ -15,7 +15,7 @@ import os
 import zipfile
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from pianonotes.errors import PianonotesError
 from pianonotes.export.beats import BeatGrid, estimate_beats, parse_meter
@@ -350,24 +350,56 @@ def _pieces(start: Fraction, end: Fraction) -> list[tuple[Fraction, Fraction]]:
     return list(zip(cuts[:-1], cuts[1:]))
 
 
-def _rest_spans(a: Fraction, b: Fraction, beat: Fraction, bar: Fraction) -> list[tuple[Fraction, Fraction]]:
+def _rest_spans(a: Fraction, b: Fraction, beat: Fraction, bar) -> list[tuple[Fraction, Fraction]]:
     """A rest from ``a`` to ``b`` (quarter notes from the first bar line) as readable pieces: up to the
     next beat, then whole beats, merged into one rest per whole bar and, in simple meters with an even
-    number of beats, into half-bar rests on the bar's halves; no chain of short rests."""
+    number of beats, into half-bar rests on the bar's halves; no chain of short rests. ``bar``: the bar
+    length, or a :class:`_Bars` when the meter changes."""
+    bars = bar if isinstance(bar, _Bars) else None
     out: list[tuple[Fraction, Fraction]] = []
-    half = bar / 2
-    halves = bar / beat == 4  # 4/4, 12/8: half-bar rests on beats 1 and 3
     pos = a
     while pos < b:
-        if pos % bar == 0 and pos + bar <= b:
-            nxt = pos + bar
-        elif halves and pos % half == 0 and pos + half <= b:
+        if bars is not None:
+            start, length = bars.bar_at(pos)
+        else:
+            start, length = pos - pos % bar, bar
+        half = length / 2
+        halves = length / beat == 4  # 4/4, 12/8: half-bar rests on beats 1 and 3
+        if pos == start and pos + length <= b:
+            nxt = pos + length
+        elif halves and (pos - start) % half == 0 and pos + half <= b:
             nxt = pos + half
         else:
             nxt = min(b, (pos // beat + 1) * beat)
         out.append((pos, nxt))
         pos = nxt
     return out
+
+
+class _Bars:
+    """Bar lines of a score whose meter may change (quarter notes from the first bar line): the
+    grid's stretches of one meter, the last one going on for ever."""
+
+    def __init__(self, beats: BeatGrid):
+        q = beats.beat_ql
+        self.segments = [(k * q, m.bar_ql, m) for k, m in beats.meters()]
+
+    def bar_at(self, pos: Fraction) -> tuple[Fraction, Fraction]:
+        """(start, length) of the bar holding ``pos``."""
+        seg = self.segments[0]
+        for sg in self.segments:
+            if pos >= sg[0]:
+                seg = sg
+        s0, length, _ = seg
+        return s0 + ((pos - s0) // length) * length, length
+
+    def line_at_or_after(self, pos: Fraction) -> Fraction:
+        start, length = self.bar_at(pos)
+        return start if start == pos else start + length
+
+    def changes(self) -> list[tuple[Fraction, object]]:
+        """(offset, Meter) of every time signature after the first."""
+        return [(s0, m) for s0, _, m in self.segments[1:]]
 
 
 def _fill_staff(staff, events: list[tuple[Fraction, Fraction, list[int]]], total: Fraction, table,
@@ -381,15 +413,17 @@ def _fill_staff(staff, events: list[tuple[Fraction, Fraction, list[int]]], total
         if a < lead:  # the part of a pickup bar before the music: one rest, removed later
             r = note.Rest()
             r.quarterLength = min(b, lead) - a
-            staff.insert(a, r)
+            staff.coreInsert(a, r)
             a = min(b, lead)
         if b <= a:
             return
         for s0, e0 in _rest_spans(a, b, beat, bar):
+            whole = (bar.bar_at(s0) if isinstance(bar, _Bars) else (s0 - s0 % bar, bar)) == (s0, e0 - s0)
             for s, e in _pieces(s0, e0):
                 r = note.Rest()
                 r.quarterLength = e - s
-                staff.insert(s, r)
+                r.fullMeasure = whole  # said here: asking music21 would search the whole staff per rest
+                staff.coreInsert(s, r)
 
     for start, end, pitches in events:
         if start > cursor:
@@ -409,10 +443,11 @@ def _fill_staff(staff, events: list[tuple[Fraction, Fraction, list[int]]], total
                         n.tie = tie.Tie(kind)
                 else:
                     obj.tie = tie.Tie(kind)
-            staff.insert(s, obj)
+            staff.coreInsert(s, obj)
         cursor = end
     if total > cursor:
         rest(cursor, total)
+    staff.coreElementsChanged()  # once: inserting one by one re-sorts the staff each time (quadratic)
 
 
 def _staff_events(qnotes: list[_QNote], step_of, *, beat: Fraction | None = None,
@@ -446,15 +481,81 @@ def _staff_events(qnotes: list[_QNote], step_of, *, beat: Fraction | None = None
     return events
 
 
+def _voiced_measures(staff, v1, v2) -> None:
+    """Fill ``staff`` (holding clef, key, time signatures, tempo marks) with measures of two voices:
+    each voice is barred on its own with the staff's meter, then the measures are merged (music21's
+    ``makeMeasures`` on a staff of voices re-sorts the whole staff for every measure: quadratic)."""
+    import copy
+
+    from music21 import stream
+
+    meta = list(staff)
+    done = []
+    for vi, v in enumerate((v1, v2)):
+        flat = stream.Stream()
+        for el in meta:
+            if vi == 0:
+                flat.coreInsert(staff.elementOffset(el), el)
+            elif "TimeSignature" in el.classes:
+                flat.coreInsert(staff.elementOffset(el), copy.deepcopy(el))
+        for el in v:
+            flat.coreInsert(v.elementOffset(el), el)
+        flat.coreElementsChanged()
+        done.append(list(flat.makeMeasures(bestClef=False).getElementsByClass(stream.Measure)))
+    for el in meta:
+        staff.remove(el)
+    for m1, m2 in zip(*done):
+        made = []
+        for m, vid in ((m1, "1"), (m2, "2")):
+            voice = stream.Voice(id=vid)
+            for el in list(m.notesAndRests):
+                voice.coreInsert(m.elementOffset(el), el)
+                m.remove(el)
+            voice.coreElementsChanged()
+            made.append(voice)
+        for voice in made:
+            m1.insert(0, voice)
+        staff.coreInsert(m1.offset, m1)
+    staff.coreElementsChanged()
+
+
+def _voice_split(qnotes: list[_QNote], beat: Fraction) -> tuple[list[_QNote], list[_QNote]]:
+    """(main, held): a note lasting at least a beat that sounds on across two or more later onsets of
+    its hand, and is the lowest or highest note of its onset, is held (a second voice: a half note
+    against running eighths), as long as it does not overlap the previous held note; the rest is the
+    main voice."""
+    by_start: dict[Fraction, list[_QNote]] = {}
+    for qn in qnotes:
+        by_start.setdefault(qn.start, []).append(qn)
+    starts = sorted(by_start)
+    held: list[_QNote] = []
+    held_ids: set[int] = set()
+    free_from = Fraction(-1)
+    for i, s in enumerate(starts):
+        group = by_start[s]
+        if len(starts) <= i + 2 or s < free_from:
+            continue
+        edge = {min(qn.pitch for qn in group), max(qn.pitch for qn in group)}
+        cands = [qn for qn in group if qn.pitch in edge and qn.end - qn.start >= beat and qn.end > starts[i + 2]]
+        if not cands or len(cands) == len(group) and len(group) > 1:
+            continue  # the whole chord held: one voice does
+        qn = max(cands, key=lambda q: q.end)
+        held.append(qn)
+        held_ids.add(id(qn))
+        free_from = qn.end
+    main = [qn for qn in qnotes if id(qn) not in held_ids]
+    return main, held
+
+
 def _tempo_marks(beats: BeatGrid, bars: int) -> list[tuple[int, float]]:
     """(bar index, beats per minute) of the metronome marks: the tempo of the opening, and a new mark
     where the tempo of two bars running departs from the current mark by more than 15 % (the same way:
     a ritardando, an a tempo)."""
     import numpy as np
 
-    bpb = beats.meter.beats_per_bar
     bpm = beats.beat_bpm()
-    per_bar = [float(np.mean(bpm[k * bpb:(k + 1) * bpb])) for k in range(min(bars, len(bpm) // bpb))]
+    starts = [int(k) for k in beats.bar_starts()]
+    per_bar = [float(np.mean(bpm[a:b])) for a, b in zip(starts[:bars], starts[1:bars + 1]) if b <= len(bpm)]
 
     def changes(cur: float) -> list[tuple[int, float]]:
         marks = [(0, cur)]
@@ -470,7 +571,7 @@ def _tempo_marks(beats: BeatGrid, bars: int) -> list[tuple[int, float]]:
         if len(marks) < 2:
             break
         first = max(0, int(round(beats.position(beats.first_onset))))
-        end = marks[1][0] * bpb
+        end = starts[marks[1][0]]
         if end <= first:
             break
         marks = changes(round(60.0 * (end - first) / float(beats.times[end] - beats.times[first]), 2))
@@ -486,11 +587,12 @@ def _make_pickup(staff, lead: Fraction) -> None:
     if not measures:
         return
     m0 = measures[0]
-    for el in list(m0.notesAndRests):
-        if el.offset < lead:
-            m0.remove(el)
-    for el in list(m0.notesAndRests):
-        m0.setElementOffset(el, el.offset - float(lead))
+    for box in (m0, *m0.voices):
+        for el in list(box.notesAndRests):
+            if el.offset < lead:
+                box.remove(el)
+        for el in list(box.notesAndRests):
+            box.setElementOffset(el, el.offset - float(lead))
     m0.paddingLeft = float(lead)
     m0.number = 0
     m0.showNumber = stream.enums.ShowNumber.NEVER  # MusicXML implicit="yes": a pickup, not a bar
@@ -563,6 +665,8 @@ def notes_to_score(
     time_signature: str | None = None,
     grid: Sequence[int] = (4,),
     plan: ScorePlan | None = None,
+    progress: "Callable[[str, float], None] | None" = None,
+    voices: bool = True,
 ) -> "stream.Score":
     """Build a piano grand-staff score from notes.
 
@@ -575,6 +679,10 @@ def notes_to_score(
     grid : divisions of the quarter note that onsets and offsets snap to; ``(4,)`` is sixteenths,
         ``(4, 3)`` also allows eighth-note triplets where the onsets really sit on them.
     plan : a :func:`plan_score` result for these notes (then bpm, time_signature and grid are unused).
+    voices : a note held across later onsets of its hand (a half note against running eighths) gets
+        a second voice in its staff (:func:`_voice_split`); False keeps one voice per staff.
+    progress : called now and then as ``progress(stage, fraction)`` (stage ``"plan"``, then ``"score"``;
+        fraction 0-1) so that a caller can show how far a long score has got.
 
     Returns a ``music21.stream.Score`` with two ``PartStaff`` (treble, bass) in a braced ``StaffGroup``
     (one MusicXML part with two staves, named Piano), metronome marks (the overall tempo, and new ones
@@ -584,7 +692,10 @@ def notes_to_score(
     from music21 import clef, duration, instrument, key, layout, metadata, meter, stream, tempo
 
     if plan is None:
+        _report(progress, "plan", 0.0)
         plan = plan_score(notes, bpm=bpm, time_signature=time_signature, grid=grid)
+        _report(progress, "plan", 1.0)
+    _report(progress, "score", 0.0)
     beats, qnotes, quant, k = plan.beats, plan.qnotes, plan.quant, plan.key
     m = beats.meter
     beat, bar = m.beat_ql, m.bar_ql
@@ -600,9 +711,16 @@ def notes_to_score(
     left = [qn for c, kk in zip(clusters, ks) for qn in c[:kk]]
     right = [qn for c, kk in zip(clusters, ks) for qn in c[kk:]]
     last = max([max(qn.end, qn.start + quant.step(qn.start)) for qn in qnotes], default=Fraction(0))
-    total = max(bar, bar * math.ceil(last / bar))
-    right_events = _staff_events(right, quant.step, beat=beat, total=total)
-    left_events = _staff_events(left, quant.step, beat=beat, total=total)
+    bars = _Bars(beats)
+    total = bars.line_at_or_after(max(last, Fraction(0)))
+    if total < bar:
+        total = bar
+    staves = []
+    for hand in (right, left):
+        main, held = _voice_split(hand, beat) if voices else (hand, [])
+        staves.append((_staff_events(main, quant.step, beat=beat, total=total),
+                       _staff_events(held, quant.step, beat=beat, total=total) if held else []))
+    right_events, left_events = staves[0][0] + staves[0][1], staves[1][0] + staves[1][1]
 
     table = _spelling_table(k)
     upper = stream.PartStaff(id="RH")
@@ -610,7 +728,14 @@ def notes_to_score(
     piano = instrument.Piano()
     upper.insert(0, piano)
     upper.partName, upper.partAbbreviation = "Piano", "Pno."
-    for staff, events in ((upper, right_events), (lower, left_events)):
+    starts = beats.bar_starts()
+    for bar_index, bpm_ in _tempo_marks(beats, len(starts)):
+        mm = tempo.MetronomeMark(number=int(round(bpm_)), referent=duration.Duration(float(beat)))
+        mm.placement = "above"
+        at = beat * int(starts[bar_index]) if bar_index < len(starts) else bar * bar_index
+        upper.insert(float(max(at, lead)), mm)
+    for staff, events, (main_events, held_events) in ((upper, right_events, staves[0]),
+                                                      (lower, left_events, staves[1])):
         pitches = [p for _, _, ps in events for p in ps]
         med = sorted(pitches)[len(pitches) // 2] if pitches else None
         if staff is upper:
@@ -619,11 +744,27 @@ def notes_to_score(
             staff.insert(0, clef.TrebleClef() if med is not None and med >= 62 else clef.BassClef())
         staff.insert(0, key.Key(k.tonic.name, k.mode))
         staff.insert(0, meter.TimeSignature(str(m)))
-        _fill_staff(staff, events, total, table, beat=beat, bar=bar, lead=lead)
-    for bar_index, bpm_ in _tempo_marks(beats, int(total / bar)):
-        mm = tempo.MetronomeMark(number=int(round(bpm_)), referent=duration.Duration(float(beat)))
-        mm.placement = "above"
-        upper.insert(float(max(bar * bar_index, lead)), mm)
+        for at, mc in bars.changes():
+            if at < total:
+                staff.insert(float(at), meter.TimeSignature(str(mc)))
+        bar_arg = bars if bars.changes() else bar
+        if not held_events:
+            _fill_staff(staff, main_events, total, table, beat=beat, bar=bar_arg, lead=lead)
+            continue
+        # two voices: the notes held across later onsets of the same hand, and the rest
+        v1, v2 = stream.Voice(id="1"), stream.Voice(id="2")
+        _fill_staff(v1, main_events, total, table, beat=beat, bar=bar_arg, lead=lead)
+        _fill_staff(v2, held_events, total, table, beat=beat, bar=bar_arg, lead=lead)
+        held_up = (sum(sum(ps) / len(ps) for _, _, ps in held_events) / len(held_events)
+                   > sum(sum(ps) / len(ps) for _, _, ps in main_events) / max(1, len(main_events)))
+        for v, up in ((v1, not held_up), (v2, held_up)):
+            for el in v.notesAndRests:
+                if el.isRest:
+                    if v is v2:
+                        el.style.hideObjectOnPrint = True  # the held voice's rests stay invisible
+                else:
+                    el.stemDirection = "up" if up else "down"
+        _voiced_measures(staff, v1, v2)
 
     sc = stream.Score(id="pianonotes")
     sc.metadata = metadata.Metadata()
@@ -633,14 +774,52 @@ def notes_to_score(
     sc.insert(0, upper)
     sc.insert(0, lower)
     sc.insert(0, layout.StaffGroup([upper, lower], name="Piano", abbreviation="Pno.", symbol="brace"))
-    for staff in (upper, lower):
+    for i, staff in enumerate((upper, lower)):
+        staff.streamStatus.beams = True  # beamed below, measure by measure
         staff.makeNotation(inPlace=True)
         if lead:
             _make_pickup(staff, lead)
         # durations no single note value can write (e.g. 1.25 quarters) become tied notes
         staff.splitAtDurations(recurse=True)
-        staff.makeBeams(inPlace=True)
+        _report(progress, "score", 0.5 + 0.25 * i)
+        _beam_measures(staff, progress, 0.5 + 0.25 * i)
+    _report(progress, "score", 1.0)
     return sc
+
+
+def _report(progress, stage: str, fraction: float) -> None:
+    if progress is not None:
+        progress(stage, min(max(float(fraction), 0.0), 1.0))
+
+
+def _beam_measures(staff, progress=None, base: float = 0.0) -> None:
+    """Beams and stem directions, one measure at a time, each given the time signature and clef in
+    force (music21's ``makeBeams`` on the staff searches the whole staff for them in every measure:
+    quadratic in the length)."""
+    from music21 import meter, stream
+    from music21.stream import makeNotation as mn
+
+    ts = cl = None
+    measures = list(staff.getElementsByClass(stream.Measure))
+    for j, m in enumerate(measures):
+        ts = m.timeSignature or ts
+        cl = m.clef or cl
+        temps = []
+        if m.timeSignature is None and ts is not None:
+            m.timeSignature = meter.TimeSignature(ts.ratioString)
+            temps.append(m.timeSignature)
+        if m.clef is None and cl is not None:
+            m.clef = type(cl)()
+            temps.append(m.clef)
+        try:
+            mn.makeBeams(m, inPlace=True)
+        except meter.MeterException:  # a bar music21 cannot beam stays unbeamed
+            pass
+        for el in temps:
+            m.remove(el)
+        if progress is not None and j % 50 == 0:
+            _report(progress, "score", base + 0.25 * j / max(1, len(measures)))
+    staff.streamStatus.beams = True
 
 
 # -------------------------------------------------------------------------------------------- output
@@ -683,11 +862,16 @@ def write_musicxml(
     compressed: bool | None = None,
     overwrite: bool = True,
     plan: ScorePlan | None = None,
+    progress: "Callable[[str, float], None] | None" = None,
 ) -> None:
     """Write notes as MusicXML atomically: ``.mxl`` (or ``compressed=True``) is compressed, anything
-    else (``.musicxml``, ``.xml``) plain. Options as :func:`notes_to_score`."""
-    sc = notes_to_score(notes, title=title, bpm=bpm, time_signature=time_signature, grid=grid, plan=plan)
+    else (``.musicxml``, ``.xml``) plain. Options as :func:`notes_to_score`; ``progress`` also hears
+    stage ``"musicxml"`` (0 before writing the XML, 1 after)."""
+    sc = notes_to_score(notes, title=title, bpm=bpm, time_signature=time_signature, grid=grid, plan=plan,
+                        progress=progress)
+    _report(progress, "musicxml", 0.0)
     data = score_to_musicxml(sc)
+    _report(progress, "musicxml", 1.0)
     if compressed is None:
         compressed = str(path).lower().endswith(".mxl")
     write_bytes_atomic(path, mxl_bytes(data) if compressed else data, overwrite=overwrite)

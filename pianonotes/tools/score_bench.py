@@ -295,12 +295,7 @@ def score_piece(truth: Truth, qpm: float, performed: bool, seed: int, transcribe
     first, last = notes[0].onset, max(n.onset for n in notes)
     est_down = [float(t) for t in g.downbeats() if first - 0.1 <= t <= last + 0.1]
     start_q = min(o for o, _, _ in truth.notes)
-    end_q = max(o for o, _, _ in truth.notes)
-    ref_down = []
-    k = math.ceil(start_q / truth.bar) if start_q > 0 else 0
-    while k * truth.bar <= end_q:
-        ref_down.append(sec(float(k * truth.bar)))
-        k += 1
+    ref_down = reference_downbeats(truth, sec)
     # the first note's distance before its bar line, as a pickup length
     pos = start_q % truth.bar
     ref_pickup = (truth.bar - pos) % truth.bar
@@ -351,56 +346,98 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
-def _grid_scores(cases) -> tuple[float, float, float]:
-    """Meter accuracy, mean downbeat F1 and pickup accuracy of estimate_beats over prepared cases."""
-    from pianonotes.export import estimate_beats
-
-    ok_m = ok_p = 0
-    f1s = []
-    for truth, notes, ref_down, ref_pickup in cases:
-        g = estimate_beats(notes)
-        first, last = notes[0].onset, max(n.onset for n in notes)
-        est = [float(t) for t in g.downbeats() if first - 0.1 <= t <= last + 0.1]
-        f1s.append(_f1(est, ref_down))
-        ok_m += str(g.meter) == truth.meter
-        ok_p += g.pickup_ql == ref_pickup
-    n = max(1, len(cases))
-    return ok_m / n, sum(f1s) / n, ok_p / n
-
-
-def tune(pieces, bars: int = 16) -> None:
-    """Try the meter/pickup decision constants of :mod:`pianonotes.export.beats` on ``pieces`` (the
-    training pieces, not the benchmark) and print the scores of each setting."""
-    import itertools
+def bar_training_cases(bars: int = 16) -> list[tuple]:
+    """The bar-hypothesis training cases for ``--fit-bars``: :func:`training_pieces` (2/4, 3/4, 4/4 and
+    6/8 only) plus the 3/4 chorales among every third Bach chorale (the chorales are mostly 4/4), each
+    deadpan and performed; per case (meter, subdivision, hypotheses, their features, which are right:
+    the score's meter with downbeat F1 >= 0.9)."""
+    from music21 import corpus
 
     from pianonotes.export import beats as B
 
+    pieces = training_pieces()
+    have = {p for p, _, _ in pieces} | {p for p, _, _ in PIECES}
+    bach = sorted(str(p).split("corpus/")[-1] for p in corpus.getComposer("bach"))
+    extra = [p.rsplit(".", 1)[0] for p in bach[1::3] if p.endswith(".mxl")]
+    extra = [p for p in extra if p not in have and f"bach/{p.split('/')[-1]}" not in have]
+    seeds = [(1000 + i, p, k, q, None) for i, (p, k, q) in enumerate(pieces)]
+    seeds += [(5000 + j, p, "chorale", QPM["chorale"], "3/4") for j, p in enumerate(extra)]
     cases = []
-    for i, (path, kind, qpm) in enumerate(pieces):
+    for seed, path, kind, qpm, only in seeds:
         try:
             truth = load_truth(path, kind, bars)
         except Exception:
             continue
-        if truth.meter not in ("2/4", "3/4", "4/4", "6/8"):
+        if truth.meter not in ("2/4", "3/4", "4/4", "6/8") or (only and truth.meter != only):
             continue
         for performed in (False, True):
-            notes, sec = perform(truth, qpm, performed, seed=1000 + i)
-            start_q = min(o for o, _, _ in truth.notes)
-            end_q = max(o for o, _, _ in truth.notes)
-            k = math.ceil(start_q / truth.bar) if start_q > 0 else 0
-            ref = []
-            while k * truth.bar <= end_q:
-                ref.append(sec(float(k * truth.bar)))
-                k += 1
-            cases.append((truth, notes, ref, (truth.bar - start_q % truth.bar) % truth.bar))
-    print(f"{len(cases)} cases")
-    saved = (B.TRIPLE_RATIO[2], B.MELODY_TRIPLE_RATIO, B.HALF_BAR_RATIO, B.PICKUP_COST)
-    for tr, mr, hb, pc in itertools.product((1.2, 1.5, 2.0), (1.5, 2.5), (0.5, 0.7), (0.1, 0.3, 0.8)):
-        B.TRIPLE_RATIO[2], B.MELODY_TRIPLE_RATIO, B.HALF_BAR_RATIO, B.PICKUP_COST = tr, mr, hb, pc
-        m, f, p = _grid_scores(cases)
-        print(f"triple {tr} melody {mr} half-bar {hb} pickup cost {pc}: meter {m:.3f} downbeat F1 {f:.3f} "
-              f"pickup {p:.3f} sum {m + f + p:.3f}", flush=True)
-    B.TRIPLE_RATIO[2], B.MELODY_TRIPLE_RATIO, B.HALF_BAR_RATIO, B.PICKUP_COST = saved
+            notes, sec = perform(truth, qpm, performed, seed=seed)
+            e = B.bar_evidence(notes)
+            if e is None or not e.hyps:
+                continue
+            ref = reference_downbeats(truth, sec)
+            first, last = notes[0].onset, max(n.onset for n in notes)
+            ok = []
+            for b, ph, gi in e.hyps:
+                m = (B.COMPOUND_METERS if e.subdivision == 3 else B.SIMPLE_METERS)[b]
+                g = B._grid_from(e.grids[gi], m, e.first_beats[gi], ph, e.first, e.last_onset)
+                est = [float(t) for t in g.downbeats() if first - 0.1 <= t <= last + 0.1]
+                ok.append(str(m) == truth.meter and _f1(est, ref) >= 0.9)
+            cases.append((truth.meter, e.subdivision, e.hyps, e.H, ok))
+    return cases
+
+
+def fit_bars(cases, l2: float = 0.3) -> tuple[list[float], dict]:
+    """Conditional logit of the right bar hypothesis among all of a case (Newton steps, L2 ``l2`` on
+    the feature weights), each meter weighing the same in total; returns (BAR_WEIGHTS, BAR_BIAS)."""
+    import numpy as np
+
+    from pianonotes.export import beats as B
+
+    keys = sorted(B.BAR_BIAS)
+    nf = len(B.BAR_FEATURES)
+    usable = [c for c in cases if any(c[4])]
+    count = Counter(c[0] for c in usable)
+    data = []
+    for meter_, sub, hyps, H, ok in usable:
+        X = np.zeros((len(hyps), nf + len(keys)))
+        X[:, :nf] = H
+        for r, h in enumerate(hyps):
+            X[r, nf + keys.index((sub, h[0]))] = 1.0
+        y = np.asarray(ok, dtype=float)
+        data.append((X, y / y.sum(), len(usable) / len(count) / count[meter_]))
+    w = np.zeros(nf + len(keys))
+    reg = np.r_[np.full(nf, l2), np.full(len(keys), 0.1)]
+    for _ in range(200):
+        g = reg * w
+        Hs = np.diag(reg)
+        for X, y, cw in data:
+            s = X @ w
+            p = np.exp(s - s.max())
+            p /= p.sum()
+            g += cw * X.T @ (p - y)
+            Hs += cw * X.T @ (np.diag(p) - np.outer(p, p)) @ X
+        step = np.linalg.solve(Hs, g)
+        w -= step
+        if np.abs(step).max() < 1e-6:
+            break
+    right = sum(c[4][int(np.argmax(c[3] @ w[:nf] + np.asarray([w[nf + keys.index((c[1], h[0]))] for h in c[2]])))]
+                for c in cases)
+    print(f"fitted on {len(usable)} of {len(cases)} cases (the rest have no right hypothesis); "
+          f"right on {right / max(1, len(cases)):.3f} of all cases")
+    return [round(float(v), 3) for v in w[:nf]], {k: round(float(w[nf + i]), 3) for i, k in enumerate(keys)}
+
+
+def reference_downbeats(truth: Truth, sec) -> list[float]:
+    """Seconds of the score's bar lines from the first note's bar to the last note."""
+    start_q = min(o for o, _, _ in truth.notes)
+    end_q = max(o for o, _, _ in truth.notes)
+    k = math.ceil(start_q / truth.bar) if start_q > 0 else 0
+    ref = []
+    while k * truth.bar <= end_q:
+        ref.append(sec(float(k * truth.bar)))
+        k += 1
+    return ref
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -413,14 +450,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="fit the beat-accent weights on pieces outside the benchmark and print them")
     ap.add_argument("--audio", action="store_true",
                     help="also render each piece with FluidSynth and score the transcription (shipped model)")
-    ap.add_argument("--tune", action="store_true",
-                    help="score the meter/pickup decision constants on pieces outside the benchmark")
+    ap.add_argument("--fit-bars", action="store_true",
+                    help="fit the bar-hypothesis weights (meter, phase) on pieces outside the benchmark and print them")
     args = ap.parse_args(argv)
     if args.fit:
         print("ACCENT_WEIGHTS =", tuple(fit_accents(training_pieces())))
         return 0
-    if args.tune:
-        tune(training_pieces())
+    if args.fit_bars:
+        weights, bias = fit_bars(bar_training_cases())
+        print("BAR_WEIGHTS =", tuple(weights))
+        print("BAR_BIAS =", bias)
         return 0
     rows = []
     conds = [False, True] if args.condition == "both" else [args.condition == "performed"]

@@ -1,0 +1,137 @@
+"""Note names in the live view spelled like the score; progress and bounded time for long scores."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from pianonotes.liveview import KeyTracker, spelling_table
+from pianonotes.notes import Note
+
+
+@pytest.mark.parametrize("mode", ["major", "minor"])
+def test_live_spelling_table_is_the_scores(mode):
+    from music21 import key
+
+    from pianonotes.export.score import _spelling_table
+
+    tonics = {"major": ["C", "D-", "D", "E-", "E", "F", "F#", "G", "A-", "A", "B-", "B"],
+              "minor": ["C", "C#", "D", "E-", "E", "F", "F#", "G", "G#", "A", "B-", "B"]}[mode]
+    for pc, name in enumerate(tonics):
+        k = key.Key(name if mode == "major" else name.lower(), mode)
+        want = [n.replace("-", "b") for n in _spelling_table(k)]
+        assert spelling_table(pc, mode) == want, (name, mode)
+
+
+def test_key_tracker_spells_b_flat_in_f_major():
+    kt = KeyTracker()
+    assert kt.name(70) == "A#4"  # nothing heard yet: sharps
+    scale = [65, 67, 69, 70, 72, 74, 76, 77, 72, 69, 65, 70, 65, 60, 65]  # F major, with its B-flat
+    kt.update([Note(i * 0.5, i * 0.5 + 0.45, p, 80) for i, p in enumerate(scale)])
+    assert kt.key() == (5, "major")
+    assert kt.name(70) == "Bb4" and kt.name(58) == "Bb3"
+    kt.update([Note(0.1, 0.2, 61, 80)])  # an older note is not counted twice
+    assert kt.count == len(scale)
+    e = KeyTracker()
+    for p in [64, 66, 68, 69, 71, 73, 75, 76, 71, 64, 68, 71, 64]:  # E major: D#, not Eb
+        e.add(p)
+    assert e.key() == (4, "major") and e.name(63) == "D#4"
+
+
+def test_live_view_sounding_line_uses_the_key():
+    from pianonotes.live import Snapshot
+    from pianonotes.liveview import LiveView
+
+    recent = tuple(Note(i * 0.3, i * 0.3 + 0.25, p, 80)
+                   for i, p in enumerate([65, 67, 69, 70, 72, 74, 76, 77, 72, 69, 65, 70, 65, 60]))
+    snap = Snapshot(elapsed=5.0, active=((70, 4.8, 0.9),), recent=recent)
+    view = LiveView(title="t")
+    view.keys.update(snap.recent)
+    text = view._sounding(snap, 120)
+    assert "Bb4" in text.plain and "A#" not in text.plain
+
+
+def _long_piece(minutes: float, seed: int = 0) -> list[Note]:
+    rng = random.Random(seed)
+    spq = 0.6
+    out, q = [], 0.0
+    while 0.5 + q * spq < minutes * 60:
+        s = 0.5 + q * spq
+        bar = int(q // 4)
+        if q % 4 == 0:
+            out.append(Note(s, s + 4 * spq * 0.9, 36 + (bar % 5) * 2, 70))
+        elif q % 1 == 0:
+            out += [Note(s, s + spq * 0.8, p + bar % 3, 60) for p in (52, 55, 60)]
+        out.append(Note(s + rng.gauss(0, 0.01), s + 0.27, 67 + rng.randint(-5, 9), rng.randint(60, 90)))
+        q += 0.5
+    return sorted(out)
+
+
+def test_score_progress_is_reported_and_time_grows_about_linearly():
+    from pianonotes.export import notes_to_score, plan_score
+
+    seen = []
+    took = {}
+    for minutes in (1.5, 6.0):
+        notes = _long_piece(minutes)
+        plan = plan_score(notes)
+        t = time.perf_counter()
+        sink = seen if minutes == 6.0 else []
+        notes_to_score(notes, title="long", plan=plan, progress=lambda stage, f, sink=sink: sink.append((stage, f)))
+        took[minutes] = time.perf_counter() - t
+    fr = [f for st, f in seen if st == "score"]
+    assert fr[0] == 0.0 and fr[-1] == 1.0 and fr == sorted(fr) and len(fr) >= 5
+    # four times the music: well under the 16 times a quadratic build would take
+    assert took[6.0] < 8 * took[1.5] + 1.0, took
+
+
+def test_write_musicxml_reports_every_stage(tmp_path):
+    from pianonotes.export.score import write_musicxml
+
+    seen = []
+    write_musicxml(tmp_path / "a.musicxml", _long_piece(0.5), title="a", progress=lambda s, f: seen.append((s, f)))
+    stages = [s for s, _ in seen]
+    assert stages[0] == "plan" and "score" in stages and stages[-1] == "musicxml"
+    assert seen[-1] == ("musicxml", 1.0) and (tmp_path / "a.musicxml").stat().st_size > 1000
+
+
+def test_write_all_passes_progress_on(tmp_path):
+    from pianonotes.export import write_all
+
+    seen = []
+    write_all([tmp_path / "a.mid", tmp_path / "a.musicxml"], _long_piece(0.3), title="a",
+              progress=lambda s, f: seen.append((s, f)))
+    assert seen[0] == ("plan", 0.0) and ("plan", 1.0) in seen and seen[-1] == ("musicxml", 1.0)
+
+
+def test_a_held_half_note_against_running_eighths_gets_its_own_voice(tmp_path):
+    """Right hand: a half note E4 held under running eighths G4..; the score keeps the half note a
+    half note in a second voice instead of cutting it at the next eighth."""
+    from music21 import stream
+
+    from pianonotes.export import notes_to_score, write_notes
+
+    spq = 0.6
+    notes = []
+    for bar in range(6):
+        t0 = 0.5 + bar * 4 * spq
+        for h in (0, 2):  # two held half notes per bar
+            notes.append(Note(t0 + h * spq, t0 + (h + 2) * spq - 0.03, 64, 70))
+        for k in range(8):
+            notes.append(Note(t0 + k * spq / 2, t0 + (k + 1) * spq / 2 - 0.03, 67 + (k % 4) * 2, 80))
+        notes.append(Note(t0, t0 + 4 * spq - 0.05, 36 + bar % 3, 70))  # left hand whole notes
+    notes.sort()
+    sc = notes_to_score(notes, title="voices", time_signature="4/4", bpm=100)
+    rh = sc.parts[0]
+    ms = list(rh.getElementsByClass(stream.Measure))
+    assert all(m.hasVoices() for m in ms)
+    for m in ms:
+        vals = sorted({float(n.quarterLength) for v in m.voices for n in v.notes if 64 in [p.midi for p in n.pitches]})
+        assert vals == [2.0], (m.number, vals)
+        assert sum(float(n.quarterLength) for v in m.voices for n in v.notes) == 4 * 2 * 0.5 + 2 * 2
+    one = notes_to_score(notes, title="one", time_signature="4/4", bpm=100, voices=False)
+    assert not any(m.hasVoices() for m in one.parts[0].getElementsByClass(stream.Measure))
+    out = write_notes(tmp_path / "v.svg", notes, title="voices", time_signature="4/4", bpm=100)
+    assert out and out[0].stat().st_size > 1000
