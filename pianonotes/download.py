@@ -262,7 +262,9 @@ def safe_extract(archive: str | os.PathLike, dest_dir: str | os.PathLike, *,
         total = sum(i.file_size for _, i in targets if not i.is_dir())
         _check_space(dest_dir, total, f"unpacking {archive.name}")
         staging = dest_dir / f".{archive.name}.unpacking"
-        if staging.exists():
+        if staging.is_symlink() or staging.is_file():  # a leftover link is removed, never followed
+            staging.unlink()
+        elif staging.exists():
             shutil.rmtree(staging)
         staging.mkdir()
         root = staging.resolve()

@@ -35,9 +35,25 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
         os.replace(tmp_path, path)
     except OSError as exc:
         raise PianonotesError(f"cannot write {path}: {exc.strerror}; check the folder and free space") from exc
+    except PianonotesError:
+        raise
+    except Exception as exc:
+        if disk_full(folder):  # libsndfile and other writers report a full disk in their own words
+            raise PianonotesError(f"cannot write {path}: No space left on device; free some space") from exc
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def disk_full(folder: str | os.PathLike, *, below: int = 1 << 20) -> bool:
+    """Whether the disk holding ``folder`` has less than ``below`` bytes free (False when unknown)."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder).free < below
+    except OSError:
+        return False
 
 
 def _umask() -> int:

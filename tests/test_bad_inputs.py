@@ -332,3 +332,328 @@ def test_sigterm_during_transcribe_is_like_ctrl_c(work, model):
     assert len(lines) == 1 and lines[0].startswith("error: interrupted") and "Traceback" not in err, err
     assert not [p.name for p in work.iterdir() if ".part" in p.name]
     assert not any(o.exists() for o in outs)
+
+
+# ------------------------------------------------------------------------- a take survives a full cache disk
+def _listen_ok(work: Path, args) -> list[str]:
+    """Run `pianonotes listen ARGS` that must succeed: exit 0, no traceback; the stderr lines."""
+    from pianonotes.cli import app
+
+    res = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "400", "NO_COLOR": "1"})
+    assert res.exit_code == 0 and res.exception is None, (args, res.stdout, res.stderr, repr(res.exception))
+    assert "Traceback" not in res.stdout + res.stderr
+    return [ln for ln in res.stderr.splitlines() if ln.strip()]
+
+
+def _full_journal_take(work: Path, model: Path, cache: Path) -> Path:
+    """A 5 s take whose journal disk fills up: the outputs still get all of it, the user is told once."""
+    sf.write(work / "long.wav", np.tile(sine(440, 0.5, amp=0.3), 10), SR)
+    before = _snapshot(work)
+    lines = _listen_ok(work, ["listen", "--input", work / "long.wav", "--fast", "--plain", "-o", work / "take.mid",
+                              "-o", work / "take.csv", "--record", work / "take.wav", "--model", model])
+    warnings = [ln for ln in lines if ln.startswith("warning:")]
+    assert len(warnings) == 1 and "journal" in warnings[0] and "No space left" in warnings[0], lines
+    assert not [ln for ln in lines if ln.startswith("error:")], lines
+    after = _snapshot(work)
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    journal = {k for k in changed if k.startswith(f"{cache.relative_to(work)}/")}
+    assert changed - journal == {"take.mid", "take.csv", "take.wav"}, changed
+    np.testing.assert_array_equal(sf.read(work / "take.wav", dtype="float32")[0],
+                                  sf.read(work / "long.wav", dtype="float32")[0])
+    from pianonotes.export import read_events
+
+    assert read_events(work / "take.csv"), "the take lost its notes"
+    (take,) = (cache / "takes").iterdir()
+    return take
+
+
+def _recover_what_the_journal_holds(work: Path, model: Path, take: Path) -> None:
+    from pianonotes import live
+
+    held = len(live.read_journal_audio(take / "audio.wav"))
+    assert 0 < held < 5 * SR
+    # the full recording is never replaced by the shorter journal without --overwrite
+    run_bad(work, ["listen", "--recover", take, "-o", work / "rec.mid", "--model", model], "take.wav", "--overwrite")
+    (work / "take.wav").rename(work / "full.wav")
+    _listen_ok(work, ["listen", "--recover", take, "-o", work / "rec.mid", "--model", model])
+    assert len(sf.read(work / "take.wav", dtype="float32")[0]) == held and (work / "rec.mid").exists()
+
+
+def test_a_take_survives_a_full_journal_disk_simulated(work, model, monkeypatch):
+    """The journal's WAV write fails with ENOSPC after 1.5 s of audio (the disk boundary, mocked): once a
+    21.8 s take kept 0.57 s and never reached its outputs (`journal.close()` raised)."""
+    import errno
+    import os
+
+    import soundfile
+
+    cache = work / "cache"
+    monkeypatch.setenv("PIANONOTES_CACHE", str(cache))
+    real_write = soundfile.SoundFile.write
+    room = {"frames": int(1.5 * SR)}
+
+    def write(self, data):
+        if Path(self.name).parent.parent != cache / "takes":
+            return real_write(self, data)
+        if len(data) > room["frames"]:
+            real_write(self, data[:room["frames"]])  # a short write, then the disk is full
+            room["frames"] = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        room["frames"] -= len(data)
+        return real_write(self, data)
+
+    monkeypatch.setattr(soundfile.SoundFile, "write", write)
+    take = _full_journal_take(work, model, cache)
+    monkeypatch.setattr(soundfile.SoundFile, "write", real_write)
+    _recover_what_the_journal_holds(work, model, take)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs (a real full disk); skipped where mounting is not allowed."""
+    import os
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_take_survives_a_real_full_journal_disk(work, model, monkeypatch, small_disk):
+    monkeypatch.setenv("PIANONOTES_CACHE", str(small_disk))
+    take = _full_journal_take(work, model, small_disk)
+    _recover_what_the_journal_holds(work, model, take)
+
+
+def test_a_take_refuses_to_start_on_a_full_journal_disk(work, model, monkeypatch, small_disk):
+    """No room even for take.json: one line before the take starts, and no empty take folder left."""
+    monkeypatch.setenv("PIANONOTES_CACHE", str(small_disk))
+    (small_disk / "takes").mkdir()
+    (small_disk / "filler").write_bytes(b"\0" * (64 << 10))  # fills it (tmpfs cuts the write short)
+    run_bad(work, ["listen", "--input", work / "in.wav", "--fast", "--plain", "-o", work / "t.mid", "--model",
+                   model], "journal", "PIANONOTES_CACHE")
+    assert not list((small_disk / "takes").iterdir())
+
+
+# ------------------------------------------------------------------------- training: resume state, datasets
+def _dataset(root: Path, shards: int = 2, seconds: float = 3.0) -> Path:
+    """A dataset folder as `data synth` writes it (FLAC + JSON shards, a manifest), of plain sine notes."""
+    for split in ("train", "validation"):
+        (root / split).mkdir(parents=True)
+        for i in range(shards):
+            notes = [[0.2 + 0.5 * k, 0.6 + 0.5 * k, 60 + 2 * k + i, 80, 0.6 + 0.5 * k] for k in range(5)]
+            audio = np.zeros(int(seconds * SR), np.float32)
+            for on, off, pitch, _, _ in notes:
+                a, b = int(on * SR), int(off * SR)
+                audio[a:b] += sine(440 * 2 ** ((pitch - 69) / 12), (b - a) / SR, amp=0.2)[: b - a]
+            base = root / split / f"shard-{i:05d}"
+            sf.write(base.with_suffix(".flac"), audio, SR)
+            base.with_suffix(".json").write_text(json.dumps({"seconds": seconds, "notes": notes, "pedals": []}))
+    (root / "manifest.json").write_text(json.dumps({"format": "test", "soundfonts": {}}))
+    return root
+
+
+TRAIN = ["--arch", "linear", "--batch-size", "2", "--window", "20", "--save-every", "1", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A dataset (its feature cache filled), a run at step 2, and the run's state files from step 1."""
+    pytest.importorskip("torch")
+    from pianonotes.cli import app
+
+    root = tmp_path_factory.mktemp("train")
+    ds, run = _dataset(root / "ds"), root / "run"
+    for steps in (1, 2):
+        args = ["train", "--data", ds, "--out", run, *TRAIN, "--max-steps", str(steps)]
+        if steps == 2:  # the resume itself works: the cases below fail for their own reason
+            args += ["--resume", run / "last"]
+        res = CliRunner().invoke(app, [str(a) for a in args])
+        assert res.exit_code == 0, (res.stdout, res.stderr, repr(res.exception))
+        if steps == 1:
+            (root / "step1").mkdir()
+            for suffix in (".json", ".safetensors"):
+                (root / "step1" / f"last-state{suffix}").write_bytes((run / f"last-state{suffix}").read_bytes())
+    return root
+
+
+def _cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+RESUME_DAMAGE = {
+    "state-json-cut-short": (lambda run, root: _cut(run / "last-state.json"), [], ["last-state.json", "unreadable"]),
+    "state-tensors-cut-short": (lambda run, root: _cut(run / "last-state.safetensors"), [],
+                                ["last-state.safetensors", "unreadable"]),
+    "no-param-groups": (lambda run, root: (run / "last-state.json").write_text(json.dumps(
+        {k: v for k, v in json.loads((run / "last-state.json").read_text()).items() if k != "param_groups"})), [],
+        ["param_groups"]),
+    "another-arch": (lambda run, root: None, ["--arch", "seed-mlp"], ["--arch linear"]),
+    "pair-from-two-saves": (lambda run, root: [(run / f"last-state{s}").write_bytes(
+        (root / "step1" / f"last-state{s}").read_bytes()) for s in (".json", ".safetensors")], [],
+        ["step 2", "step 1", "different saves"]),
+    "another-batch-size": (lambda run, root: None, ["--batch-size", "3"], ["--batch-size"]),
+    "another-window": (lambda run, root: None, ["--window", "30"], ["--window"]),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(RESUME_DAMAGE))
+def test_corrupt_or_mismatched_resume_state(trained, tmp_path, damage):
+    import shutil
+
+    make, extra, needles = RESUME_DAMAGE[damage]
+    run = tmp_path / "run"
+    shutil.copytree(trained / "run", run)
+    make(run, trained)
+    args = ["train", "--data", trained / "ds", "--out", run, *TRAIN, "--max-steps", "3", "--resume", run / "last"]
+    run_bad(tmp_path, [*args, *extra], *needles)
+
+
+def test_a_damaged_dataset_is_named(trained, tmp_path):
+    import shutil
+
+    ds = tmp_path / "ds"
+    shutil.copytree(trained / "ds", ds)
+    (ds / "manifest.json").write_text('{"format": "pianonotes-synth')
+    run_bad(tmp_path, ["train", "--data", ds, "--out", tmp_path / "run", *TRAIN, "--max-steps", "1"],
+            "manifest.json", "damaged")
+    (ds / "manifest.json").write_text("{}")
+    shard = ds / "train" / "shard-00000.json"
+    for text in ('{"seconds": 3, "notes": [[0.2, 0.6', '{"seconds": 3}', '{"notes": [["a", 1, 60, 80]]}', "[]"):
+        shard.write_text(text)
+        run_bad(tmp_path, ["train", "--data", ds, "--out", tmp_path / "run", *TRAIN, "--max-steps", "1"],
+                "shard-00000.json", "damaged")
+
+
+def test_a_damaged_feature_cache_file_is_rebuilt(trained, tmp_path):
+    import shutil
+
+    from pianonotes.frontend import FrontEnd
+    from pianonotes.nn import data as D
+
+    ds = tmp_path / "ds"
+    shutil.copytree(trained / "ds", ds)
+    fe = FrontEnd()
+    want = [r.features for r in D.load_split(ds, "train", fe)]
+    cached = sorted((ds / ".cache").rglob("train/shard-*.npy"))
+    assert len(cached) == 2
+    _cut(cached[0])  # cut short
+    cached[1].write_bytes(b"not an array")
+    got = D.load_split(ds, "train", fe)
+    for w, r in zip(want, got):
+        np.testing.assert_array_equal(w, r.features)
+    for path, w in zip(cached, want):  # and written again, whole
+        np.testing.assert_array_equal(np.load(path), w)
+    np.save(cached[0], np.zeros((5, 3), np.float16))  # another front end's width
+    np.testing.assert_array_equal(D.load_split(ds, "train", fe)[0].features, want[0])
+
+
+def test_two_writers_of_one_feature_cache_file_never_share_a_temp_path(tmp_path, monkeypatch):
+    """The cache once wrote every shard through `<name>.tmp.npy`: two processes filling the same cache
+    wrote into one file. Here a second writer starts while the first is mid-write."""
+    from pianonotes.nn import data as D
+
+    target = tmp_path / "cache" / "shard-00000.npy"
+    a, b = np.ones((4, 3), np.float16), np.full((4, 3), 2, np.float16)
+    real_save = np.save
+    temps = []
+
+    def save(path, arr, *args, **kw):
+        temps.append(Path(path))
+        real_save(path, arr, *args, **kw)
+        if len(temps) == 1:
+            D._cache_features(target, b)  # the other process, while the first has not renamed yet
+
+    monkeypatch.setattr(np, "save", save)
+    D._cache_features(target, a)
+    assert len(temps) == 2 and temps[0] != temps[1] and all(t.parent == target.parent for t in temps)
+    np.testing.assert_array_equal(np.load(target), a)  # the last rename wins, whole
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
+
+
+def test_train_device_is_checked_by_the_shared_pick_device(work):
+    pytest.importorskip("torch")
+    run_bad(work, ["train", "--data", work, "--out", work / "run", "--device", "tpu"], "unknown device", "tpu")
+    import torch
+
+    if not torch.cuda.is_available():
+        run_bad(work, ["train", "--data", work, "--out", work / "run", "--device", "cuda"], "no CUDA GPU")
+    assert not (work / "run").exists()
+
+
+# ------------------------------------------------------------------------------------------- data synth
+SYNTH = ["--hours", "0", "--eval-minutes", "0.1", "--split", "validation", "--shard-seconds", "3", "--workers", "1",
+         "--no-augment", "--soundfonts", "fluidr3", "--weights", "textures=1"]
+needs_fluidsynth = pytest.mark.skipif(not Path("/usr/share/sounds/sf2/FluidR3_GM.sf2").exists(),
+                                      reason="fluidsynth and fluid-soundfont-gm needed")
+
+
+@needs_fluidsynth
+def test_data_synth_on_a_full_disk_simulated(work, monkeypatch):
+    """The shard's FLAC write fails with ENOSPC (the disk boundary, mocked): one line, no half shard."""
+    import errno
+    import os
+
+    import soundfile
+
+    real_write = soundfile.write
+
+    def write(file, *args, **kw):
+        if str(work / "ds") in os.fspath(file):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(file, *args, **kw)
+
+    monkeypatch.setattr(soundfile, "write", write)
+    run_bad(work, ["data", "synth", work / "ds", *SYNTH], "No space left", changed={"ds/manifest.json"})
+    assert not list((work / "ds").rglob("shard-*")) and not list((work / "ds").rglob("*.part*"))
+
+
+@needs_fluidsynth
+def test_data_synth_on_a_real_full_disk(work, small_disk):
+    run_bad(work, ["data", "synth", small_disk / "ds", *SYNTH], "No space left",
+            changed={"small/ds/manifest.json"})
+    assert not list((small_disk / "ds").rglob("shard-*.json")) and not list((small_disk / "ds").rglob("*.part*"))
+
+
+def test_data_synth_with_a_damaged_manifest(work):
+    (work / "ds").mkdir()
+    (work / "ds" / "manifest.json").write_text('{"config": {"hours"')
+    run_bad(work, ["data", "synth", work / "ds", *SYNTH], "manifest.json", "damaged")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_data_synth_workers_stop_when_their_parent_dies(tmp_path):
+    """A render worker of a SIGKILLed `data synth` once went on rendering; now it ends with its parent."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import multiprocessing as mp, os, sys, time\n"
+              "from pianonotes.synth.dataset import _worker_init\n"
+              "pool = mp.get_context('fork').Pool(1, initializer=_worker_init, initargs=(os.getpid(),))\n"
+              "pool.apply_async(time.sleep, (120,))\n"
+              "time.sleep(1.0)\n"
+              "print(pool._pool[0].pid, flush=True)\n"
+              "time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    worker = int(proc.stdout.readline())
+
+    def alive(pid: int) -> bool:
+        try:
+            state = [ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln.startswith("State:")]
+        except OSError:
+            return False
+        return bool(state) and "Z" not in state[0].split()[1]
+
+    assert alive(worker)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(worker), "the render worker outlived its parent"

@@ -218,6 +218,23 @@ def test_malicious_archives_are_refused(tmp_path, entry, why):
     assert not Path("/tmp/evil-abs.txt").exists()
 
 
+def test_a_leftover_staging_link_is_removed_not_followed(tmp_path):
+    """A symlinked staging folder (left behind, or planted) must not be emptied or written through."""
+    arc = tmp_path / "a.zip"
+    arc.write_bytes(_zip([("top/z.txt", b"hello")]))
+    dest = tmp_path / "out"
+    dest.mkdir()
+    elsewhere = tmp_path / "precious"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("mine")
+    (dest / ".a.zip.unpacking").symlink_to(elsewhere, target_is_directory=True)
+    created = dl.safe_extract(arc, dest)
+    assert [p.name for p in created] == ["top"]
+    assert (dest / "top" / "z.txt").read_bytes() == b"hello"
+    assert _tree(elsewhere) == {"keep.txt"} and (elsewhere / "keep.txt").read_text() == "mine"
+    assert not (dest / ".a.zip.unpacking").exists()
+
+
 def test_unzip_checks_disk_space_first(tmp_path, monkeypatch):
     arc = tmp_path / "a.zip"
     arc.write_bytes(_zip([("top/big.bin", b"\0" * 100_000)]))

@@ -128,9 +128,7 @@ def load_split(root: str | os.PathLike, split: str, frontend, *, limit_seconds: 
     recs: list[Recording] = []
     total = 0.0
     for i, js in enumerate(files):
-        labels = json.loads(js.read_text())
-        notes = _notes_from_json(labels["notes"])
-        pedals = [PedalEvent(float(a), float(b)) for a, b in labels.get("pedals", []) if float(b) > float(a)]
+        notes, pedals = _shard_labels(js, PedalEvent)
         cpath = cache / (js.stem + ".npy")
         if keep_audio:
             wav = load_audio(js.with_suffix(".flac"), frontend.sample_rate)
@@ -145,18 +143,11 @@ def load_split(root: str | os.PathLike, split: str, frontend, *, limit_seconds: 
             if limit_seconds is not None and total >= limit_seconds:
                 break
             continue
-        if cpath.exists():
-            feats = np.load(cpath)
-        else:
+        feats = _cached_features(cpath, frontend)
+        if feats is None:  # not cached yet, or the cached file is damaged: computed afresh
             audio = load_audio(js.with_suffix(".flac"), frontend.sample_rate)
             feats = frontend(audio).astype(np.float16)
-            try:
-                cache.mkdir(parents=True, exist_ok=True)
-                tmp = cpath.with_suffix(".tmp.npy")
-                np.save(tmp, feats)
-                os.replace(tmp, cpath)
-            except OSError:
-                pass  # a read-only dataset still trains, only slower next time
+            _cache_features(cpath, feats)
         frame, onset, vel = targets_from_notes(notes, len(feats), frontend.fps)
         key, ped = key_and_pedal_targets(notes, pedals, len(feats), frontend.fps)
         recs.append(Recording(f"{split}/{js.stem}", feats, frame, onset, vel, notes, key, ped, pedals, None, True))
@@ -166,6 +157,45 @@ def load_split(root: str | os.PathLike, split: str, frontend, *, limit_seconds: 
         if limit_seconds is not None and total >= limit_seconds:
             break
     return recs
+
+
+def _shard_labels(js: Path, pedal_event) -> tuple[list[Note], list]:
+    """The notes and pedal intervals of a shard's JSON; PianonotesError naming the shard when it is damaged."""
+    try:
+        labels = json.loads(js.read_text())
+        notes = _notes_from_json(labels["notes"])
+        pedals = [pedal_event(float(a), float(b)) for a, b in labels.get("pedals", []) if float(b) > float(a)]
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        raise PianonotesError(f"dataset shard {js} is damaged ({why}); delete it and its .flac, then run "
+                              "`pianonotes data synth` on the folder again to re-render it") from exc
+    return notes, pedals
+
+
+def _cached_features(path: Path, frontend) -> np.ndarray | None:
+    """The cached features at ``path``, or None when there are none or they are unusable (cut short,
+    not an array, another front end's width): the caller computes them again and replaces the file."""
+    try:
+        feats = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    n = getattr(frontend, "n_features", None)
+    if feats.ndim != 2 or feats.dtype != np.float16 or (n is not None and feats.shape[1] != n):
+        return None
+    return feats
+
+
+def _cache_features(path: Path, feats: np.ndarray) -> None:
+    """Write a feature cache file atomically through a temp name unique to this process, so that two
+    processes filling the same cache never write into one temp file."""
+    from pianonotes.fileio import atomic_path
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            np.save(tmp, feats)
+    except (OSError, PianonotesError):
+        pass  # a read-only or full dataset disk still trains, only slower next time
 
 
 def recording_from_audio(audio_path: str | os.PathLike, midi_path: str | os.PathLike | None, frontend) -> Recording:

@@ -254,10 +254,38 @@ def _rel(path: str) -> str:
 
 def _worker(args):
     job, cfg, pieces = args
+    if _PARENT is not None and os.getppid() != _PARENT:  # the parent died: render nothing more
+        os._exit(1)
     try:
         return make_shard(job, cfg, pieces)
     except PianonotesError as exc:
         return {"error": str(exc), "split": job.split, "index": job.index}
+    except OSError as exc:  # a full or vanished disk under the renderer (the shard itself is written atomically)
+        return {"error": f"rendering {job.split} shard {job.index} failed: {exc.strerror or exc}; free some space "
+                         "and run the same command again to resume", "split": job.split, "index": job.index}
+
+
+_PARENT: int | None = None  # in a render worker: the pid of the process that started it
+
+
+def _worker_init(parent: int) -> None:
+    """In each render worker: end with the parent. Linux delivers SIGTERM when the parent dies
+    (PR_SET_PDEATHSIG); elsewhere the worker checks before each shard."""
+    global _PARENT
+    _PARENT = parent
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # died before prctl took effect
+        os._exit(1)
 
 
 def synthesize(out: str | os.PathLike, cfg: SynthConfig, *, workers: int = 1,
@@ -284,7 +312,13 @@ def synthesize(out: str | os.PathLike, cfg: SynthConfig, *, workers: int = 1,
         raise PianonotesError(f"cannot write to {out}: {exc.strerror}; choose a writable folder") from exc
     manifest_path = out / "manifest.json"
     if manifest_path.exists():
-        old = json.loads(manifest_path.read_text())
+        try:
+            old = json.loads(manifest_path.read_text())
+            if not isinstance(old, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            raise PianonotesError(f"{manifest_path} is damaged ({exc}); render into a new folder, or delete the "
+                                  "manifest to resume with these settings") from exc
         if old.get("config") != json.loads(json.dumps(cfg.to_dict())):
             raise PianonotesError(f"{out} holds a dataset made with other settings; use a new folder")
     pieces = _pieces(cfg)
@@ -302,7 +336,7 @@ def synthesize(out: str | os.PathLike, cfg: SynthConfig, *, workers: int = 1,
         import multiprocessing as mp
 
         ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
-        pool = ctx.Pool(workers)
+        pool = ctx.Pool(workers, initializer=_worker_init, initargs=(os.getpid(),))
         results = pool.imap_unordered(_worker, [(j, cfg, pieces) for j in todo])
     else:
         pool = None
@@ -329,9 +363,13 @@ def summarize(out: Path) -> dict:
         files = sorted((out / split).glob("shard-*.json"))
         secs = notes = 0.0
         for f in files:
-            d = json.loads(f.read_text())
-            secs += d["seconds"]
-            notes += len(d["notes"])
+            try:
+                d = json.loads(f.read_text())
+                secs += float(d["seconds"])
+                notes += len(d["notes"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise PianonotesError(f"dataset shard {f} is damaged ({type(exc).__name__}: {exc}); delete it and "
+                                      "its .flac, then run the same command again to render it afresh") from exc
         if files:
             totals[split] = {"shards": len(files), "hours": round(secs / 3600, 3), "notes": int(notes)}
     return totals

@@ -95,19 +95,26 @@ def render(keys, pedals, total: float, soundfont: str, program: int, sample_rate
         last = tick
     new.append(end[0][1].copy(time=0) if end else mido.MetaMessage("end_of_track", time=0))
     mid.tracks[0] = new
-    with tempfile.TemporaryDirectory(prefix="pianonotes-render-") as tmp:
-        mpath, wpath = os.path.join(tmp, "in.mid"), os.path.join(tmp, "out.wav")
-        mid.save(mpath)
-        cmd = [fluidsynth_binary(), "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.6", "-r", str(sample_rate),
-               "-O", "float", "-T", "wav", "-F", wpath, soundfont, mpath]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0 or not os.path.exists(wpath):
-            raise PianonotesError(f"fluidsynth failed on {soundfont}: {proc.stderr.strip()[:200]}")
-        if "not a soundfont" in proc.stderr.lower() or "failed to load" in proc.stderr.lower():
-            # fluidsynth would go on with its default soundfont: another piano, maybe the reserved one
-            raise PianonotesError(f"fluidsynth cannot read the soundfont {soundfont}; replace the file (it never "
-                                  "falls back to another instrument)")
-        audio, sr = sf.read(wpath, dtype="float32", always_2d=True)
-    audio = audio.mean(axis=1)
+    try:
+        with tempfile.TemporaryDirectory(prefix="pianonotes-render-") as tmp:
+            mpath, wpath = os.path.join(tmp, "in.mid"), os.path.join(tmp, "out.wav")
+            mid.save(mpath)
+            cmd = [fluidsynth_binary(), "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.6", "-r", str(sample_rate),
+                   "-O", "float", "-T", "wav", "-F", wpath, soundfont, mpath]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0 or not os.path.exists(wpath):
+                raise PianonotesError(f"fluidsynth failed on {soundfont}: {proc.stderr.strip()[:200]}")
+            if "not a soundfont" in proc.stderr.lower() or "failed to load" in proc.stderr.lower():
+                # fluidsynth would go on with its default soundfont: another piano, maybe the reserved one
+                raise PianonotesError(f"fluidsynth cannot read the soundfont {soundfont}; replace the file (it never "
+                                      "falls back to another instrument)")
+            audio, sr = sf.read(wpath, dtype="float32", always_2d=True)
+    except OSError as exc:  # the temp folder's disk is full or gone
+        raise PianonotesError(f"cannot render in the temp folder {tempfile.gettempdir()}: {exc.strerror}; free some "
+                              "space there (or set TMPDIR) and run the same command again to resume") from exc
     n = int(round(total * sample_rate))
+    if len(audio) < n - sample_rate // 10:  # fluidsynth renders past the end; a short file was cut off
+        raise PianonotesError(f"fluidsynth wrote only {len(audio) / sample_rate:.1f} s of {total:.1f} s (is the temp "
+                              f"folder {tempfile.gettempdir()} full?); free some space and run the command again")
+    audio = audio.mean(axis=1)
     return np.pad(audio, (0, max(0, n - len(audio))))[:n]
