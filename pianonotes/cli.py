@@ -15,6 +15,7 @@ from pianonotes import __version__
 from pianonotes import constants as C
 from pianonotes.cliutil import console, fail, readable_help_types
 from pianonotes.errors import PianonotesError
+from pianonotes.notes import NOTE_LENGTH_HELP
 
 THRESH_HELP = {
     "onset": f"Onset probability that starts a note (default: the model's calibrated value, else {C.ONSET_THRESHOLD}).",
@@ -138,6 +139,7 @@ def transcribe(
     save_activations: Optional[Path] = typer.Option(None, help="Save the network's outputs (.npz) to re-decode later."),
     from_activations: bool = typer.Option(False, "--from-activations",
                                           help="Inputs are .npz activations: decode them without the network."),
+    note_length: str = typer.Option("key", "--note-length", metavar="key|sounding", help=NOTE_LENGTH_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1,
                                        help="Worker processes for several files (default: one per core, "
@@ -157,6 +159,9 @@ def transcribe(
     try:
         overrides = dict(onset_threshold=onset_threshold, frame_threshold=frame_threshold, min_note_seconds=min_note)
         DecodeOptions.for_model(None, **overrides)  # validates the values before any work
+        from pianonotes.notes import check_note_length
+
+        check_note_length(note_length)
         if from_activations:
             files = [Path(i) for i in inputs]
             for f in files:
@@ -178,7 +183,7 @@ def transcribe(
                                  overrides=tuple(overrides.items()), start=start, end=end, bpm=bpm,
                                  time_signature=time_signature, overwrite=overwrite, roll=roll,
                                  save_activations=str(save_activations) if save_activations else None,
-                                 from_activations=from_activations)
+                                 from_activations=from_activations, note_length=note_length)
         transcriber, durations = None, {}
         if not from_activations:
             from pianonotes.audio import audio_info

@@ -17,6 +17,7 @@ import typer
 from pianonotes import constants as C
 from pianonotes.cliutil import console, fail
 from pianonotes.errors import PianonotesError
+from pianonotes.notes import NOTE_LENGTH_HELP
 
 
 _console = console
@@ -77,6 +78,7 @@ def listen(
                                         "notes per minute (default: tracked, following rubato)."),
     time_signature: Optional[str] = typer.Option(None, "--time-signature", help="Meter of the score and MIDI, "
                                                  "e.g. 3/4 or 6/8 (default: estimated)."),
+    note_length: str = typer.Option("key", "--note-length", metavar="key|sounding", help=NOTE_LENGTH_HELP),
 ) -> None:
     """Transcribe live from the microphone, with a keyboard, piano roll and level meter on screen.
 
@@ -97,9 +99,12 @@ def listen(
             parse_meter(time_signature)
         if bpm is not None and not 20 <= bpm <= 400:
             raise PianonotesError("--bpm must be between 20 and 400")
+        from pianonotes.notes import check_note_length
+
+        check_note_length(note_length)
     except PianonotesError as exc:
         raise _fail(str(exc))
-    score = {"bpm": bpm, "time_signature": time_signature}
+    score = {"bpm": bpm, "time_signature": time_signature, "note_length": note_length}
     if recover_take:
         _recover(take_dir, model, output, overwrite, thresholds, score)
         return
@@ -123,15 +128,19 @@ def _recover(take_dir, model, output, overwrite, thresholds, score=None) -> None
         else:  # the take's own outputs: a crashed take never wrote them, so a file there is another one's
             outputs = live.check_outputs(rec.outputs or [folder / "take.mid"], overwrite=overwrite)
         record = live.check_record(rec.record, overwrite=overwrite) if rec.record else None
-        written = live.write_outputs(rec.notes, outputs, title=outputs[0].stem, **(score or {}))
+        written = live.write_outputs(rec.notes, outputs, title=outputs[0].stem, pedals=rec.pedals, **(score or {}))
         if record is not None:
             written.append(live.copy_recording(folder / "audio.wav", record, int(live.take_meta(folder)
                                                                                  .get("sample_rate", C.SAMPLE_RATE))))
-        live.mark_recovered(folder, written)
+        unmarked = live.mark_recovered(folder, written)
     except PianonotesError as exc:
         raise _fail(str(exc))
     how = "re-transcribed its audio" if rec.method == "audio" else "from its note journal"
     console.print(f"recovered {len(rec.notes)} notes ({rec.seconds:.1f} s, {how}) from {folder}")
+    if unmarked:
+        from rich.markup import escape
+
+        _console(stderr=True).print(f"warning: {escape(unmarked)}", soft_wrap=True)
     for p in written:
         console.print(f"wrote {p}")
 
@@ -205,13 +214,16 @@ def _listen(device, samplerate, model, output, record, plain, input_file, fast, 
     result = session.finish()
     targets = outputs or [journal.folder / "take.mid"]
     try:
-        written = live.write_outputs(result.notes, targets, title=targets[0].stem, **(score or {}))
+        written = live.write_outputs(result.notes, targets, title=targets[0].stem,
+                                     pedals=list(session.engine.decoder.pedals), **(score or {}))
         if record_path is not None:
-            written.append(live.copy_recording(journal.audio_path, record_path, journal.sample_rate))
+            written.append(live.copy_recording(journal, record_path, journal.sample_rate))
         journal.update_meta(status="complete", written=[str(p) for p in written])
     except PianonotesError as exc:
         raise _fail(f"{exc}; the take is kept in {journal.folder}: "
-                    f"pianonotes listen --recover {journal.folder}")
+                    f"pianonotes listen --recover {journal.folder}"
+                    + (f" (its journal failed after {journal.samples / journal.sample_rate:.1f} s)"
+                       if journal.failed else ""))
     except KeyboardInterrupt:
         raise _fail(f"interrupted while saving; the take is kept in {journal.folder}: "
                     f"pianonotes listen --recover {journal.folder}", 130)
@@ -222,6 +234,10 @@ def _listen(device, samplerate, model, output, record, plain, input_file, fast, 
         p50, p95 = live.percentile(result.latencies_ms, 50), live.percentile(result.latencies_ms, 95)
         msg.print(f"latency to screen: median {p50:.0f} ms, p95 {p95:.0f} ms "
                   f"(+{lookahead_ms:.0f} ms look-ahead)")
+    if journal.warning():
+        from rich.markup import escape
+
+        msg.print(f"warning: {escape(journal.warning())}")
     for p in written:
         msg.print(f"wrote {p}")
     msg.print(f"journal: {journal.folder}")

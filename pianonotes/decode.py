@@ -8,7 +8,11 @@ decoding is the streaming decoder run over the whole array, so both always agree
 AudioNet v2 also gives a key-down probability (the key pressed, not held by the pedal) and a sustain-pedal
 probability per frame: a note's ``key_offset`` is the first frame after its onset where the key-down
 probability falls below ``key_threshold`` (never after the sounding end), and :func:`decode_pedal` turns
-the pedal probability into intervals with hysteresis and a minimum length.
+the pedal probability into intervals with hysteresis and a minimum length (:class:`StreamingPedal`
+incrementally; the :class:`StreamingDecoder` runs one when it is given the pedal head and keeps the
+intervals in ``pedals``). What a note's end means in the outputs, the key release or the key release
+extended by those intervals, is chosen when they are written (``--note-length``,
+:func:`pianonotes.notes.with_note_length`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 
 from pianonotes import constants as C
 from pianonotes.errors import PianonotesError
-from pianonotes.notes import Note
+from pianonotes.notes import Note, PedalEvent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +69,44 @@ class DecodeOptions:
                    pick(None, "pedal_off", base.pedal_off), pick(None, "min_pedal_seconds", base.min_pedal_seconds))
 
 
+class StreamingPedal:
+    """Sustain-pedal intervals from pedal-down probabilities fed in chunks (see :func:`decode_pedal`):
+    ``push`` returns the intervals that ended, ``flush`` the one still down at the end."""
+
+    def __init__(self, fps: float, options: DecodeOptions = DecodeOptions(), *, time_offset: float = 0.0):
+        self.fps, self.opt, self.t0 = fps, options, time_offset
+        self.n = 0
+        self.down_since: int | None = None  # frame where the open interval started
+
+    def _event(self, start: int, end: int) -> list[PedalEvent]:
+        if (end - start) / self.fps >= self.opt.min_pedal_seconds - 1e-9:
+            return [PedalEvent(self.t0 + start / self.fps, self.t0 + end / self.fps)]
+        return []
+
+    def push(self, pedal: np.ndarray) -> list[PedalEvent]:
+        """(n,) or (n, 1) probabilities for the next n frames."""
+        p = np.asarray(pedal, np.float32).reshape(len(pedal), -1)[:, 0] if len(pedal) else np.zeros(0, np.float32)
+        out: list[PedalEvent] = []
+        for i, v in enumerate(p):
+            if self.down_since is None and v >= self.opt.pedal_on:
+                self.down_since = self.n + i
+            elif self.down_since is not None and v < self.opt.pedal_off:
+                out += self._event(self.down_since, self.n + i)
+                self.down_since = None
+        self.n += len(p)
+        return out
+
+    def flush(self) -> list[PedalEvent]:
+        """End the pedal (if down) at the last frame consumed."""
+        out = self._event(self.down_since, self.n) if self.down_since is not None else []
+        self.down_since = None
+        return out
+
+
 class StreamingDecoder:
-    """Feed probability frames in chunks; get finished notes as soon as they end."""
+    """Feed probability frames in chunks; get finished notes as soon as they end. Given the pedal head
+    (v2 models), it also collects the sustain-pedal intervals in :attr:`pedals` (finished ones; all of
+    them after :meth:`flush`)."""
 
     def __init__(self, fps: float, options: DecodeOptions = DecodeOptions(), *, time_offset: float = 0.0):
         self.fps = fps
@@ -79,6 +119,13 @@ class StreamingDecoder:
         self.active_vel = np.zeros(C.N_KEYS, np.float32)
         self._key_up = np.zeros((0, C.N_KEYS), bool)  # key-down prob below threshold, from frame _key_from
         self._key_from = 0
+        self._pedal = StreamingPedal(fps, options, time_offset=time_offset)
+        self.pedals: list[PedalEvent] = []
+
+    @property
+    def pedal_down(self) -> bool:
+        """Whether the sustain pedal is down at the last frame consumed."""
+        return self._pedal.down_since is not None
 
     def active(self) -> list[tuple[int, float, float]]:
         """Sounding keys now: (pitch, onset seconds, confidence)."""
@@ -100,9 +147,14 @@ class StreamingDecoder:
                     confidence=round(float(conf), 4))
 
     def push(self, frame: np.ndarray, onset: np.ndarray, velocity: np.ndarray | None = None,
-             key: np.ndarray | None = None) -> list[Note]:
-        """frame, onset, velocity and (v2 models) key: (n, 88) probabilities in [0, 1] for the next n frames."""
+             key: np.ndarray | None = None, pedal: np.ndarray | None = None) -> list[Note]:
+        """frame, onset, velocity and (v2 models) key: (n, 88) probabilities in [0, 1] for the next n
+        frames; pedal (v2): (n, 1). Returns the notes that ended; pedal intervals go to :attr:`pedals`."""
         n = len(frame)
+        if pedal is not None and len(pedal):
+            if len(pedal) != n:
+                raise PianonotesError(f"the pedal head has {len(pedal)} frames, the frame head {n}")
+            self.pedals += self._pedal.push(pedal)
         if n == 0:
             return []
         if key is not None:
@@ -172,7 +224,8 @@ class StreamingDecoder:
         self.active_vel[k] = float(velocity[t_local, k]) if velocity is not None else 0.0
 
     def flush(self) -> list[Note]:
-        """End every sounding note at the last frame consumed."""
+        """End every sounding note (and the pedal, if down) at the last frame consumed."""
+        self.pedals += self._pedal.flush()
         out = []
         for k in np.nonzero(self.active_start >= 0)[0]:
             note = self._note(int(k), int(self.active_start[k]), self.n, float(self.active_conf[k]),
@@ -193,24 +246,13 @@ def decode(frame: np.ndarray, onset: np.ndarray, velocity: np.ndarray | None = N
 
 
 def decode_pedal(pedal: np.ndarray, *, fps: float, options: DecodeOptions = DecodeOptions(),
-                 time_offset: float = 0.0):
+                 time_offset: float = 0.0) -> list[PedalEvent]:
     """Sustain-pedal intervals from per-frame pedal-down probabilities (T,) or (T, 1): down once the
     probability reaches ``pedal_on``, up once it falls below ``pedal_off``; shorter than
-    ``min_pedal_seconds`` dropped. Returns PedalEvents in seconds."""
-    from pianonotes.notes import PedalEvent
-
-    p = np.asarray(pedal, np.float32).reshape(len(pedal), -1)[:, 0] if len(pedal) else np.zeros(0, np.float32)
-    out, start, down = [], 0, False
-    for i, v in enumerate(p):
-        if not down and v >= options.pedal_on:
-            down, start = True, i
-        elif down and v < options.pedal_off:
-            down = False
-            if (i - start) / fps >= options.min_pedal_seconds - 1e-9:
-                out.append(PedalEvent(time_offset + start / fps, time_offset + i / fps))
-    if down and (len(p) - start) / fps >= options.min_pedal_seconds - 1e-9:
-        out.append(PedalEvent(time_offset + start / fps, time_offset + len(p) / fps))
-    return out
+    ``min_pedal_seconds`` dropped. Returns PedalEvents in seconds (:class:`StreamingPedal` over the
+    whole array, so streaming and offline agree)."""
+    stream = StreamingPedal(fps, options, time_offset=time_offset)
+    return stream.push(pedal) + stream.flush()
 
 
 @dataclasses.dataclass
@@ -228,6 +270,13 @@ class Activations:
     def decode(self, options: DecodeOptions | None = None) -> list[Note]:
         options = options or DecodeOptions.for_model({"decode": self.decode_defaults})
         return decode(self.frame, self.onset, self.velocity, fps=self.fps, options=options, key=self.extra.get("key"))
+
+    def decode_pedal(self, options: DecodeOptions | None = None) -> list[PedalEvent]:
+        """The sustain-pedal intervals (empty without a pedal head: a v1 model)."""
+        if "pedal" not in self.extra:
+            return []
+        options = options or DecodeOptions.for_model({"decode": self.decode_defaults})
+        return decode_pedal(self.extra["pedal"], fps=self.fps, options=options)
 
     def save(self, path: str | os.PathLike) -> None:
         import io

@@ -125,7 +125,8 @@ class Engine:
 
     def _step(self, feats: np.ndarray, *, final: bool) -> Update:
         probs = self._net.push(feats, final=final)
-        notes = self.decoder.push(probs["frame"], probs["onset"], probs["velocity"], probs.get("key"))
+        notes = self.decoder.push(probs["frame"], probs["onset"], probs["velocity"], probs.get("key"),
+                                  probs.get("pedal"))  # the pedal intervals collect in decoder.pedals
         if final:
             notes = sorted(notes + self.decoder.flush())
         extra = {k: v for k, v in probs.items() if k not in ("frame", "onset", "velocity")}

@@ -48,6 +48,7 @@ QUEUE_SECONDS = 10.0  # audio the capture queue holds before blocks are dropped
 FILE_BLOCK_SECONDS = 0.02  # block size a file source emits (like a microphone's period)
 ROLL_SECONDS = 6.0  # notes kept for the view's piano roll
 KEEP_TAKES = 10  # completed takes kept in the cache; older ones are pruned at the start of a take
+MEMORY_AUDIO_SECONDS = 2 * 3600.0  # audio kept in memory for --record once the journal fails (460 MB at 16 kHz)
 COMMON_RATES = (16000, 22050, 32000, 44100, 48000, 8000, 11025, 88200, 96000)
 PORTAUDIO_HINT = ("PortAudio library not found; install it (Debian/Ubuntu: apt-get install libportaudio2, "
                   "macOS: brew install portaudio)")
@@ -394,10 +395,17 @@ def _prune_takes(keep: int = KEEP_TAKES) -> None:
 
 
 class Journal:
-    """The on-disk record of a take, written as it happens (see the module docstring)."""
+    """The on-disk record of a take, written as it happens (see the module docstring).
+
+    Only the constructor raises. A write that fails later (a full or vanished cache disk) never stops
+    the take: the journal records why in :attr:`error` (:meth:`warning` says it in one line), stops
+    writing, and keeps the rest of the audio in memory when the take is to be recorded (``keep_audio``,
+    by default when ``meta`` names a ``record``), so :meth:`audio_blocks` still yields the whole take.
+    What reached the disk before the failure stays there for ``--recover``.
+    """
 
     def __init__(self, folder: str | os.PathLike | None, sample_rate: int,
-                 meta: dict[str, Any] | None = None):
+                 meta: dict[str, Any] | None = None, *, keep_audio: bool | None = None):
         import soundfile as sf
 
         if folder is None:
@@ -423,13 +431,27 @@ class Journal:
         self.meta = dict(meta or {})
         self.meta.update({"format": "pianonotes-take-v1", "sample_rate": self.sample_rate,
                           "status": "recording", "started": _dt.datetime.now().isoformat(timespec="seconds")})
-        self._write_meta()
+        self.keep_audio = bool(self.meta.get("record")) if keep_audio is None else bool(keep_audio)
         self.audio_path = self.folder / "audio.wav"
         self.events_path = self.folder / "events.jsonl"
-        self._wav = sf.SoundFile(os.fspath(self.audio_path), "w", samplerate=self.sample_rate, channels=1,
-                                 format="WAV", subtype="FLOAT")
-        self._events = open(self.events_path, "a", encoding="utf-8")
-        self.samples = 0
+        self._wav = self._events = None
+        try:
+            self._write_meta()
+            self._wav = sf.SoundFile(os.fspath(self.audio_path), "w", samplerate=self.sample_rate, channels=1,
+                                     format="WAV", subtype="FLOAT")
+            self._events = open(self.events_path, "a", encoding="utf-8")
+        except (PianonotesError, OSError, RuntimeError) as exc:
+            if self._wav is not None:
+                _quietly(self._wav.close)
+            shutil.rmtree(self.folder, ignore_errors=True)
+            reason = str(exc) if isinstance(exc, PianonotesError) else _write_failure(exc, self.folder.parent)
+            raise PianonotesError(f"cannot start the take journal in {self.folder}: {reason}; free some space "
+                                  "or set PIANONOTES_CACHE to another folder") from exc
+        self.samples = 0  # audio samples that reached the journal WAV
+        self.error: str | None = None  # why journaling stopped (None while it works)
+        self._memory: list[np.ndarray] = []  # audio after a failure, when keep_audio
+        self.memory_samples = 0
+        self.lost_samples = 0  # audio neither journaled nor kept (past MEMORY_AUDIO_SECONDS)
         self._last_flush = time.monotonic()
         self._closed = False
 
@@ -438,43 +460,163 @@ class Journal:
 
         write_text_atomic(self.folder / "take.json", json.dumps(self.meta, indent=2, sort_keys=True))
 
+    def _failed(self, exc: BaseException) -> None:
+        """A journal write failed: remember the first reason and stop writing (the take goes on)."""
+        if self.error is None:
+            held = self.journaled_samples() / self.sample_rate
+            self.error = (f"the take journal in {self.folder} failed after {held:.1f} s of audio "
+                          f"({_write_failure(exc, self.folder)})")
+        for f in (self._wav, self._events):
+            if f is not None:
+                _quietly(f.close)  # what cannot be flushed is lost from the journal, not from the take
+        self._wav = self._events = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
     def write_audio(self, audio: np.ndarray) -> None:
-        if len(audio):
-            self._wav.write(audio)
-            self.samples += len(audio)
+        if not len(audio):
+            return
+        if self._wav is not None and not self._closed:
+            try:
+                self._wav.write(audio)
+                self.samples += len(audio)
+                return
+            except Exception as exc:  # LibsndfileError on a full disk, OSError, ...
+                self._failed(exc)
+        if self.keep_audio and self.error is not None:
+            room = int(MEMORY_AUDIO_SECONDS * self.sample_rate) - self.memory_samples
+            kept = np.array(audio[:max(0, room)], np.float32)
+            if len(kept):
+                self._memory.append(kept)
+                self.memory_samples += len(kept)
+            self.lost_samples += len(audio) - len(kept)
+
+    def _event(self, ev: dict[str, Any]) -> None:
+        if self._events is not None and not self._closed:
+            try:
+                self._events.write(json.dumps(ev) + "\n")
+            except Exception as exc:
+                self._failed(exc)
 
     def note_on(self, pitch: int, onset: float, confidence: float) -> None:
-        self._events.write(json.dumps({"event": "on", "pitch": pitch, "onset": round(onset, 4),
-                                       "confidence": round(confidence, 4)}) + "\n")
+        self._event({"event": "on", "pitch": pitch, "onset": round(onset, 4), "confidence": round(confidence, 4)})
 
     def note(self, note: Note) -> None:
-        self._events.write(json.dumps({"event": "note", **_note_dict(note)}) + "\n")
+        self._event({"event": "note", **_note_dict(note)})
 
     def maybe_flush(self, *, force: bool = False) -> None:
         now = time.monotonic()
-        if force or now - self._last_flush >= JOURNAL_FLUSH_SECONDS:
+        if self._wav is None or self._closed or not (force or now - self._last_flush >= JOURNAL_FLUSH_SECONDS):
+            return
+        try:
             self._wav.flush()  # libsndfile updates the WAV header on sync
             self._events.flush()
-            self._last_flush = now
+        except Exception as exc:
+            self._failed(exc)
+        self._last_flush = now
 
     def update_meta(self, **extra: Any) -> None:
-        """Record more about the take in take.json (e.g. status="complete" once outputs are written)."""
+        """Record more about the take in take.json (e.g. status="complete" once outputs are written).
+        A failure is noted in :attr:`error`, never raised: the take itself is already saved."""
         self.meta.update(extra)
-        self._write_meta()
+        try:
+            self._write_meta()
+        except PianonotesError as exc:
+            if self.error is None:
+                self.error = f"the take journal in {self.folder} failed ({exc})"
 
     def close(self, *, status: str = "complete", **extra: Any) -> None:
         if self._closed:
             return
+        for f in (self._wav, self._events):
+            if f is not None:
+                try:
+                    f.close()
+                except Exception as exc:
+                    self._failed(exc)
+        self._wav = self._events = None
         self._closed = True
-        self._wav.close()
-        self._events.close()
-        self.meta.update(status=status, seconds=round(self.samples / self.sample_rate, 3), **extra)
-        self._write_meta()
+        if self.error is not None:
+            extra["journal_error"] = self.error
+        self.update_meta(status=status, seconds=round(self.samples / self.sample_rate, 3), **extra)
+
+    def audio_blocks(self, block: int = 1 << 18) -> Iterator[np.ndarray]:
+        """The take's audio: what the journal WAV holds (only what was written whole), then what was kept
+        in memory after the journal failed. Call after :meth:`close`."""
+        offset = _wav_data_offset(self.audio_path)
+        if offset is not None and self.samples:
+            with open(self.audio_path, "rb") as f:  # raw: the header of a failed journal may be stale
+                f.seek(offset)
+                left = self.samples
+                while left > 0:
+                    data = np.frombuffer(f.read(4 * min(left, block)), "<f4")
+                    if not len(data):
+                        break
+                    yield data.astype(np.float32)
+                    left -= len(data)
+        yield from self._memory
+
+    def warning(self) -> str | None:
+        """One line for the user when the journal failed (None when it did not)."""
+        if self.error is None:
+            return None
+        kept = "" if not self.keep_audio else (
+            f"; the recording lacks the last {self.lost_samples / self.sample_rate:.1f} s (memory limit)"
+            if self.lost_samples else "; the recording was kept in memory")
+        return (f"{self.error}; the take went on and its outputs hold all of it{kept}, but `listen --recover` "
+                f"could only rebuild the first {self.journaled_samples() / self.sample_rate:.1f} s")
+
+    def journaled_samples(self) -> int:
+        """Samples the journal WAV holds (what ``--recover`` reads: also the part of a block cut short)."""
+        offset = _wav_data_offset(self.audio_path)
+        try:
+            on_disk = (self.audio_path.stat().st_size - offset) // 4 if offset is not None else 0
+        except OSError:
+            on_disk = 0
+        return max(self.samples, on_disk)
+
+
+def _quietly(fn) -> None:
+    try:
+        fn()
+    except Exception:
+        pass
+
+
+def _write_failure(exc: BaseException, folder: Path) -> str:
+    """Why a write in ``folder`` failed, in words (libsndfile only says "System error")."""
+    from pianonotes.fileio import disk_full
+
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if disk_full(folder):
+        return "No space left on device"
+    return str(exc).strip().rstrip(".") or type(exc).__name__
 
 
 def _note_dict(n: Note) -> dict[str, Any]:
     return {"onset": round(n.onset, 6), "offset": round(n.offset, 6), "pitch": n.pitch,
             "velocity": n.velocity, "confidence": n.confidence}
+
+
+def _wav_data_offset(path: str | os.PathLike) -> int | None:
+    """Where the samples of a RIFF/WAVE file start (None: not a WAV file, or no data chunk)."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"RIFF" or not f.read(4) or f.read(4) != b"WAVE":
+                return None
+            while True:
+                head = f.read(8)
+                if len(head) < 8:
+                    return None
+                if head[:4] == b"data":
+                    return f.tell()
+                size = int.from_bytes(head[4:], "little")
+                f.seek(size + (size & 1), os.SEEK_CUR)
+    except OSError:
+        return None
 
 
 def read_journal_audio(path: str | os.PathLike) -> np.ndarray:
@@ -838,27 +980,36 @@ def check_record(path: str | os.PathLike | None, *, overwrite: bool = False) -> 
 
 
 def write_outputs(notes: Sequence[Note], outputs: Sequence[str | os.PathLike], *, title: str,
-                  bpm: float | None = None, time_signature: str | None = None) -> list[Path]:
+                  bpm: float | None = None, time_signature: str | None = None,
+                  pedals: Sequence | None = None, note_length: str = "key") -> list[Path]:
     """Write the take to every output atomically, through the same writer as ``transcribe``
-    (:func:`pianonotes.export.write_all`: one beat, meter and key analysis for the MIDI and the score)."""
+    (:func:`pianonotes.export.write_all`: one beat, meter and key analysis for the MIDI and the score;
+    ``pedals`` (the engine's ``decoder.pedals``) and ``note_length`` as there)."""
     from pianonotes.export import write_all
 
     return write_all([Path(p) for p in outputs], list(notes), title=title, bpm=bpm,
-                     time_signature=time_signature, overwrite=True)
+                     time_signature=time_signature, overwrite=True, pedals=pedals, note_length=note_length)
 
 
-def copy_recording(journal_wav: str | os.PathLike, dest: str | os.PathLike, sample_rate: int) -> Path:
-    """Copy the journal audio to ``dest`` atomically, in blocks (converted when not .wav)."""
+def copy_recording(journal_wav: Journal | str | os.PathLike, dest: str | os.PathLike, sample_rate: int) -> Path:
+    """Copy the journal audio to ``dest`` atomically, in blocks (converted when not .wav). Given the
+    :class:`Journal` of a take, also the audio it kept in memory after a failure."""
     import soundfile as sf
 
     from pianonotes.fileio import atomic_path
 
     dest = Path(dest)
-    with atomic_path(dest) as tmp:
-        with sf.SoundFile(os.fspath(tmp), "w", samplerate=sample_rate, channels=1,
-                          subtype="FLOAT" if dest.suffix.lower() == ".wav" else None) as out:
-            for block in _journal_blocks(journal_wav):
-                out.write(block)
+    try:
+        with atomic_path(dest) as tmp:
+            with sf.SoundFile(os.fspath(tmp), "w", samplerate=sample_rate, channels=1,
+                              subtype="FLOAT" if dest.suffix.lower() == ".wav" else None) as out:
+                blocks = (journal_wav.audio_blocks() if isinstance(journal_wav, Journal)
+                          else _journal_blocks(journal_wav))
+                for block in blocks:
+                    out.write(block)
+    except RuntimeError as exc:  # libsndfile's errors (a full disk)
+        raise PianonotesError(f"cannot write {dest}: {_write_failure(exc, dest.parent)}; "
+                              "check the folder and free space") from exc
     return dest
 
 
@@ -885,6 +1036,7 @@ class RecoveredTake:
     method: str  # "audio" (re-transcribed) or "journal" (note events)
     outputs: list[str]  # outputs the take had asked for
     record: str | None
+    pedals: list | None = None  # the sustain pedal when re-transcribed (None: from the note journal)
 
 
 def take_meta(folder: str | os.PathLike) -> dict[str, Any]:
@@ -950,6 +1102,7 @@ def recover(folder: str | os.PathLike, *, model: str | os.PathLike | None = None
     audio = read_journal_audio(folder / "audio.wav")
     seconds = len(audio) / sr
     notes: list[Note] | None = None
+    pedals = None
     used = "journal"
     if method not in ("auto", "audio", "journal"):
         raise PianonotesError(f"unknown recovery method '{method}'; use auto, audio or journal")
@@ -975,6 +1128,7 @@ def recover(folder: str | os.PathLike, *, model: str | os.PathLike | None = None
             for i in range(0, len(audio), step):
                 notes += eng.push(audio[i: i + step]).notes
             notes = sorted(notes + eng.finish().notes)
+            pedals = list(eng.decoder.pedals)
             used = "audio"
         except PianonotesError:
             if method == "audio":
@@ -982,14 +1136,20 @@ def recover(folder: str | os.PathLike, *, model: str | os.PathLike | None = None
             notes = None
     if notes is None:
         notes = journal_notes(folder, end=seconds if seconds else None)
-    return RecoveredTake(folder, notes, seconds, used, list(meta.get("outputs") or []), meta.get("record"))
+    return RecoveredTake(folder, notes, seconds, used, list(meta.get("outputs") or []), meta.get("record"), pedals)
 
 
-def mark_recovered(folder: str | os.PathLike, outputs: Sequence[str | os.PathLike]) -> None:
+def mark_recovered(folder: str | os.PathLike, outputs: Sequence[str | os.PathLike]) -> str | None:
+    """Note in take.json that the take was recovered (so it may be pruned). Returns a one-line warning
+    when that fails (the disk is still full, say): the outputs are written, the take stays in the cache."""
     from pianonotes.fileio import write_text_atomic
 
     folder = Path(folder)
     meta = take_meta(folder)
     meta.update(status="recovered", recovered_to=[str(p) for p in outputs])
-    write_text_atomic(folder / "take.json", json.dumps(meta, indent=2, sort_keys=True))
+    try:
+        write_text_atomic(folder / "take.json", json.dumps(meta, indent=2, sort_keys=True))
+    except PianonotesError as exc:
+        return f"{exc}; the take is not marked as recovered, so it stays in {folder.parent}"
+    return None
 

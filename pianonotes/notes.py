@@ -2,7 +2,8 @@
 
 A :class:`Note` has an onset and a *sounding* offset in seconds: the offset is extended while the
 sustain pedal (CC64) is down, the MAESTRO / Onsets-and-Frames convention. The key-release time is kept
-as ``key_offset``.
+as ``key_offset``. :func:`with_note_length` chooses which of the two an output writes as the note's end
+(``--note-length key|sounding``); :func:`midi_track_bytes` is the one MIDI writer.
 """
 
 from __future__ import annotations
@@ -77,6 +78,28 @@ class PedalEvent:
     end: float
 
 
+def _sustained_ends(key_notes: Sequence[tuple[float, float, int]], pedals: Sequence[PedalEvent]) -> list[float]:
+    """The sounding end of each (onset, key_release, pitch), in the given order: a key released while
+    the pedal is down sounds until the pedal is lifted, or until the same key is struck again."""
+    pedals = sorted(pedals, key=lambda p: p.start)
+    by_pitch: dict[int, list[int]] = {}
+    for i in sorted(range(len(key_notes)), key=lambda i: key_notes[i]):
+        by_pitch.setdefault(key_notes[i][2], []).append(i)
+    ends = [0.0] * len(key_notes)
+    for seq in by_pitch.values():
+        for j, i in enumerate(seq):
+            on, rel, _ = key_notes[i][:3]
+            end = rel
+            for p in pedals:
+                if p.start <= rel < p.end:
+                    end = max(end, p.end)
+                    break
+            if j + 1 < len(seq):  # a re-struck key cuts the sustained note
+                end = min(end, max(key_notes[seq[j + 1]][0], rel))
+            ends[i] = end
+    return ends
+
+
 def apply_sustain(
     key_notes: Sequence[tuple[float, float, int, int]], pedals: Sequence[PedalEvent]
 ) -> list[Note]:
@@ -85,25 +108,50 @@ def apply_sustain(
     key_notes: (onset, key_release, pitch, velocity) tuples. A note whose key is released while the
     pedal is down sounds until the pedal is lifted, or until the same key is struck again.
     """
-    pedals = sorted(pedals, key=lambda p: p.start)
-    by_pitch: dict[int, list[tuple[float, float, int, int]]] = {}
-    for n in sorted(key_notes):
-        by_pitch.setdefault(n[2], []).append(n)
+    key_notes = sorted(key_notes)
     out: list[Note] = []
-    for pitch, seq in by_pitch.items():
-        for i, (on, rel, _, vel) in enumerate(seq):
-            end = rel
-            for p in pedals:
-                if p.start <= rel < p.end:
-                    end = max(end, p.end)
-                    break
-            if i + 1 < len(seq):  # a re-struck key cuts the sustained note
-                end = min(end, max(seq[i + 1][0], rel))
-            if end <= on:
-                continue
-            out.append(Note(on, end, pitch, max(1, min(127, vel)), key_offset=min(rel, end)))
+    for (on, rel, pitch, vel), end in zip(key_notes, _sustained_ends(key_notes, pedals)):
+        if end <= on:
+            continue
+        out.append(Note(on, end, pitch, max(1, min(127, vel)), key_offset=min(rel, end)))
     out.sort()
     return out
+
+
+NOTE_LENGTHS = ("key", "sounding")
+NOTE_LENGTH_HELP = ("What note ends mean in MIDI, CSV and JSON: 'key' (default) ends each note at its key "
+                    "release and writes the sustain pedal as CC64 in the MIDI, so a DAW plays it back as "
+                    "performed; 'sounding' ends each note when it stops sounding (key up and pedal up, or "
+                    "the key struck again) and writes no CC64. Scores always use key releases. For a model "
+                    "without key and pedal outputs (v1) both are the same.")
+
+
+def check_note_length(note_length: str) -> str:
+    """``note_length`` if it is one of :data:`NOTE_LENGTHS`, else a PianonotesError."""
+    if note_length not in NOTE_LENGTHS:
+        raise PianonotesError(f"unknown note length {note_length!r}; use key or sounding")
+    return note_length
+
+
+def with_note_length(notes: Iterable[Note], pedals: Sequence[PedalEvent] | None, note_length: str) -> list[Note]:
+    """The notes with ``offset`` set by the ``note_length`` convention, one for one, in the same order.
+
+    ``"key"``: the offset is the key release (``Note.release``). ``"sounding"``: the key release extended
+    by ``pedals`` (:func:`apply_sustain`'s rule: until the pedal is up, or the same key is struck again),
+    with ``key_offset`` keeping the release; ``pedals=None`` means the notes already carry their sounding
+    offsets (e.g. read from MIDI with the pedal applied), which are kept. Notes without a key release
+    (``key_offset`` None: a v1 model) and no pedal are the same in both conventions.
+    """
+    check_note_length(note_length)
+    notes = list(notes)
+    if note_length == "key":
+        return [dataclasses.replace(n, offset=n.release, key_offset=None) for n in notes]
+    if pedals is None:
+        return notes
+    ends = _sustained_ends([(n.onset, n.release, n.pitch) for n in notes], pedals)
+    return [dataclasses.replace(n, offset=max(end, n.release),
+                                key_offset=n.release if end > n.release or n.key_offset is not None else None)
+            for n, end in zip(notes, ends)]
 
 
 def _midi_events(path: str | os.PathLike):
@@ -171,6 +219,54 @@ def read_midi_with_pedal(path: str | os.PathLike) -> tuple[list[Note], list[Peda
     return apply_sustain(key_notes, pedals), pedals
 
 
+def midi_track_bytes(
+    notes: Iterable[Note],
+    *,
+    tick,
+    pedals: Iterable[PedalEvent] = (),
+    use_key_offsets: bool = False,
+    meta: Iterable[tuple[int, int, object]] = (),
+    program: int = 0,
+    ticks_per_beat: int = 480,
+) -> bytes:
+    """The one MIDI writer: a type-0 file with one Acoustic Grand Piano track named Piano, as bytes.
+
+    ``tick(seconds) -> int`` places every event (a constant tempo in :func:`midi_bytes`, the score's
+    tempo map in :func:`pianonotes.export.midi.score_midi_bytes`). Note-offs are the key releases with
+    ``use_key_offsets``, else the offsets; ``pedals`` become CC64 127/0. ``meta``: (tick, order, mido
+    MetaMessage) with a negative order (tempo, meter, key), written before the notes of their tick. At
+    one tick the order is meta, note-offs, pedal, note-ons.
+    """
+    import io
+
+    import mido
+
+    events: list[tuple[int, int, object]] = list(meta)
+    for n in notes:
+        end = n.release if use_key_offsets else n.offset
+        on_t = tick(n.onset)
+        off_t = max(on_t + 1, tick(end))
+        events.append((on_t, 2, mido.Message("note_on", note=n.pitch, velocity=n.velocity)))
+        events.append((off_t, 0, mido.Message("note_off", note=n.pitch, velocity=0)))
+    for p in pedals:
+        events.append((tick(p.start), 1, mido.Message("control_change", control=C.SUSTAIN_CC, value=127)))
+        events.append((tick(p.end), 1, mido.Message("control_change", control=C.SUSTAIN_CC, value=0)))
+    events.sort(key=lambda e: (e[0], e[1]))
+    track = mido.MidiTrack()
+    track.append(mido.MetaMessage("track_name", name="Piano", time=0))
+    track.append(mido.Message("program_change", program=program, time=0))
+    last = 0
+    for t, _, msg in events:
+        track.append(msg.copy(time=t - last))
+        last = t
+    track.append(mido.MetaMessage("end_of_track", time=0))
+    mid = mido.MidiFile(type=0, ticks_per_beat=ticks_per_beat)
+    mid.tracks.append(track)
+    buf = io.BytesIO()
+    mid.save(file=buf)
+    return buf.getvalue()
+
+
 def midi_bytes(
     notes: Iterable[Note],
     *,
@@ -179,43 +275,19 @@ def midi_bytes(
     bpm: float = 120.0,
     use_key_offsets: bool = False,
 ) -> bytes:
-    """A type-0 MIDI file (one Acoustic Grand Piano track) as bytes.
+    """A type-0 MIDI file (one Acoustic Grand Piano track) at a constant tempo, as bytes.
 
     With ``use_key_offsets`` the note-offs are the key releases and the pedal is written as CC64, so a
     synthesizer re-creates the sounding offsets; otherwise the sounding offsets are written directly.
     """
-    import io
-
     import mido
 
     tpb = 480
     tempo = mido.bpm2tempo(bpm)
     ticks_per_s = tpb * 1e6 / tempo
-    events: list[tuple[int, int, mido.Message]] = []  # (tick, order, msg); offs before ons at a tick
-    for n in notes:
-        end = n.release if use_key_offsets else n.offset
-        on_t = round(n.onset * ticks_per_s)
-        off_t = max(on_t + 1, round(end * ticks_per_s))
-        events.append((on_t, 2, mido.Message("note_on", note=n.pitch, velocity=n.velocity)))
-        events.append((off_t, 0, mido.Message("note_off", note=n.pitch, velocity=0)))
-    for p in pedals:
-        events.append((round(p.start * ticks_per_s), 1, mido.Message("control_change", control=64, value=127)))
-        events.append((round(p.end * ticks_per_s), 1, mido.Message("control_change", control=64, value=0)))
-    events.sort(key=lambda e: (e[0], e[1]))
-    track = mido.MidiTrack()
-    track.append(mido.MetaMessage("set_tempo", tempo=tempo, time=0))
-    track.append(mido.MetaMessage("track_name", name="Piano", time=0))
-    track.append(mido.Message("program_change", program=program, time=0))
-    last = 0
-    for tick, _, msg in events:
-        track.append(msg.copy(time=tick - last))
-        last = tick
-    track.append(mido.MetaMessage("end_of_track", time=0))
-    mid = mido.MidiFile(type=0, ticks_per_beat=tpb)
-    mid.tracks.append(track)
-    buf = io.BytesIO()
-    mid.save(file=buf)
-    return buf.getvalue()
+    return midi_track_bytes(notes, tick=lambda t: round(t * ticks_per_s), pedals=pedals,
+                            use_key_offsets=use_key_offsets, program=program, ticks_per_beat=tpb,
+                            meta=[(0, -1, mido.MetaMessage("set_tempo", tempo=tempo))])
 
 
 def write_midi(path: str | os.PathLike, notes: Iterable[Note], **kwargs) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 from pianonotes import constants as C
 from pianonotes.decode import Activations, DecodeOptions
 from pianonotes.errors import PianonotesError
-from pianonotes.notes import Note
+from pianonotes.notes import Note, PedalEvent
 
 BLOCK_SECONDS = 30.0
 
@@ -26,6 +26,7 @@ class Transcription:
     seconds: float  # audio duration
     compute_seconds: float
     activations: Activations | None = None
+    pedals: list[PedalEvent] = dataclasses.field(default_factory=list)  # the sustain pedal (v2 models)
 
     @property
     def x_real_time(self) -> float:
@@ -150,7 +151,8 @@ class Transcriber:
             extra = {k: np.concatenate([a[3][k] for a in acts]) for k in acts[0][3]}
             activations = Activations(*(np.concatenate([a[i] for a in acts]) for i in range(3)), fps=eng.fps,
                                       source=source, decode_defaults=dataclasses.asdict(self.options), extra=extra)
-        return Transcription(source, sorted(notes), seconds, time.perf_counter() - t0, activations)
+        return Transcription(source, sorted(notes), seconds, time.perf_counter() - t0, activations,
+                             list(eng.decoder.pedals))
 
     def transcribe_file(self, path: str | os.PathLike, *, start: float | None = None, end: float | None = None,
                         keep_activations: bool = False,
@@ -197,6 +199,7 @@ class BatchSettings:
     roll: bool = False
     save_activations: str | None = None  # one input only
     from_activations: bool = False  # inputs are .npz activations: decode without the network
+    note_length: str = "key"  # what note ends mean in MIDI/CSV/JSON: "key" (+ CC64) or "sounding"
 
 
 @dataclasses.dataclass
@@ -243,8 +246,10 @@ def process_file(transcriber: Transcriber | None, path: Path, outputs: Sequence[
     """Transcribe (or re-decode) one input and write its outputs; a PianonotesError becomes the result's
     ``error`` so that a batch goes on."""
     from pianonotes.export import write_all, write_piano_roll
+    from pianonotes.notes import check_note_length, with_note_length
 
     try:
+        check_note_length(settings.note_length)
         if not settings.overwrite:
             for o in outputs:
                 if o.exists():
@@ -252,23 +257,24 @@ def process_file(transcriber: Transcriber | None, path: Path, outputs: Sequence[
         if settings.from_activations:
             acts = Activations.load(path)
             options = DecodeOptions.for_model({"decode": acts.decode_defaults}, **dict(settings.overrides))
-            notes = acts.decode(options)
+            notes, pedals = acts.decode(options), acts.decode_pedal(options)
             seconds, xrt = len(acts.frame) / acts.fps, 0.0
             title = path.name[: -len(".npz")] if path.name.endswith(".npz") else path.stem
         else:
             res = transcriber.transcribe_file(path, start=settings.start, end=settings.end,
                                               keep_activations=settings.save_activations is not None,
                                               on_progress=on_progress)
-            notes, seconds, xrt = res.notes, res.seconds, res.x_real_time
+            notes, pedals, seconds, xrt = res.notes, res.pedals, res.seconds, res.x_real_time
             if settings.save_activations:
                 res.activations.save(settings.save_activations)
             title = path.stem
         # one beat/meter/key analysis for every score and MIDI output of this input
         written: list[Path] = write_all(outputs, notes, title=title.replace("_", " "), bpm=settings.bpm,
-                                        time_signature=settings.time_signature, overwrite=settings.overwrite)
+                                        time_signature=settings.time_signature, overwrite=settings.overwrite,
+                                        pedals=pedals, note_length=settings.note_length)
         if settings.roll:  # named after the (first) output: -o scores/take.mid -> scores/take.roll.png
             rp = outputs[0].with_name(f"{outputs[0].stem}.roll.png")
-            write_piano_roll(rp, notes, title=title)
+            write_piano_roll(rp, with_note_length(notes, pedals, settings.note_length), title=title)
             written.append(rp)
         return FileResult(path, len(notes), seconds, xrt, [Path(w) for w in written])
     except PianonotesError as exc:

@@ -104,3 +104,56 @@ def test_saved_activations_keep_the_v2_heads(tmp_path):
              extra_key=np.zeros((7, C.N_KEYS), np.float16))  # a key head of the wrong length is refused
     with pytest.raises(PianonotesError, match="extra_key"):
         Activations.load(tmp_path / "b.npz")
+
+
+def _v2_acts(T=700, seed=5):
+    """Random notes with key releases inside them, and a pedal going up and down."""
+    rng = np.random.default_rng(seed)
+    frame, onset, vel, key = _acts(T)
+    for _ in range(50):
+        k, a = int(rng.integers(30, 60)), int(rng.integers(0, T - 80))
+        b = a + int(rng.integers(5, 80))
+        r = int(rng.integers(a + 1, b + 1))
+        onset[a, k], frame[a:b, k], key[a:r, k], vel[a, k] = 0.9, 0.8, 0.8, 0.6
+    pedal = np.zeros((T, 1), np.float32)
+    s = 0
+    while s < T:
+        n = int(rng.integers(3, 60))
+        pedal[s:s + n] = rng.choice([0.1, 0.45, 0.9], p=[0.5, 0.15, 0.35])  # below, between, above
+        s += n
+    return frame, onset, vel, key, pedal
+
+
+def test_pedal_and_note_lengths_streaming_equal_offline():
+    from pianonotes.notes import with_note_length
+
+    frame, onset, vel, key, pedal = _v2_acts()
+    T = len(frame)
+    notes = decode(frame, onset, vel, fps=FPS, key=key)
+    pedals = decode_pedal(pedal, fps=FPS)
+    assert len(pedals) >= 4
+    sounding = with_note_length(notes, pedals, "sounding")
+    assert sum(s.offset > k.offset + 1e-9 for s, k in zip(sounding, with_note_length(notes, pedals, "key"))) > 5
+    for chunk in (1, 5, 33, T):
+        dec = StreamingDecoder(FPS)
+        got = []
+        for s in range(0, T, chunk):
+            got += dec.push(frame[s:s + chunk], onset[s:s + chunk], vel[s:s + chunk], key[s:s + chunk],
+                            pedal[s:s + chunk])
+        got = sorted(got + dec.flush())
+        assert got == notes and dec.pedals == pedals, chunk
+        assert not dec.pedal_down
+        for mode in ("key", "sounding"):
+            assert with_note_length(got, dec.pedals, mode) == with_note_length(notes, pedals, mode)
+
+
+def test_saved_activations_decode_the_pedal(tmp_path):
+    from pianonotes.decode import Activations
+
+    frame, onset, vel, key, pedal = _v2_acts(T=300, seed=9)
+    acts = Activations(frame, onset, vel, FPS, "x", {}, {"key": key, "pedal": pedal})
+    acts.save(tmp_path / "a.npz")
+    back = Activations.load(tmp_path / "a.npz")
+    # float16 storage: the probabilities here are exact in float16, so the intervals are too
+    assert back.decode_pedal() == decode_pedal(pedal, fps=FPS) and back.decode_pedal()
+    assert Activations(frame, onset, vel, FPS).decode_pedal() == []  # no pedal head (v1): no pedal

@@ -418,3 +418,95 @@ def test_import_is_cheap():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- --note-length key|sounding
+def _pedalled():
+    """C major played legato under the pedal: each bar's pedal holds the notes released in it."""
+    from pianonotes.notes import PedalEvent
+
+    b = 60.0 / BPM
+    notes = [Note(n.onset, n.offset + 0.5, n.pitch, n.velocity, key_offset=n.offset) for n in humanize(C_MAJOR)]
+    pedals = [PedalEvent(0.5 + bar * 4 * b + 0.1, 0.5 + (bar + 1) * 4 * b - 0.05) for bar in range(4)]
+    return notes, pedals
+
+
+def _midi_notes_and_cc64(path):
+    import mido
+
+    t, ons, ends, cc = 0, {}, [], []
+    mid = mido.MidiFile(str(path))
+    for m in mid:  # seconds, through the tempo map
+        t += m.time
+        if m.type == "note_on" and m.velocity > 0:
+            ons[m.note] = t
+        elif m.type in ("note_off", "note_on"):
+            ends.append((round(ons.pop(m.note), 3), m.note, round(t, 3)))
+        elif m.type == "control_change" and m.control == 64:
+            cc.append((round(t, 3), m.value))
+    return sorted(ends), cc
+
+
+def test_midi_note_length_key_and_sounding(tmp_path):
+    from pianonotes.export import plan_score
+    from pianonotes.notes import read_midi_with_pedal, with_note_length
+
+    notes, pedals = _pedalled()
+    plan = plan_score(notes, bpm=BPM)
+    paths = {}
+    for mode in ("key", "sounding"):
+        paths[mode] = tmp_path / f"{mode}.mid"
+        write_notes(paths[mode], notes, title="C", plan=plan, pedals=pedals, note_length=mode)
+    key_ends, key_cc = _midi_notes_and_cc64(paths["key"])
+    snd_ends, snd_cc = _midi_notes_and_cc64(paths["sounding"])
+    want_cc = [(t, v) for p in pedals for t, v in ((p.start, 127), (p.end, 0))]
+    assert len(key_cc) == len(want_cc) and snd_cc == []  # key: CC64; sounding: none
+    assert all(abs(t - wt) <= 2e-3 and v == wv for (t, v), (wt, wv) in zip(key_cc, want_cc))
+    for (on, pitch, end), n in zip(key_ends, sorted(notes, key=lambda n: (round(n.onset, 3), n.pitch))):
+        assert pitch == n.pitch and abs(on - n.onset) <= 2e-3
+        assert abs(end - n.release) <= 2e-3  # key: the note-offs are the key releases
+    want = sorted(with_note_length(notes, pedals, "sounding"), key=lambda n: (round(n.onset, 3), n.pitch))
+    assert all(abs(end - n.offset) <= 2e-3 for (_, _, end), n in zip(snd_ends, want))
+    longer = sum(s[2] > k[2] + 0.01 for s, k in zip(snd_ends, key_ends))
+    assert longer > len(notes) // 2  # most releases fall under the pedal
+    # what a synthesizer plays from key releases + CC64 is the sounding file
+    back, _ = read_midi_with_pedal(paths["key"])
+    assert [round(n.offset, 2) for n in back] == [round(n.offset, 2) for n in sorted(want)]
+    # the score is the same whichever convention the MIDI used
+    a, b = tmp_path / "a.musicxml", tmp_path / "b.musicxml"
+    from pianonotes.export import write_all
+
+    write_all([a, tmp_path / "a.mid"], notes, title="C", bpm=BPM, pedals=pedals, note_length="key")
+    write_all([b, tmp_path / "b.mid"], notes, title="C", bpm=BPM, pedals=pedals, note_length="sounding")
+    import re
+
+    same = lambda path: re.sub(r'"[A-Z][0-9a-f]{32}"', '"id"', path.read_text())  # noqa: E731 (music21's random ids)
+    assert same(a) == same(b)
+    with pytest.raises(PianonotesError, match="key or sounding"):
+        write_notes(tmp_path / "x.mid", notes, title="C", note_length="sustain")
+
+
+@pytest.mark.parametrize("writer", ["csv", "json"])
+def test_events_say_their_note_length(tmp_path, writer):
+    import csv
+    import json
+
+    from pianonotes.notes import with_note_length
+
+    notes, pedals = _pedalled()
+    got = {}
+    for mode in ("key", "sounding"):
+        path = tmp_path / f"{mode}.{writer}"
+        write_notes(path, notes, title="C", pedals=pedals, note_length=mode)
+        text = path.read_text()
+        if writer == "csv":
+            rows = list(csv.DictReader(text.splitlines()))
+            assert text.splitlines()[0] == "onset,offset,pitch,name,velocity,confidence,note_length"
+            assert {r["note_length"] for r in rows} == {mode}
+        else:
+            assert json.loads(text)["note_length"] == mode
+        got[mode] = read_events(path)
+        want = sorted(with_note_length(notes, pedals, mode))
+        assert [(n.pitch, round(n.offset, 4)) for n in got[mode]] == [(n.pitch, round(n.offset, 4)) for n in want]
+    assert [n.onset for n in got["key"]] == [n.onset for n in got["sounding"]]
+    assert sum(s.offset > k.offset for s, k in zip(got["sounding"], got["key"])) > len(notes) // 2

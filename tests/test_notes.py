@@ -77,3 +77,57 @@ def test_unreadable_midi(tmp_path):
         read_midi(bad)
     with pytest.raises(PianonotesError, match="not found"):
         read_midi(tmp_path / "missing.mid")
+
+
+# ------------------------------------------------------------------------------ --note-length key|sounding
+def _pedalled_notes():
+    """Hand-made transcribed notes: onset, frame-head offset, pitch, key release."""
+    return [
+        Note(0.0, 2.0, 60, 70, key_offset=0.5, confidence=0.9),  # released under the pedal [0.4, 1.5)
+        Note(0.2, 0.3, 67, 80, key_offset=0.3),  # released before the pedal: never extended
+        Note(0.6, 0.8, 72, 90, key_offset=0.7),  # released under the pedal, struck again at 1.1 ...
+        Note(1.1, 1.4, 72, 91, key_offset=1.3),  # ... which cuts it; this one rings to the pedal's end
+        Note(1.2, 1.5, 48, 60, key_offset=1.5),  # released as the pedal lifts: not extended
+        Note(2.0, 2.2, 50, 50),  # no key release (a v1 model): the offset is the release
+    ]
+
+
+PEDALS = [PedalEvent(0.4, 1.5), PedalEvent(2.1, 3.0)]
+
+
+def test_note_length_key_and_sounding_ends():
+    from pianonotes.notes import with_note_length
+
+    notes = _pedalled_notes()
+    key = with_note_length(notes, PEDALS, "key")
+    assert [n.offset for n in key] == [0.5, 0.3, 0.7, 1.3, 1.5, 2.2]
+    assert all(n.key_offset is None for n in key)
+    sounding = with_note_length(notes, PEDALS, "sounding")
+    assert [n.offset for n in sounding] == [1.5, 0.3, 1.1, 1.5, 1.5, 3.0]
+    assert [n.release for n in sounding] == [0.5, 0.3, 0.7, 1.3, 1.5, 2.2]  # the key releases are kept
+    # one for one, in order, everything but the end kept
+    for a, b, c in zip(notes, key, sounding):
+        assert (a.onset, a.pitch, a.velocity, a.confidence) == (b.onset, b.pitch, b.velocity, b.confidence) \
+            == (c.onset, c.pitch, c.velocity, c.confidence)
+    # no pedal: both conventions are the key releases; pedals=None: the notes' own (sounding) offsets
+    assert [n.offset for n in with_note_length(notes, [], "sounding")] == [n.offset for n in key]
+    assert with_note_length(notes, None, "sounding") == notes
+    # notes without key releases (v1) and no pedal: key and sounding are the same
+    v1 = [Note(n.onset, n.offset, n.pitch, n.velocity) for n in notes]
+    assert with_note_length(v1, [], "key") == with_note_length(v1, [], "sounding") == v1
+    with pytest.raises(PianonotesError, match="key or sounding"):
+        with_note_length(notes, PEDALS, "pedal")
+
+
+def test_sounding_ends_are_what_a_synthesizer_plays_from_key_releases_and_cc64(tmp_path):
+    """Key releases + CC64 read back with the pedal applied give the 'sounding' ends."""
+    from pianonotes.notes import with_note_length
+
+    notes = _pedalled_notes()
+    path = tmp_path / "k.mid"
+    path.write_bytes(midi_bytes(notes, pedals=PEDALS, use_key_offsets=True))
+    back, pedals = read_midi_with_pedal(path)
+    assert [(round(p.start, 3), round(p.end, 3)) for p in pedals] == [(0.4, 1.5), (2.1, 3.0)]
+    want = sorted(with_note_length(notes, PEDALS, "sounding"))
+    assert [(n.pitch, round(n.onset, 3), round(n.offset, 3), round(n.release, 3)) for n in back] == \
+        [(n.pitch, round(n.onset, 3), round(n.offset, 3), round(n.release, 3)) for n in want]

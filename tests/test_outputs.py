@@ -24,12 +24,16 @@ def _midi_summary(path):
     meta = [(m.type, getattr(m, "numerator", None), getattr(m, "denominator", None), getattr(m, "key", None))
             for m in msgs if m.type in ("time_signature", "key_signature", "track_name")]
     tempi = [m.tempo for m in msgs if m.type == "set_tempo"]
-    t, notes = 0, []
+    t, notes, offs, cc64 = 0, [], [], []
     for m in msgs:
         t += m.time
         if m.type == "note_on" and m.velocity > 0:
             notes.append((t, m.note))
-    return len(mid.tracks), meta, tempi, notes
+        elif m.type in ("note_on", "note_off"):
+            offs.append((t, m.note))
+        elif m.type == "control_change" and m.control == 64:
+            cc64.append((t, m.value))
+    return len(mid.tracks), meta, tempi, notes, offs, cc64
 
 
 def test_listen_and_transcribe_write_the_same_midi(ckpt, clip, env, tmp_path):  # noqa: F811
@@ -43,6 +47,48 @@ def test_listen_and_transcribe_write_the_same_midi(ckpt, clip, env, tmp_path):  
     assert sa[1] == sb[1] and ("time_signature", 3, 4, None) in sa[1]
     assert sa[2] == sb[2] and len(sa[2]) > 2  # the same tempo map
     assert sa[3] == sb[3] and sa[3]
+    assert sa[4] == sb[4] and sa[5] == sb[5]  # the same note-offs and pedal
+
+
+@pytest.fixture(scope="module")
+def ckpt_v2(work):  # noqa: F811
+    """A random AudioNet v2 (key-down and pedal heads), saturated so that chunking never flips a decision."""
+    import torch
+
+    from pianonotes import constants as C
+    from pianonotes.frontend import FrontEnd
+    from pianonotes.nn import checkpoint
+    from pianonotes.nn.archs import build
+
+    torch.manual_seed(0)
+    fe = FrontEnd()
+    model = build("audionet", fe.n_features, {"pedal": True})
+    with torch.no_grad():
+        for head in (model.onset, model.frame, model.key, model.pedal):
+            head.weight.mul_(20.0)
+            head.bias.mul_(20.0)
+    cfg = {"arch": "audionet", "arch_config": {"pedal": True}, "n_features": fe.n_features,
+           "frontend": fe.to_dict(), "fps": fe.fps, "past_frames": model.past, "future_frames": model.future,
+           "lookahead_seconds": model.future / fe.fps + fe.lookahead_seconds,
+           "decode": {"onset_threshold": C.ONSET_THRESHOLD, "frame_threshold": C.FRAME_THRESHOLD,
+                      "min_note_seconds": C.MIN_NOTE_SECONDS}}
+    return checkpoint.save(work / "random_v2", model, cfg)
+
+
+def test_listen_and_transcribe_agree_in_both_note_lengths(ckpt_v2, clip, env, tmp_path):  # noqa: F811
+    got = {}
+    for mode in ("key", "sounding"):
+        a, b = tmp_path / f"live-{mode}.mid", tmp_path / f"file-{mode}.mid"
+        p = _cli(["listen", "--model", ckpt_v2, "--input", clip, "--fast", "-o", a, "--note-length", mode], env)
+        assert p.returncode == 0, p.stderr
+        p = _cli(["transcribe", clip, "--model", ckpt_v2, "-o", b, "--note-length", mode, "-q"], env)
+        assert p.returncode == 0, p.stderr
+        got[mode] = _midi_summary(a)
+        assert got[mode] == _midi_summary(b), mode
+    key, snd = got["key"], got["sounding"]
+    assert key[5] and not snd[5]  # CC64 with key releases only
+    assert key[3] == snd[3] and key[4] != snd[4]  # the same notes, later ends under the pedal
+    assert sum(s > k for (s, _), (k, _) in zip(sorted(snd[4], key=lambda x: x[1]), sorted(key[4], key=lambda x: x[1]))) > 0
 
 
 def test_listen_rejects_a_bad_time_signature_before_the_take(ckpt, clip, env, tmp_path):  # noqa: F811

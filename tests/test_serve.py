@@ -646,3 +646,24 @@ def test_cli_opens_the_page_in_the_browser(ckpt, tmp_path):
             proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_a_take_writes_the_decoded_pedal_as_cc64(tmp_path):
+    """The page's downloads are `transcribe`'s: key releases plus the sustain pedal as CC64 (v2 models)."""
+    import mido
+
+    from pianonotes.notes import Note, PedalEvent
+    from pianonotes.serve import core
+
+    notes = [Note(0.5, 0.9, 60, 80), Note(1.0, 1.4, 64, 80), Note(2.0, 2.5, 67, 80)]
+
+    def cc64(pedals, name):
+        out = tmp_path / name
+        out.mkdir()
+        errors = core.write_all_formats(str(out), notes, "pedal", pedals)
+        assert "mid" not in errors, errors
+        track = mido.MidiFile(out / "take.mid").tracks[0]
+        return [m.value for m in track if m.type == "control_change" and m.control == 64]
+
+    assert cc64([PedalEvent(0.4, 1.8)], "with") == [127, 0]
+    assert cc64(None, "without") == []

@@ -157,3 +157,92 @@ def test_bad_input_gives_one_clear_line(random_model, tmp_path):
     for name in ("e.mid", "t.mid", "x.mid", "n.mid", "g.mid"):
         assert not (tmp_path / name).exists()
     assert not [f for f in os.listdir(tmp_path) if ".part" in f]
+
+
+# --------------------------------------------------------------------------- --note-length key|sounding
+@pytest.fixture(scope="module")
+def random_v2_model(tmp_path_factory):
+    """A small random AudioNet v2 (key-down and pedal heads), saturated like ``random_model``."""
+    import torch
+
+    torch.manual_seed(0)
+    fe = FrontEnd()
+    arch_config = {"channels": [8, 8], "hidden": 64, "dilations": [1, 2], "pedal": True}
+    model = build("audionet", fe.n_features, arch_config)
+    with torch.no_grad():
+        for head in (model.onset, model.frame, model.key, model.pedal):
+            head.weight.mul_(20.0)
+            head.bias.mul_(20.0)
+    cfg = {"arch": "audionet", "arch_config": arch_config, "n_features": fe.n_features, "frontend": fe.to_dict(),
+           "fps": fe.fps, "past_frames": model.past, "future_frames": model.future,
+           "decode": {"onset_threshold": 0.5, "frame_threshold": 0.5, "min_note_seconds": 0.04}}
+    path = tmp_path_factory.mktemp("model") / "rand2"
+    ckpt.save(path, model, cfg)
+    return path
+
+
+def test_pedal_and_note_lengths_do_not_depend_on_chunk_size(random_v2_model):
+    from pianonotes.notes import with_note_length
+
+    audio = np.concatenate([sine(262, 1.0), sine(330, 1.5) + sine(523, 1.5), np.zeros(8000, np.float32),
+                            sine(440, 1.0)])
+    results = []
+    for chunk_frames, block in ((1, 320), (7, 1234), (1000, len(audio))):
+        tr = Transcriber(random_v2_model, device="cpu", chunk_frames=chunk_frames)
+        results.append(tr.transcribe_blocks([audio[i: i + block] for i in range(0, len(audio), block)]))
+    first = results[0]
+    assert first.pedals and sum(n.key_offset < n.offset - 1e-9 for n in first.notes) > 3
+    outs = {m: with_note_length(first.notes, first.pedals, m) for m in ("key", "sounding")}
+    assert sum(s.offset > k.offset for s, k in zip(outs["sounding"], outs["key"])) > 0
+    for r in results[1:]:
+        assert r.pedals == first.pedals
+        for mode in ("key", "sounding"):
+            assert [(n.pitch, n.onset, n.offset) for n in with_note_length(r.notes, r.pedals, mode)] == \
+                [(n.pitch, n.onset, n.offset) for n in outs[mode]]
+
+
+shipped = pytest.mark.skipif(not ckpt.default_checkpoint().exists(), reason="no shipped checkpoint (make model)")
+
+
+@shipped
+def test_cli_note_length_on_the_shipped_example(tmp_path):
+    """The shipped v2 model on the example: key-release MIDI with CC64, or sounding ends without it,
+    longer where the pedal is down; the CSV/JSON say which; --from-activations follows the option."""
+    import csv
+
+    from pianonotes.decode import Activations
+    from pianonotes.notes import read_midi_with_pedal, with_note_length
+
+    p = run_cli("transcribe", EXAMPLE, "-o", tmp_path / "key.mid", "-o", tmp_path / "key.csv",
+                "--save-activations", tmp_path / "a.npz", "-q")
+    assert p.returncode == 0, p.stderr
+    p = run_cli("transcribe", EXAMPLE, "--note-length", "sounding", "-o", tmp_path / "snd.mid", "-o",
+                tmp_path / "snd.json", "-q")
+    assert p.returncode == 0, p.stderr
+    key_notes, pedals = read_midi_with_pedal(tmp_path / "key.mid")  # CC64 applied, releases kept
+    snd_notes, snd_pedals = read_midi_with_pedal(tmp_path / "snd.mid")
+    assert pedals and not snd_pedals  # CC64 only with --note-length key
+    assert len(key_notes) == len(snd_notes) > 50
+    assert all(abs(a.onset - b.onset) < 2e-3 and a.pitch == b.pitch for a, b in zip(key_notes, snd_notes))
+    longer = [(k, s) for k, s in zip(key_notes, snd_notes) if s.offset > k.release + 0.015]
+    assert longer  # different ends where the pedal is down ...
+    for k, _ in longer:
+        assert any(p.start - 2e-3 <= k.release < p.end + 2e-3 for p in pedals)
+    # ... and exactly what a synthesizer makes of the key releases and the CC64
+    assert all(abs(k.offset - s.offset) < 5e-3 for k, s in zip(key_notes, snd_notes))
+    rows = list(csv.DictReader((tmp_path / "key.csv").read_text().splitlines()))
+    assert len(rows) == len(key_notes) and {r["note_length"] for r in rows} == {"key"}
+    assert sorted(float(r["offset"]) for r in rows) == pytest.approx(sorted(n.release for n in key_notes), abs=2e-3)
+    assert json.loads((tmp_path / "snd.json").read_text())["note_length"] == "sounding"
+    # re-decoding saved activations: the same conventions, from the same decoder
+    p = run_cli("transcribe", "--from-activations", tmp_path / "a.npz", "--note-length", "sounding",
+                "-o", tmp_path / "again.csv")
+    assert p.returncode == 0, p.stderr
+    acts = Activations.load(tmp_path / "a.npz")
+    want = sorted(with_note_length(acts.decode(), acts.decode_pedal(), "sounding"))
+    rows = list(csv.DictReader((tmp_path / "again.csv").read_text().splitlines()))
+    assert {r["note_length"] for r in rows} == {"sounding"}
+    assert [(int(r["pitch"]), float(r["offset"])) for r in rows] == \
+        [(n.pitch, pytest.approx(n.offset, abs=1e-4)) for n in sorted(want, key=lambda n: (n.onset, n.pitch))]
+    p = run_cli("transcribe", EXAMPLE, "--note-length", "pedal", "-o", tmp_path / "x.mid")
+    assert_one_line_error(p, "key or sounding")

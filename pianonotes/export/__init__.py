@@ -24,7 +24,7 @@ from pianonotes.export.score import (
     split_hands,
     write_musicxml,
 )
-from pianonotes.notes import Note
+from pianonotes.notes import Note, PedalEvent, check_note_length, with_note_length
 
 # File extension -> writer kind. ".png" is the engraved score; the piano roll is write_piano_roll.
 FORMATS: dict[str, str] = {
@@ -87,6 +87,9 @@ def write_notes(
     fmt: str | None = None,
     grid: Sequence[int] = (4,),
     plan: ScorePlan | None = None,
+    pedals: Sequence[PedalEvent] | None = None,
+    note_length: str = "key",
+    progress=None,
 ) -> list[Path]:
     """Write notes in the format named by ``path``'s extension (or ``fmt``, e.g. ``"pdf"``); see FORMATS.
 
@@ -98,33 +101,45 @@ def write_notes(
     ``.csv``/``.json``: note events. ``bpm`` (quarter notes per minute) and ``time_signature`` override
     the tracked tempo and meter; ``plan`` (:func:`plan_score`) reuses one analysis for several files.
     An existing file is an error unless ``overwrite``. Returns the files written.
+
+    ``note_length`` chooses what note ends mean in MIDI, CSV and JSON (``--note-length``): ``"key"``
+    the key releases, with ``pedals`` (the decoded sustain pedal) as CC64 in the MIDI; ``"sounding"``
+    the key releases extended by ``pedals`` (:func:`pianonotes.notes.with_note_length`), no CC64. CSV
+    and JSON say which. ``pedals=None``: the notes' own offsets are the sounding ends and the MIDI's CC64
+    is implied by them. Scores always use the key releases. ``progress(stage, fraction)``, if given,
+    hears how far building a score has got (:func:`notes_to_score`; stages "plan", "score", "musicxml").
     """
     path = Path(path)
+    check_note_length(note_length)
     ext = _extension(path, fmt)
     kind = FORMATS[ext]
     if not overwrite and path.exists():
         raise PianonotesError(f"{path} exists; pass --overwrite to replace it")
     notes = list(notes)
     if kind == "csv":
-        return [write_csv(path, notes, overwrite=overwrite)]
+        return [write_csv(path, with_note_length(notes, pedals, note_length), overwrite=overwrite,
+                          note_length=note_length)]
     if kind == "json":
         meta = {"title": title}
         if bpm is not None:
             meta["bpm"] = float(bpm)
-        return [write_json(path, notes, meta=meta, overwrite=overwrite)]
+        return [write_json(path, with_note_length(notes, pedals, note_length), meta=meta, overwrite=overwrite,
+                           note_length=note_length)]
     if plan is None:
         plan = plan_score(notes, bpm=bpm, time_signature=time_signature, grid=grid)
     if kind == "midi":
         from pianonotes.export.midi import score_midi_bytes
         from pianonotes.fileio import write_bytes_atomic
 
-        write_bytes_atomic(path, score_midi_bytes(notes, plan), overwrite=overwrite)
+        write_bytes_atomic(path, score_midi_bytes(notes, plan, pedals=pedals, note_length=note_length),
+                           overwrite=overwrite)
         return [path]
     if kind == "musicxml":
-        write_musicxml(path, notes, title=title, compressed=(ext == ".mxl"), overwrite=overwrite, plan=plan)
+        write_musicxml(path, notes, title=title, compressed=(ext == ".mxl"), overwrite=overwrite, plan=plan,
+                       progress=progress)
         return [path]
     # engraved
-    sc = notes_to_score(notes, title=title, plan=plan)
+    sc = notes_to_score(notes, title=title, plan=plan, progress=progress)
     return engrave(score_to_musicxml(sc), path, overwrite=overwrite, fmt=ext).paths
 
 
@@ -137,16 +152,27 @@ def write_all(
     time_signature: str | None = None,
     overwrite: bool = False,
     grid: Sequence[int] = (4,),
+    pedals: Sequence[PedalEvent] | None = None,
+    note_length: str = "key",
+    progress=None,
 ) -> list[Path]:
     """Write the same notes to several files (formats by extension): beats, meter, pickup and key are
-    estimated once, so the MIDI, MusicXML and engraved score agree. Returns the files written."""
+    estimated once, so the MIDI, MusicXML and engraved score agree. ``pedals`` and ``note_length``: as
+    in :func:`write_notes`; ``progress(stage, fraction)`` hears the plan and each score being built.
+    Returns the files written."""
     paths = [Path(p) for p in paths]
+    check_note_length(note_length)
     notes = list(notes)
     plan = None
     if any(FORMATS[_extension(p, None)] not in ("csv", "json") for p in paths):
+        if progress is not None:
+            progress("plan", 0.0)
         plan = plan_score(notes, bpm=bpm, time_signature=time_signature, grid=grid)
+        if progress is not None:
+            progress("plan", 1.0)
     written: list[Path] = []
     for p in paths:
         written += write_notes(p, notes, title=title, bpm=bpm, time_signature=time_signature,
-                               overwrite=overwrite, grid=grid, plan=plan)
+                               overwrite=overwrite, grid=grid, plan=plan, pedals=pedals, note_length=note_length,
+                               progress=progress)
     return written

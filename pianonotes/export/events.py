@@ -2,11 +2,14 @@
 
 Columns: ``onset``, ``offset`` (seconds, 4 decimals: 0.1 ms), ``pitch`` (MIDI 21-108), ``name`` (e.g.
 ``C#4``; ignored when reading), ``velocity`` (1-127), ``confidence`` (0-1, 3 decimals). Rows are sorted
-by onset, then pitch. ``offset`` is the sounding offset (pedal included); key releases are not stored.
+by onset, then pitch. ``offset`` is the note's end as the notes give it; :func:`pianonotes.export.write_notes`
+passes them with the ``--note-length`` convention applied (``key``: the key release; ``sounding``: until
+the key and the sustain pedal are up) and says which: a last column ``note_length`` in the CSV, a
+top-level ``"note_length"`` in the JSON (both absent when the writer is not told; ignored when reading).
 
 JSON layout::
 
-    {"format": "pianonotes-events", "version": 1, "meta": {...},
+    {"format": "pianonotes-events", "version": 1, "note_length": "key", "meta": {...},
      "notes": [
        {"onset": 0.5, "offset": 1.0, "pitch": 60, "name": "C4", "velocity": 80, "confidence": 1.0},
        ...]}
@@ -24,7 +27,7 @@ from typing import Any, Iterable
 
 from pianonotes.errors import PianonotesError
 from pianonotes.fileio import write_text_atomic
-from pianonotes.notes import Note, pitch_name
+from pianonotes.notes import Note, check_note_length, pitch_name
 
 COLUMNS = ("onset", "offset", "pitch", "name", "velocity", "confidence")
 JSON_FORMAT = "pianonotes-events"
@@ -48,15 +51,19 @@ def _rows(notes: Iterable[Note]) -> list[dict[str, Any]]:
     return [_row(n) for n in sorted(notes, key=lambda n: (n.onset, n.pitch, n.offset))]
 
 
-def write_csv(path: str | os.PathLike, notes: Iterable[Note], *, overwrite: bool = True) -> Path:
-    """Write note events as CSV (header row, then one note per row), atomically."""
+def write_csv(path: str | os.PathLike, notes: Iterable[Note], *, overwrite: bool = True,
+              note_length: str | None = None) -> Path:
+    """Write note events as CSV (header row, then one note per row), atomically. ``note_length``
+    ("key" or "sounding": what ``offset`` means) adds a ``note_length`` column saying so on every row."""
+    if note_length is not None:
+        check_note_length(note_length)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(COLUMNS)
+    w.writerow(COLUMNS + (("note_length",) if note_length else ()))
     for r in _rows(notes):
         w.writerow([
             f"{r['onset']:.4f}", f"{r['offset']:.4f}", r["pitch"], r["name"], r["velocity"],
-            f"{r['confidence']:.3f}",
+            f"{r['confidence']:.3f}", *((note_length,) if note_length else ()),
         ])
     return write_text_atomic(path, buf.getvalue(), overwrite=overwrite)
 
@@ -67,10 +74,15 @@ def write_json(
     *,
     meta: dict | None = None,
     overwrite: bool = True,
+    note_length: str | None = None,
 ) -> Path:
-    """Write note events as JSON (one note per line), with an optional ``meta`` dict, atomically."""
+    """Write note events as JSON (one note per line), with an optional ``meta`` dict, atomically.
+    ``note_length`` ("key" or "sounding": what ``offset`` means) is written as a top-level field."""
+    head_dict: dict[str, Any] = {"format": JSON_FORMAT, "version": JSON_VERSION}
+    if note_length is not None:
+        head_dict["note_length"] = check_note_length(note_length)
     try:
-        head = json.dumps({"format": JSON_FORMAT, "version": JSON_VERSION, "meta": dict(meta or {})})
+        head = json.dumps({**head_dict, "meta": dict(meta or {})})
     except (TypeError, ValueError) as exc:
         raise PianonotesError(
             f"meta cannot be written as JSON: {exc}; use plain numbers and strings"

@@ -1,5 +1,7 @@
 """MIDI files that match the score: one piano track with the tracked tempo map, time and key
-signature, and the sustain pedal (CC64) where the notes carry key releases.
+signature, and (``--note-length key``, the default) key-release note-offs with the sustain pedal as CC64,
+or (``sounding``) note-offs where the notes stop sounding and no CC64. The track itself is written by
+:func:`pianonotes.notes.midi_track_bytes`, the same writer as :func:`pianonotes.notes.midi_bytes`.
 
 Note times stay exact in seconds (to a tick); the tempo map only decides where the bar lines fall,
 so a sequencer shows the same bars, meter and key as the MusicXML of the same notes. Before the
@@ -9,12 +11,11 @@ own time signature (e.g. 1/4 for a one-beat pickup), the way a MIDI file writes 
 
 from __future__ import annotations
 
-import io
 import math
 from fractions import Fraction
 from typing import TYPE_CHECKING, Sequence
 
-from pianonotes.notes import Note, PedalEvent
+from pianonotes.notes import Note, PedalEvent, check_note_length, midi_track_bytes, with_note_length
 
 if TYPE_CHECKING:  # pragma: no cover
     from pianonotes.export.score import ScorePlan
@@ -55,10 +56,17 @@ def _meter_for(ql: Fraction) -> tuple[int, int]:
     return sixteenths, 16
 
 
-def score_midi_bytes(notes: Sequence[Note], plan: "ScorePlan", *, program: int = 0) -> bytes:
+def score_midi_bytes(notes: Sequence[Note], plan: "ScorePlan", *, pedals: Sequence[PedalEvent] | None = None,
+                     note_length: str = "key", program: int = 0) -> bytes:
     """A type-0 MIDI file (one Acoustic Grand Piano track named Piano) of ``notes`` with the tempo
-    map, meter and key of ``plan`` (:func:`~pianonotes.export.score.plan_score`), and CC64 from the
-    notes' key releases (:func:`pedal_from_releases`; then note-offs are the key releases)."""
+    map, meter and key of ``plan`` (:func:`~pianonotes.export.score.plan_score`), written by the one
+    MIDI writer (:func:`pianonotes.notes.midi_track_bytes`).
+
+    ``note_length="key"``: note-offs at the key releases and ``pedals`` as CC64 (``pedals=None``: the
+    pedal implied by the notes that sound past their release, :func:`pedal_from_releases`; without any,
+    the note-offs are the offsets). ``"sounding"``: note-offs where each note stops sounding
+    (:func:`pianonotes.notes.with_note_length`) and no CC64."""
+    check_note_length(note_length)
     import mido
     import numpy as np
 
@@ -106,33 +114,17 @@ def score_midi_bytes(notes: Sequence[Note], plan: "ScorePlan", *, program: int =
         i = max(0, int(np.searchsorted(sec_pts, t, side="right")) - 1)
         return int(round(tick_pts[i] + (t - sec_pts[i]) / (tempo_events[i][1] / 1e6) * tpq))
 
-    pedals = pedal_from_releases(notes)
-    events: list[tuple[int, int, mido.Message]] = []  # (tick, order, msg): offs before pedal before ons
-    for n in notes:
-        end = n.release if pedals else n.offset
-        on_t = tick(n.onset)
-        off_t = max(on_t + 1, tick(end))
-        events.append((on_t, 2, mido.Message("note_on", note=n.pitch, velocity=n.velocity)))
-        events.append((off_t, 0, mido.Message("note_off", note=n.pitch, velocity=0)))
-    for p in pedals:
-        events.append((tick(p.start), 1, mido.Message("control_change", control=64, value=127)))
-        events.append((tick(p.end), 1, mido.Message("control_change", control=64, value=0)))
-    for t, us in tempo_events:
-        events.append((t, -1, mido.MetaMessage("set_tempo", tempo=min(us, 16_777_215))))
-    for t, (num, den) in meter_events:
-        events.append((t, -2, mido.MetaMessage("time_signature", numerator=num, denominator=den)))
-    events.append((0, -3, mido.MetaMessage("key_signature", key=_key_name(plan.key))))
-    events.sort(key=lambda e: (e[0], e[1]))
-    track = mido.MidiTrack()
-    track.append(mido.MetaMessage("track_name", name="Piano", time=0))
-    track.append(mido.Message("program_change", program=program, time=0))
-    last = 0
-    for t, _, msg in events:
-        track.append(msg.copy(time=t - last))
-        last = t
-    track.append(mido.MetaMessage("end_of_track", time=0))
-    mid = mido.MidiFile(type=0, ticks_per_beat=tpq)
-    mid.tracks.append(track)
-    buf = io.BytesIO()
-    mid.save(file=buf)
-    return buf.getvalue()
+    meta = [(t, -1, mido.MetaMessage("set_tempo", tempo=min(us, 16_777_215))) for t, us in tempo_events]
+    meta += [(t, -2, mido.MetaMessage("time_signature", numerator=num, denominator=den))
+             for t, (num, den) in meter_events]
+    meta.append((0, -3, mido.MetaMessage("key_signature", key=_key_name(plan.key))))
+    if note_length == "sounding":  # the note-offs are where the sound stops: no pedal to apply again
+        return midi_track_bytes(with_note_length(notes, pedals, "sounding"), tick=tick, meta=meta,
+                                program=program, ticks_per_beat=tpq)
+    if pedals is None:  # the pedal implied by the notes' own releases
+        pedals = pedal_from_releases(notes)
+        use_key_offsets = bool(pedals)
+    else:
+        use_key_offsets = True
+    return midi_track_bytes(notes, tick=tick, pedals=pedals, use_key_offsets=use_key_offsets, meta=meta,
+                            program=program, ticks_per_beat=tpq)

@@ -218,8 +218,10 @@ class TakeStore:
         title = self.meta(folder).get("title") or take_id
         return path, MEDIA_TYPES[fmt], download_name(str(title), fmt)
 
-    def build(self, folder: Path, notes: list[Note], *, title: str, **meta: Any) -> dict[str, Any]:
-        """Write every output format of a take (the same writer as ``transcribe``) and mark it complete.
+    def build(self, folder: Path, notes: list[Note], *, title: str, pedals: list | None = None,
+              **meta: Any) -> dict[str, Any]:
+        """Write every output format of a take (the same writer as ``transcribe``; ``pedals``: the decoded
+        sustain pedal, None where unknown) and mark it complete.
 
         A format that fails (PDF without cairo, say) is reported in ``errors``; the others are kept.
         """
@@ -232,7 +234,7 @@ class TakeStore:
             if out.exists():
                 shutil.rmtree(out)
             out.mkdir()
-            errors = _engrave(out, list(notes), title)
+            errors = _engrave(out, list(notes), title, list(pedals) if pedals is not None else None)
             m = live.take_meta(folder)
             m.update(meta)
             m.update(status="complete", title=title, notes=len(notes), build_errors=errors)
@@ -255,7 +257,7 @@ class TakeStore:
         meta = self.meta(folder)
         rec = live.recover(folder, model=self.model.path)
         return self.build(folder, rec.notes, title=str(meta.get("title") or take_id), recovered=rec.method,
-                          seconds=round(rec.seconds, 3))
+                          seconds=round(rec.seconds, 3), pedals=rec.pedals)
 
 
 def new_journal(sample_rate: int, meta: dict[str, Any]):
@@ -271,22 +273,23 @@ def new_journal(sample_rate: int, meta: dict[str, Any]):
 _ENGRAVER = None
 
 
-def write_all_formats(out_dir: str, notes: list[Note], title: str) -> dict[str, str]:
+def write_all_formats(out_dir: str, notes: list[Note], title: str, pedals: list | None = None) -> dict[str, str]:
     """Every output format of a take into ``out_dir``/take.<fmt> with :func:`pianonotes.export.write_notes`
-    (what ``transcribe`` writes); returns {format: error} for the formats that failed."""
+    (what ``transcribe`` writes: key releases, and the decoded sustain ``pedals`` as CC64 in the MIDI);
+    returns {format: error} for the formats that failed."""
     from pianonotes.export import write_notes
 
     errors: dict[str, str] = {}
     for fmt in S.OUTPUT_FORMATS:
         path = Path(out_dir) / f"take.{fmt}"
         try:
-            write_notes(path, notes, title=title, overwrite=True)
+            write_notes(path, notes, title=title, overwrite=True, pedals=pedals)
         except PianonotesError as exc:
             errors[fmt] = str(exc).replace(str(path), path.name)
     return errors
 
 
-def _engrave(out: Path, notes: list[Note], title: str) -> dict[str, str]:
+def _engrave(out: Path, notes: list[Note], title: str, pedals: list | None = None) -> dict[str, str]:
     """:func:`write_all_formats` in one long-lived worker process, one take at a time.
 
     verovio loads its fonts for the first thread that makes a toolkit only (a toolkit made in another
@@ -302,7 +305,7 @@ def _engrave(out: Path, notes: list[Note], title: str) -> dict[str, str]:
                 max_workers=1, mp_context=multiprocessing.get_context("spawn"))
         pool = _ENGRAVER
     try:
-        return pool.submit(write_all_formats, str(out), notes, title).result()
+        return pool.submit(write_all_formats, str(out), notes, title, pedals).result()
     except concurrent.futures.process.BrokenProcessPool as exc:
         with _BUILD_LOCK:
             if _ENGRAVER is pool:
@@ -566,7 +569,8 @@ class Recording:
                      "onset_latency_ms_p50": live.percentile(olat, 50),
                      "onset_latency_ms_p95": live.percentile(olat, 95)}
             self.journal.update_meta(**stats)
-            return self.store.build(self.journal.folder, result.notes, title=self.title, **stats)
+            return self.store.build(self.journal.folder, result.notes, title=self.title,
+                                    pedals=list(self.session.engine.decoder.pedals), **stats)
         finally:
             self._forget()
 
@@ -641,7 +645,7 @@ def transcribe_upload(store: TakeStore, body_path: Path, name: str, *, limits: L
         journal.close(status="failed")
         raise
     return store.build(journal.folder, res.notes, title=meta["title"], seconds=round(res.seconds, 3),
-                       compute_seconds=round(res.compute_seconds, 3))
+                       compute_seconds=round(res.compute_seconds, 3), pedals=res.pedals)
 
 
 def _client_message(msg: str, path: Path, title: str) -> str:
