@@ -297,12 +297,16 @@ def write_card(path: Path, cfg: dict, results: dict, baselines: dict | None = No
             f"\n`{name}`: the seed's recipe (one frame in, softmax over the {bc['arch_config'].get('n_classes')} most "
             f"frequent key combinations, SGD lr {btc.get('lr') or 0.01}, {btc['batch_size'] * btc['window']} frames per "
             f"step) for {bc.get('step')} steps ({frames:,} frames) on the v1 data: within that budget it has not left "
-            "the uniform softmax and predicts silence; a meaningful run of the seed's experiment is still to do.")
+            "the uniform softmax and predicts silence; see `seed_experiment.md` for the seed's experiment run long "
+            "enough, under its frame split and under the piece split.")
     lines += [
         "",
         f"Inference speed (front end + network + decoding on ONNX Runtime, start-up excluded, 2 CPU cores): "
         f"{cfg['metrics']['x_real_time_2_cores']}x real time. ONNX export (`audionet.onnx`, opset 17) against "
         f"PyTorch: largest probability difference {cfg['metrics'].get('onnx_max_abs_diff', '-')}.",
+        "",
+        "The seed's experiment (its MLP and perceptron against AudioNet under the seed's random frame split and"
+        " under the piece split, `make seed-experiment`): `seed_experiment.md`.",
         "",
         "## Limits and what would improve it",
         "- Trained on CPU for under two hours: longer training (a GPU run of the same recipe) is the cheapest gain.",
