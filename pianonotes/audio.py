@@ -67,6 +67,60 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return resample_poly(audio, ratio.numerator, ratio.denominator, axis=0).astype(np.float32)
 
 
+class StreamResampler:
+    """Polyphase resampling of a stream in blocks (a :class:`pianonotes.streaming.Stream`).
+
+    ``push(x)``: (n,) float32 samples at ``orig_sr`` Hz; returns the (m,) float32 samples at ``target_sr``
+    Hz whose filter support has fully arrived. ``flush()`` returns the rest (the input zero-padded at the
+    end), so the concatenation equals ``scipy.signal.resample_poly`` of the whole stream (the ratio
+    reduced as :func:`resample` does): ``ceil(n * up / down)`` samples in all. Memory: the filter's
+    context (about ``10 * max(up, down) / up`` input samples), not the stream's length.
+    """
+
+    def __init__(self, orig_sr: int, target_sr: int):
+        ratio = Fraction(int(target_sr), int(orig_sr)).limit_denominator(1000)
+        self.up, self.down = ratio.numerator, ratio.denominator
+        self.identity = self.up == self.down
+        half = 10 * max(self.up, self.down)  # resample_poly's default filter half-length (upsampled)
+        self.pad = -(-half // self.up) + 2  # input samples of context either side
+        self.reset()
+
+    def reset(self) -> None:
+        self._buf = np.zeros(0, np.float32)
+        self._start = 0  # global input index of _buf[0] (a multiple of `down`)
+        self._out = 0  # global output samples emitted
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        if self.identity:
+            return np.asarray(x, np.float32).reshape(-1)
+        self._buf = np.concatenate([self._buf, np.asarray(x, np.float32).reshape(-1)])
+        end_in = self._start + len(self._buf) - self.pad  # inputs with full right context
+        return self._emit(max(0, end_in * self.up // self.down))  # outputs computable exactly
+
+    def flush(self) -> np.ndarray:
+        if self.identity:
+            return np.zeros(0, np.float32)
+        n_in = self._start + len(self._buf)
+        return self._emit(-(-n_in * self.up // self.down))
+
+    def _emit(self, last_out: int) -> np.ndarray:
+        if last_out <= self._out:
+            return np.zeros(0, np.float32)
+        from scipy.signal import resample_poly
+
+        res = resample_poly(self._buf, self.up, self.down).astype(np.float32)
+        first = self._out - self._start * self.up // self.down
+        y = res[first: first + (last_out - self._out)]
+        self._out += len(y)
+        # keep `pad` inputs of left context before the next output, aligned to `down`
+        keep_from = max(0, (self._out * self.down // self.up) - self.pad)
+        keep_from -= keep_from % self.down
+        if keep_from > self._start:
+            self._buf = self._buf[keep_from - self._start:]
+            self._start = keep_from
+        return y
+
+
 def to_mono(audio: np.ndarray) -> np.ndarray:
     """Average channels: (n,) or (n, channels) to (n,) float32."""
     if audio.ndim == 2:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from typing import Mapping
 
 import numpy as np
 
@@ -71,10 +72,14 @@ class DecodeOptions:
 
 class StreamingPedal:
     """Sustain-pedal intervals from pedal-down probabilities fed in chunks (see :func:`decode_pedal`):
-    ``push`` returns the intervals that ended, ``flush`` the one still down at the end."""
+    ``push`` returns the intervals that ended, ``flush`` the one still down at the end (a
+    :class:`pianonotes.streaming.Stream`)."""
 
     def __init__(self, fps: float, options: DecodeOptions = DecodeOptions(), *, time_offset: float = 0.0):
         self.fps, self.opt, self.t0 = fps, options, time_offset
+        self.reset()
+
+    def reset(self) -> None:
         self.n = 0
         self.down_since: int | None = None  # frame where the open interval started
 
@@ -104,14 +109,20 @@ class StreamingPedal:
 
 
 class StreamingDecoder:
-    """Feed probability frames in chunks; get finished notes as soon as they end. Given the pedal head
-    (v2 models), it also collects the sustain-pedal intervals in :attr:`pedals` (finished ones; all of
-    them after :meth:`flush`)."""
+    """Feed probability frames in chunks; get finished notes as soon as they end (a
+    :class:`pianonotes.streaming.Stream`: ``push(probs)`` with the network stream's output, ``flush()``,
+    ``reset()``; ``concat(push(...)..., flush())``, sorted, equals :func:`decode` of the whole arrays).
+    Given the pedal head (v2 models), it also collects the sustain-pedal intervals in :attr:`pedals`
+    (finished ones; all of them after :meth:`flush`)."""
 
     def __init__(self, fps: float, options: DecodeOptions = DecodeOptions(), *, time_offset: float = 0.0):
         self.fps = fps
         self.opt = options
         self.t0 = time_offset
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every frame pushed, the open notes and the pedal intervals."""
         self.n = 0  # frames consumed
         self.prev_on = np.zeros(C.N_KEYS, bool)
         self.active_start = np.full(C.N_KEYS, -1, np.int64)
@@ -119,7 +130,7 @@ class StreamingDecoder:
         self.active_vel = np.zeros(C.N_KEYS, np.float32)
         self._key_up = np.zeros((0, C.N_KEYS), bool)  # key-down prob below threshold, from frame _key_from
         self._key_from = 0
-        self._pedal = StreamingPedal(fps, options, time_offset=time_offset)
+        self._pedal = StreamingPedal(self.fps, self.opt, time_offset=self.t0)
         self.pedals: list[PedalEvent] = []
 
     @property
@@ -146,10 +157,19 @@ class StreamingDecoder:
         return Note(self.t0 + a / self.fps, self.t0 + b / self.fps, int(k) + C.MIN_PITCH, v, key_offset=key_off,
                     confidence=round(float(conf), 4))
 
-    def push(self, frame: np.ndarray, onset: np.ndarray, velocity: np.ndarray | None = None,
-             key: np.ndarray | None = None, pedal: np.ndarray | None = None) -> list[Note]:
+    def push(self, frame: np.ndarray | Mapping[str, np.ndarray], onset: np.ndarray | None = None,
+             velocity: np.ndarray | None = None, key: np.ndarray | None = None,
+             pedal: np.ndarray | None = None) -> list[Note]:
         """frame, onset, velocity and (v2 models) key: (n, 88) probabilities in [0, 1] for the next n
-        frames; pedal (v2): (n, 1). Returns the notes that ended; pedal intervals go to :attr:`pedals`."""
+        frames; pedal (v2): (n, 1); or, as the only argument, a dict of them by head (the output of
+        :class:`pianonotes.engine.NetworkStream`; other heads are ignored). Returns the notes that ended;
+        pedal intervals go to :attr:`pedals`."""
+        if isinstance(frame, Mapping):
+            probs = frame
+            frame, onset, velocity = probs["frame"], probs["onset"], probs.get("velocity")
+            key, pedal = probs.get("key"), probs.get("pedal")
+        elif onset is None:
+            raise TypeError("StreamingDecoder.push needs the onset probabilities (or one dict of all heads)")
         n = len(frame)
         if pedal is not None and len(pedal):
             if len(pedal) != n:

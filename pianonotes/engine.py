@@ -11,7 +11,6 @@ import dataclasses
 
 import numpy as np
 
-from pianonotes import constants as C
 from pianonotes.decode import DecodeOptions, StreamingDecoder
 from pianonotes.notes import Note
 
@@ -34,11 +33,14 @@ class Update:
 
 class NetworkStream:
     """Runs a network over a growing feature sequence with exact context (zeros before the start,
-    zeros for the look-ahead after the end: the same as whole-file inference).
+    zeros for the look-ahead after the end: the same as whole-file inference); a
+    :class:`pianonotes.streaming.Stream`.
 
     ``network``: an :class:`~pianonotes.inference.OnnxNetwork` or
-    :class:`~pianonotes.inference.TorchNetwork` (a bare torch module is wrapped). Returns probabilities
-    by output name (:func:`~pianonotes.inference.activations`), each (n, 88) for the n new frames.
+    :class:`~pianonotes.inference.TorchNetwork` (a bare torch module is wrapped). ``push(feats)`` takes
+    (n, n_features) float32 frames and returns probabilities by output name
+    (:func:`~pianonotes.inference.activations`), each (m, 88) (the pedal head (m, 1)) for the m frames
+    whose ``future`` frames of context have arrived; ``flush()`` the last ``future`` frames.
     """
 
     def __init__(self, network, *, device: str = "cpu", chunk_frames: int = 1000):
@@ -47,14 +49,19 @@ class NetworkStream:
         self.network = as_network(network, device=device)
         self.past, self.future = int(self.network.past), int(self.network.future)
         self.chunk = max(1, chunk_frames)
+        self._heads: dict[str, tuple[int, ...]] | None = None  # output name -> shape of one frame
+        self.reset()
+
+    def reset(self) -> None:
         self._buf: np.ndarray | None = None  # features not yet consumed, with `past` history in front
-        self._keys: tuple[str, ...] = ("frame", "onset", "velocity")
 
     def _ensure(self, n_features: int) -> None:
         if self._buf is None:
             self._buf = np.zeros((self.past, n_features), np.float32)
 
     def push(self, feats: np.ndarray, *, final: bool = False) -> dict[str, np.ndarray]:
+        """(n, n_features) features; ``final=True`` also flushes (``push(x, final=True)`` is ``push(x)``
+        followed by :meth:`flush`, in one array)."""
         feats = np.asarray(feats, np.float32)
         self._ensure(feats.shape[1] if feats.ndim == 2 else self.network.n_features)
         if len(feats):
@@ -70,9 +77,20 @@ class NetworkStream:
             self._buf = self._buf[n:]
             ready -= n
         if not outs:
-            return {k: np.zeros((0, C.N_KEYS), np.float32) for k in self._keys}
-        self._keys = tuple(outs[0])
+            return self._empty()
+        self._heads = {k: v.shape[1:] for k, v in outs[0].items()}
         return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+    def flush(self) -> dict[str, np.ndarray]:
+        """The last ``future`` frames' probabilities (the look-ahead after the end read as zeros)."""
+        return self.push(np.zeros((0, self.network.n_features), np.float32), final=True)
+
+    def _empty(self) -> dict[str, np.ndarray]:
+        """No frames of every head the network has (the same names and widths as a non-empty output)."""
+        if self._heads is None:  # learn them from one frame of silence
+            probe = self._run(np.zeros((self.past + 1 + self.future, self._buf.shape[1]), np.float32))
+            self._heads = {k: v.shape[1:] for k, v in probe.items()}
+        return {k: np.zeros((0, *shape), np.float32) for k, shape in self._heads.items()}
 
     def _run(self, window: np.ndarray) -> dict[str, np.ndarray]:
         from pianonotes.inference import activations
@@ -87,22 +105,33 @@ def infer_features(network, feats: np.ndarray, *, device: str = "cpu", chunk_fra
 
 
 class Engine:
-    """Audio in, frames and notes out, incrementally. One instance per recording or live take."""
+    """Audio in, frames and notes out, incrementally: the front end's stream, the :class:`NetworkStream`
+    and the :class:`~pianonotes.decode.StreamingDecoder` in a row, itself a
+    :class:`pianonotes.streaming.Stream` (``push(audio) -> Update``, ``flush()`` (also called
+    :meth:`finish`) and ``reset()``). One instance per recording or live take, or :meth:`reset` between.
+    """
 
     def __init__(self, network, config, *, options: DecodeOptions = DecodeOptions(),
                  device: str = "cpu", chunk_frames: int = 1000, time_offset: float = 0.0):
         """``network``: a backend network or torch module; ``config``: its
         :class:`~pianonotes.inference.ModelConfig` (or the checkpoint's JSON dict). Usually made by
         :meth:`pianonotes.transcribe.Transcriber.engine`."""
-        from pianonotes.frontend import StreamingFrontEnd
         from pianonotes.inference import ModelConfig
 
         self.config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
         self.frontend = self.config.make_frontend()
         self.fps = self.frontend.fps
-        self._fe = self.frontend.streaming() if hasattr(self.frontend, "streaming") else StreamingFrontEnd(self.frontend)
+        self._fe = self.frontend.streaming()
         self._net = NetworkStream(network, device=device, chunk_frames=chunk_frames)
         self.decoder = StreamingDecoder(self.fps, options, time_offset=time_offset)
+        self.frames_out = 0
+        self.samples_in = 0
+
+    def reset(self) -> None:
+        """Start another recording with the same network and options."""
+        self._fe.reset()
+        self._net.reset()
+        self.decoder.reset()
         self.frames_out = 0
         self.samples_in = 0
 
@@ -121,12 +150,14 @@ class Engine:
         return self._step(self._fe.push(audio), final=False)
 
     def finish(self) -> Update:
+        """The end of the recording: the last frames and every note still sounding."""
         return self._step(self._fe.flush(), final=True)
+
+    flush = finish
 
     def _step(self, feats: np.ndarray, *, final: bool) -> Update:
         probs = self._net.push(feats, final=final)
-        notes = self.decoder.push(probs["frame"], probs["onset"], probs["velocity"], probs.get("key"),
-                                  probs.get("pedal"))  # the pedal intervals collect in decoder.pedals
+        notes = self.decoder.push(probs)  # the pedal intervals collect in decoder.pedals
         if final:
             notes = sorted(notes + self.decoder.flush())
         extra = {k: v for k, v in probs.items() if k not in ("frame", "onset", "velocity")}

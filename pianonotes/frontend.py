@@ -169,6 +169,10 @@ class FrontEnd:
         n = self.n_frames(len(audio))
         return self.frames_from_padded(self.padded(audio), n)
 
+    def streaming(self) -> "StreamingFrontEnd":
+        """A stream (:class:`pianonotes.streaming.Stream`) whose frames equal ``self(whole audio)`` exactly."""
+        return StreamingFrontEnd(self)
+
 
 _FB_CACHE: dict[FrontEnd, list[np.ndarray]] = {}
 _HANN_CACHE: dict[int, np.ndarray] = {}
@@ -202,14 +206,21 @@ def _hann(n: int) -> np.ndarray:
 
 
 class StreamingFrontEnd:
-    """Feed audio blocks of any size; get exactly the frames the offline front end gives.
+    """Feed audio blocks of any size; get exactly the frames the offline front end gives (a
+    :class:`pianonotes.streaming.Stream`).
 
-    ``push(block)`` returns the frames that became computable; ``flush()`` the rest (zero look-ahead
-    padding at the end), so ``concat(push(...)..., flush())`` equals ``frontend(whole_audio)``.
+    ``push(block)``: (n,) float32 mono audio at ``frontend.sample_rate``; returns the (frames,
+    n_features) float32 frames that became computable (frame ``i`` once sample ``i * hop + lookahead``
+    has arrived); ``flush()`` the rest (zero look-ahead padding at the end), so ``concat(push(...)...,
+    flush())`` equals ``frontend(whole_audio)``, ``ceil(n / hop)`` frames.
     """
 
     def __init__(self, frontend: FrontEnd):
         self.fe = frontend
+        self.reset()
+
+    def reset(self) -> None:
+        frontend = self.fe
         self._buf = np.zeros(frontend.window - frontend.lookahead, np.float32)  # history of zeros
         self._n_in = 0
         self._n_out = 0

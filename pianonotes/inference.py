@@ -115,7 +115,7 @@ class ModelConfig:
         """The config with the network's context filled in (older checkpoints do not record it)."""
         look = self.lookahead_seconds
         if look is None:
-            look = future / self.fps + float(getattr(self.make_frontend(), "lookahead_seconds", 0.0))
+            look = future / self.fps + float(self.make_frontend().lookahead_seconds)
         return dataclasses.replace(self, past_frames=past, future_frames=future, lookahead_seconds=look)
 
 

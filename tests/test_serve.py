@@ -26,7 +26,7 @@ import soundfile as sf
 
 from pianonotes import constants as C
 
-from conftest import FLUIDR3, assert_one_line_error, sine
+from conftest import FLUIDR3, assert_one_line_error, random_checkpoint, sine
 
 websockets = pytest.importorskip("websockets")
 pytest.importorskip("starlette")
@@ -52,25 +52,8 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
-    import torch
-
-    from pianonotes.frontend import FrontEnd
-    from pianonotes.nn import checkpoint
-    from pianonotes.nn.archs import build
-
-    torch.manual_seed(0)
-    fe = FrontEnd()
-    arch_config = {"channels": [8, 8], "hidden": 64, "dilations": [1, 2]}
-    model = build("audionet", fe.n_features, arch_config)
-    with torch.no_grad():  # saturated heads: decisions far from the thresholds, robust to float noise
-        for head in (model.onset, model.frame):
-            head.weight.mul_(20.0)
-            head.bias.mul_(20.0)
-    cfg = {"arch": "audionet", "arch_config": arch_config, "n_features": fe.n_features, "frontend": fe.to_dict(),
-           "fps": fe.fps, "past_frames": model.past, "future_frames": model.future,
-           "lookahead_seconds": model.future / fe.fps + fe.lookahead_seconds,
-           "decode": {"onset_threshold": 0.5, "frame_threshold": 0.5, "min_note_seconds": 0.04}}
-    return checkpoint.save(tmp_path_factory.mktemp("model") / "rand", model, cfg)
+    return random_checkpoint(tmp_path_factory.mktemp("model") / "rand",
+                             {"channels": [8, 8], "hidden": 64, "dilations": [1, 2]}, record_lookahead=True)
 
 
 def _render(path: Path, keys, seconds: float) -> Path:

@@ -102,11 +102,6 @@ def _notes_from_json(rows) -> list[Note]:
             for r in rows if float(r[1]) > float(r[0])]
 
 
-def dataset_splits(root: str | os.PathLike) -> list[str]:
-    root = Path(root)
-    return [d.name for d in sorted(root.iterdir()) if d.is_dir() and any(d.glob("shard-*.json"))]
-
-
 def frontend_key(frontend) -> str:
     return hashlib.sha256(json.dumps(frontend.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
@@ -348,12 +343,6 @@ class ComboLookup:
         flat = np.packbits(frame.reshape(-1, C.N_KEYS).astype(np.uint8), axis=1)
         out = np.array([self.lookup.get(row.tobytes(), -100) for row in flat], dtype=np.int64)
         return out.reshape(frame.shape[:-1])
-
-
-def combo_targets(frame: np.ndarray, vocab: np.ndarray) -> np.ndarray:
-    """Class index per frame (B, T) int64; -100 (ignored) for combinations outside the vocabulary."""
-    return ComboLookup(vocab)(frame)
-
 
 
 def labelled_audio_pairs(folder: str | os.PathLike) -> list[tuple[Path, Path]]:
