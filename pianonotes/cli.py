@@ -116,6 +116,11 @@ def _plan_outputs(inputs, outputs, formats, *, from_activations=False):
     return {inputs[0]: list(outputs)}
 
 
+# What the progress display says while a file's outputs are written (the library's stage names).
+EXPORT_STAGES = {"plan": "beats, meter and key", "score": "building the score", "musicxml": "writing MusicXML",
+                 "midi": "writing MIDI", "engrave": "engraving", "pages": "writing pages", "roll": "piano roll"}
+
+
 @app.command()
 def transcribe(
     inputs: List[str] = typer.Argument(..., help="Audio files, globs or folders (WAV, FLAC, OGG, MP3, AIFF)."),
@@ -221,8 +226,22 @@ def transcribe(
             now = done_seconds + sec
             progress.update(task, completed=now, rt=f"{now / max(el, 1e-9):.0f}x real time")
 
+        export_task, shown = None, None
+
+        def on_export(path, stage, fraction):
+            # writing a long file's outputs takes a while (the score, the engraving): show each stage
+            nonlocal export_task, shown
+            what = f"{escape(path.name)}: {EXPORT_STAGES.get(stage, stage)}"
+            if export_task is None:
+                export_task = progress.add_task(what, total=1.0, rt="")
+            progress.update(export_task, description=what, completed=fraction)
+            if what != shown:  # a new stage shows at once, not at the next refresh
+                shown = what
+                progress.refresh()
+
         try:
-            for res in run_batch(plan, settings, jobs=n_jobs, transcriber=transcriber, on_progress=on_progress):
+            for res in run_batch(plan, settings, jobs=n_jobs, transcriber=transcriber, on_progress=on_progress,
+                                 on_export=on_export if show else None):
                 results[res.path] = res
                 done_seconds += durations.get(res.path, 0.0)
                 el = time.perf_counter() - t_all
@@ -624,6 +643,18 @@ def main() -> None:
     except PianonotesError as exc:  # pragma: no cover - commands catch their own
         fail(str(exc))
         sys.exit(1)
+    except SystemExit as exc:
+        if exc.code == 130:
+            # An interrupt that landed inside an extension module's import (scipy's, say) leaves CPython's
+            # "unhandled KeyboardInterrupt" flag set although the command handled it, and the interpreter
+            # would then end itself with SIGINT instead of exit status 130. Everything is cleaned up by
+            # now (outputs are atomic, context managers have run): leave with the status we chose.
+            import os
+
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+        raise
 
 
 if __name__ == "__main__":

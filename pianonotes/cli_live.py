@@ -54,11 +54,13 @@ def listen(
                                          "name (see `pianonotes devices`; default: the system default)."),
     old_device: Optional[str] = typer.Option(None, "--device", hidden=True),
     samplerate: Optional[int] = typer.Option(None, "--samplerate", help="Capture rate in Hz (default: the "
-                                             "model's rate if the device takes it, else the device's)."),
+                                             "model's rate if the device takes it, else the device's; with "
+                                             "--record the device's own rate)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint (default: the shipped AudioNet)."),
     output: List[Path] = typer.Option([], "-o", "--output", help="Write the take here when it ends: .mid, "
                                       ".musicxml, .mxl, .pdf, .svg, .png, .csv, .json (repeat for several)."),
-    record: Optional[Path] = typer.Option(None, "--record", help="Also save the audio (.wav, .flac, .ogg)."),
+    record: Optional[Path] = typer.Option(None, "--record", help="Also save the audio (.wav, .flac, .ogg) at the "
+                                         "device's (or --input file's) own sample rate."),
     plain: bool = typer.Option(False, "--plain", help="One line per note event instead of the live screen."),
     input_file: Optional[Path] = typer.Option(None, "--input", help="Play this audio file through the live "
                                               "pipeline instead of the microphone (real-time pace)."),
@@ -166,10 +168,16 @@ def _listen(device, samplerate, model, output, record, plain, input_file, fast, 
         options = transcriber.options
         engine_rate = int(transcriber.frontend.sample_rate)
         if input_file is not None:
-            source = live.FileSource(input_file, engine_rate, fast=fast)
+            from pianonotes.audio import audio_info
+
+            # with --record the file plays at its own rate, as a device delivers its audio (the network
+            # still gets it resampled); without, at the model's rate, exactly as `transcribe` reads it
+            source = live.FileSource(input_file, audio_info(input_file)[0] if record_path else engine_rate, fast=fast)
         else:
             dev = live.resolve_device(device)
-            rate = live.choose_samplerate(dev, samplerate, engine_rate)
+            # with --record the device's own rate comes first: the recording keeps it
+            native = int(dev.default_samplerate) if record_path and dev.default_samplerate > 0 else engine_rate
+            rate = live.choose_samplerate(dev, samplerate, native)
             source = live.MicrophoneSource(dev, rate)
         engine = transcriber.engine()
         meta = {"model": str(cfg_path), "decode": {"onset_threshold": options.onset_threshold,
@@ -177,7 +185,9 @@ def _listen(device, samplerate, model, output, record, plain, input_file, fast, 
                                                    "min_note_seconds": options.min_note_seconds},
                 "outputs": [str(p.resolve()) for p in outputs],
                 "record": str(record_path.resolve()) if record_path else None, "source": source.label}
-        journal = live.Journal(None, engine.sample_rate, meta)
+        # --record: the journal keeps the audio at the source's rate (the recording is copied from it;
+        # --recover resamples it for the network), else at the engine's
+        journal = live.Journal(None, source.samplerate if record_path else engine.sample_rate, meta)
         session = live.LiveSession(engine, source, journal=journal, max_seconds=duration)
     except PianonotesError as exc:
         raise _fail(str(exc))

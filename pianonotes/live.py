@@ -12,8 +12,9 @@ dropped and counted, never blocking the audio thread. A file source played ``fas
 instead, so nothing is dropped and the notes equal offline transcription of the file.
 
 The journal of a take lives in ``<cache>/takes/<timestamp>/`` (``<cache>`` is ``$PIANONOTES_CACHE`` or
-``~/.cache/pianonotes``): ``audio.wav`` (float32 mono at the engine's rate, written in blocks and flushed
-every ``JOURNAL_FLUSH_SECONDS``), ``events.jsonl`` (note starts and finished notes) and ``take.json``
+``~/.cache/pianonotes``): ``audio.wav`` (float32 mono at the engine's rate, or with ``--record`` at the
+source's own rate, ``sample_rate`` in take.json; written in blocks and flushed every
+``JOURNAL_FLUSH_SECONDS``), ``events.jsonl`` (note starts and finished notes) and ``take.json``
 (model, outputs requested, status). After a crash or SIGKILL at most about one second is lost;
 :func:`recover` rebuilds the take from it.
 
@@ -39,6 +40,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from pianonotes import constants as C
+from pianonotes.audio import StreamResampler  # noqa: F401 (lived here; callers still import it from live)
 from pianonotes.errors import PianonotesError
 from pianonotes.fileio import cache_dir
 from pianonotes.notes import Note
@@ -48,7 +50,7 @@ QUEUE_SECONDS = 10.0  # audio the capture queue holds before blocks are dropped
 FILE_BLOCK_SECONDS = 0.02  # block size a file source emits (like a microphone's period)
 ROLL_SECONDS = 6.0  # notes kept for the view's piano roll
 KEEP_TAKES = 10  # completed takes kept in the cache; older ones are pruned at the start of a take
-MEMORY_AUDIO_SECONDS = 2 * 3600.0  # audio kept in memory for --record once the journal fails (460 MB at 16 kHz)
+MEMORY_AUDIO_SAMPLES = 2 * 3600 * 16000  # float32 samples kept for --record once the journal fails: 460 MB (2 h at 16 kHz, 40 min at 48)
 COMMON_RATES = (16000, 22050, 32000, 44100, 48000, 8000, 11025, 88200, 96000)
 PORTAUDIO_HINT = ("PortAudio library not found; install it (Debian/Ubuntu: apt-get install libportaudio2, "
                   "macOS: brew install portaudio)")
@@ -155,46 +157,6 @@ def choose_samplerate(device: InputDevice, requested: int | None, engine_rate: i
             return int(rate)
     raise PianonotesError(f"input device '{device.name}' accepts none of the common sample rates; "
                           "choose another with --input-device")
-
-
-# -------------------------------------------------------------------------------------- resampling
-class StreamResampler:
-    """Polyphase resampling of a stream in blocks; the concatenated output equals
-    ``scipy.signal.resample_poly`` of the whole stream except near its very end (a few samples)."""
-
-    def __init__(self, orig_sr: int, target_sr: int):
-        from fractions import Fraction
-
-        ratio = Fraction(int(target_sr), int(orig_sr)).limit_denominator(1000)
-        self.up, self.down = ratio.numerator, ratio.denominator
-        self.identity = self.up == self.down
-        half = 10 * max(self.up, self.down)  # resample_poly's default filter half-length (upsampled)
-        self.pad = -(-half // self.up) + 2  # input samples of context either side
-        self._buf = np.zeros(0, np.float32)
-        self._start = 0  # global input index of _buf[0] (a multiple of `down`)
-        self._out = 0  # global output samples emitted
-
-    def push(self, x: np.ndarray) -> np.ndarray:
-        if self.identity:
-            return np.asarray(x, np.float32)
-        from scipy.signal import resample_poly
-
-        self._buf = np.concatenate([self._buf, np.asarray(x, np.float32)])
-        end_in = self._start + len(self._buf) - self.pad  # inputs with full right context
-        last_out = max(0, end_in * self.up // self.down)  # outputs computable exactly
-        if last_out <= self._out:
-            return np.zeros(0, np.float32)
-        res = resample_poly(self._buf, self.up, self.down).astype(np.float32)
-        first = self._out - self._start * self.up // self.down
-        y = res[first: first + (last_out - self._out)]
-        self._out += len(y)
-        # keep `pad` inputs of left context before the next output, aligned to `down`
-        keep_from = max(0, (self._out * self.down // self.up) - self.pad)
-        keep_from -= keep_from % self.down
-        if keep_from > self._start:
-            self._buf = self._buf[keep_from - self._start:]
-            self._start = keep_from
-        return y
 
 
 # -------------------------------------------------------------------------------------------- sources
@@ -451,7 +413,7 @@ class Journal:
         self.error: str | None = None  # why journaling stopped (None while it works)
         self._memory: list[np.ndarray] = []  # audio after a failure, when keep_audio
         self.memory_samples = 0
-        self.lost_samples = 0  # audio neither journaled nor kept (past MEMORY_AUDIO_SECONDS)
+        self.lost_samples = 0  # audio neither journaled nor kept (past MEMORY_AUDIO_SAMPLES)
         self._last_flush = time.monotonic()
         self._closed = False
 
@@ -486,7 +448,7 @@ class Journal:
             except Exception as exc:  # LibsndfileError on a full disk, OSError, ...
                 self._failed(exc)
         if self.keep_audio and self.error is not None:
-            room = int(MEMORY_AUDIO_SECONDS * self.sample_rate) - self.memory_samples
+            room = MEMORY_AUDIO_SAMPLES - self.memory_samples
             kept = np.array(audio[:max(0, room)], np.float32)
             if len(kept):
                 self._memory.append(kept)
@@ -699,6 +661,12 @@ class LiveSession:
         self.queue: queue.Queue = queue.Queue(maxsize=maxsize)
         source.attach(self.queue)
         self.resampler = StreamResampler(source.samplerate, self.sr)
+        # a journal at the source's own rate (``listen --record``: the recording keeps the device's
+        # native rate) gets the audio as it came; otherwise the engine's resampled audio
+        self._journal_native = (journal is not None and journal.sample_rate == int(source.samplerate)
+                                and journal.sample_rate != self.sr)
+        self._max_native = None if max_seconds is None else int(round(max_seconds * source.samplerate))
+        self._native_in = 0  # source samples journaled (native journal only)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._snap = Snapshot()
@@ -717,7 +685,7 @@ class LiveSession:
         self._finished = threading.Event()
         self._updated = threading.Event()
         fe = engine.frontend
-        self._lookahead_samples = int(engine.latency_frames * fe.hop + getattr(fe, "lookahead", 0))
+        self._lookahead_samples = int(engine.latency_frames * fe.hop + fe.lookahead)
 
     # ---- control
     def start(self) -> None:
@@ -831,9 +799,13 @@ class LiveSession:
                 return blocks, False
 
     def _process(self, blocks: list[tuple[float, np.ndarray]]) -> None:
-        pieces = []
+        pieces, native = [], []
         pos = self.engine.samples_in
         for arrival, block in blocks:
+            if self._journal_native:
+                kept = block if self._max_native is None else block[:max(0, self._max_native - self._native_in)]
+                self._native_in += len(kept)
+                native.append(kept)
             audio = self.resampler.push(block)
             if self.max_samples is not None:
                 room = self.max_samples - pos
@@ -846,10 +818,12 @@ class LiveSession:
                 pieces.append(audio)
             if self._stop.is_set() and self.max_samples is not None and pos >= self.max_samples:
                 break
+        if native:  # before any early return: the resampler may hold back the first samples
+            self.journal.write_audio(native[0] if len(native) == 1 else np.concatenate(native))
         if not pieces:
             return
         audio = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-        if self.journal is not None:
+        if self.journal is not None and not self._journal_native:
             self.journal.write_audio(audio)
         upd = self.engine.push(audio)
         self._handle_notes(upd.notes)
@@ -886,7 +860,7 @@ class LiveSession:
             if key in self._announced:
                 continue
             self._announced.add(key)
-            vel = float(dec.active_vel[pitch - C.MIN_PITCH]) if hasattr(dec, "active_vel") else 0.0
+            vel = float(dec.active_vel[pitch - C.MIN_PITCH])
             velocity = int(np.clip(round(vel * 127), 1, 127)) if vel > 0 else C.DEFAULT_VELOCITY
             self._announce(pitch, onset, conf, velocity)
 
@@ -1054,8 +1028,9 @@ def take_meta(folder: str | os.PathLike) -> dict[str, Any]:
 
     sr = meta.get("sample_rate", C.SAMPLE_RATE)
     if isinstance(sr, bool) or not isinstance(sr, (int, float)) or not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
-        raise PianonotesError(f"{path} is corrupt: sample_rate is {sr!r} (the journal audio is at {C.SAMPLE_RATE} "
-                              "Hz unless the model says otherwise); correct it and run --recover again")
+        raise PianonotesError(f"{path} is corrupt: sample_rate is {sr!r} (the rate of the take's audio.wav: "
+                              f"the model's, {C.SAMPLE_RATE} Hz, or the device's with --record); correct it and run "
+                              "--recover again")
     return meta
 
 

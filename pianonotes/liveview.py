@@ -42,9 +42,6 @@ _FIFTHS_MAJOR = (0, -5, 2, -3, 4, -1, 6, 1, -4, 3, -2, 5)  # key signature (shar
 _SHARPS = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 _FLATS = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
 _NEUTRAL = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
-# Krumhansl-Kessler key profiles
-_KK_MAJOR = (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88)
-_KK_MINOR = (6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17)
 
 
 def spelling_table(tonic: int, mode: str) -> list[str]:
@@ -67,7 +64,8 @@ def spelling_table(tonic: int, mode: str) -> list[str]:
 
 class KeyTracker:
     """A running key estimate from the notes heard so far (each weighted by its length, up to 4 s):
-    the Krumhansl-Kessler profile that correlates best with the pitch-class histogram. ``name(pitch)``
+    the key the score would choose for that pitch-class histogram
+    (:func:`pianonotes.export.keys.best_key`, four key profiles). ``name(pitch)``
     spells a note in that key once ``min_notes`` notes are in, with sharps until then."""
 
     def __init__(self, min_notes: int = 8):
@@ -93,28 +91,16 @@ class KeyTracker:
     def key(self) -> tuple[int, str] | None:
         if self.count < self.min_notes:
             return None
-        best, best_r = None, -2.0
-        for mode, prof in (("major", _KK_MAJOR), ("minor", _KK_MINOR)):
-            for t in range(12):
-                r = _correlation([self.hist[(t + i) % 12] for i in range(12)], prof)
-                if r > best_r:
-                    best, best_r = (t, mode), r
-        return best
+        from pianonotes.export.keys import best_key
+
+        k = best_key(self.hist)
+        return k.tonic, k.mode
 
     def name(self, pitch: int) -> str:
         if self._table is None:
             k = self.key()
             self._table = spelling_table(*k) if k is not None else list(_SHARPS)
         return f"{self._table[pitch % 12]}{pitch // 12 - 1}"
-
-
-def _correlation(a, b) -> float:
-    n = len(a)
-    ma, mb = sum(a) / n, sum(b) / n
-    da = [x - ma for x in a]
-    db = [y - mb for y in b]
-    den = (sum(x * x for x in da) * sum(y * y for y in db)) ** 0.5
-    return sum(x * y for x, y in zip(da, db)) / den if den > 0 else 0.0
 
 
 def white_column(pitch: int) -> int:

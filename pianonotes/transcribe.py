@@ -242,9 +242,13 @@ def choose_jobs(requested: int | None, durations: Sequence[float]) -> int:
 
 
 def process_file(transcriber: Transcriber | None, path: Path, outputs: Sequence[Path], settings: BatchSettings,
-                 on_progress: Callable[[float], None] | None = None) -> FileResult:
+                 on_progress: Callable[[float], None] | None = None,
+                 on_export: Callable[[str, float], None] | None = None) -> FileResult:
     """Transcribe (or re-decode) one input and write its outputs; a PianonotesError becomes the result's
-    ``error`` so that a batch goes on."""
+    ``error`` so that a batch goes on. ``on_progress(seconds)`` hears the audio transcribed so far;
+    ``on_export(stage, fraction)`` then hears the outputs being written, each stage from 0.0 to 1.0
+    ("plan", "score", "musicxml", "midi", "engrave", "pages": :func:`pianonotes.export.write_notes`;
+    "roll" for ``--roll``)."""
     from pianonotes.export import write_all, write_piano_roll
     from pianonotes.notes import check_note_length, with_note_length
 
@@ -271,11 +275,15 @@ def process_file(transcriber: Transcriber | None, path: Path, outputs: Sequence[
         # one beat/meter/key analysis for every score and MIDI output of this input
         written: list[Path] = write_all(outputs, notes, title=title.replace("_", " "), bpm=settings.bpm,
                                         time_signature=settings.time_signature, overwrite=settings.overwrite,
-                                        pedals=pedals, note_length=settings.note_length)
+                                        pedals=pedals, note_length=settings.note_length, progress=on_export)
         if settings.roll:  # named after the (first) output: -o scores/take.mid -> scores/take.roll.png
             rp = outputs[0].with_name(f"{outputs[0].stem}.roll.png")
+            if on_export is not None:
+                on_export("roll", 0.0)
             write_piano_roll(rp, with_note_length(notes, pedals, settings.note_length), title=title)
             written.append(rp)
+            if on_export is not None:
+                on_export("roll", 1.0)
         return FileResult(path, len(notes), seconds, xrt, [Path(w) for w in written])
     except PianonotesError as exc:
         return FileResult(path, error=str(exc))
@@ -300,13 +308,15 @@ def _worker_file(path: Path, outputs: list[Path], settings: BatchSettings) -> Fi
 
 def run_batch(plan: dict[Path, list[Path]], settings: BatchSettings, *, jobs: int = 1,
               transcriber: Transcriber | None = None,
-              on_progress: Callable[[Path, float], None] | None = None) -> Iterator[FileResult]:
+              on_progress: Callable[[Path, float], None] | None = None,
+              on_export: Callable[[Path, str, float], None] | None = None) -> Iterator[FileResult]:
     """Process every input of ``plan`` ({input: outputs}); yields each :class:`FileResult` when it is done.
 
     ``jobs`` > 1 runs that many worker processes (each loads the model once, with cores / jobs ONNX
     Runtime threads); the files' outputs are the same as with one process. With one job the files run
     here, through ``transcriber`` (loaded from ``settings`` when None). ``on_progress(path, seconds)``
-    reports audio seconds done within the current file (one job only).
+    reports audio seconds done within the current file, ``on_export(path, stage, fraction)`` how far
+    writing its outputs has got (:func:`process_file`; both with one job only).
     """
     files = list(plan)
     jobs = max(1, min(int(jobs), len(files)))
@@ -316,7 +326,8 @@ def run_batch(plan: dict[Path, list[Path]], settings: BatchSettings, *, jobs: in
                                                       overrides=dict(settings.overrides))
         for path in files:
             cb = (lambda sec, path=path: on_progress(path, sec)) if on_progress else None
-            yield process_file(transcriber, path, plan[path], settings, cb)
+            ex = (lambda stage, f, path=path: on_export(path, stage, f)) if on_export else None
+            yield process_file(transcriber, path, plan[path], settings, cb, ex)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed

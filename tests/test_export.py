@@ -310,6 +310,73 @@ def test_musescore_reads_our_musicxml(c_major_xml, tmp_path):
 
 
 # ------------------------------------------------------------------------------------- midi / events
+def _four_then_three(bars4=8, bars3=8, spq=0.6, start=0.7):
+    """Notes of ``bars4`` bars of 4/4 then ``bars3`` of 3/4 at a steady 100 bpm: a bass held for each bar,
+    chords on the other beats, a melody opening each bar with a half note. Returns (notes, seconds(q))."""
+    rng = random.Random(0)
+    prog = [(36, [52, 55, 60]), (41, [53, 57, 60]), (43, [55, 59, 62]), (36, [52, 55, 60])]
+    tune = [72, 74, 76, 72, 77, 76, 74, 71, 72, 67]
+    ev, q = [], 0
+    for b in range(bars4 + bars3):
+        n = 4 if b < bars4 else 3
+        bass, chord = prog[b % 4]
+        ev.append((q, n, bass))
+        ev += [(q + k, 1, p) for k in range(1, n) for p in chord]
+        m = tune[b % len(tune)]
+        ev += [(q, 2, m)] + [(q + k, 1, m - k) for k in range(2, n)]
+        q += n
+    notes = [Note(start + a * spq + rng.uniform(-0.01, 0.01), start + (a + d * 0.9) * spq, p, rng.randint(62, 84))
+             for a, d, p in ev]
+    return sorted(notes), (lambda q: start + q * spq)
+
+
+def _midi_time_signatures(path):
+    """(seconds through the tempo map, tick, numerator, denominator) of each time signature."""
+    import mido
+
+    mid = mido.MidiFile(str(path))
+    out, t, tick = [], 0.0, 0
+    tempo = 500000
+    for msg in mid.tracks[0]:
+        t += mido.tick2second(msg.time, mid.ticks_per_beat, tempo)
+        tick += msg.time
+        if msg.type == "set_tempo":
+            tempo = msg.tempo
+        elif msg.type == "time_signature":
+            out.append((t, tick, msg.numerator, msg.denominator))
+    return out, mid.ticks_per_beat
+
+
+def test_midi_writes_each_meter_change_where_the_score_has_it(tmp_path):
+    """8 bars of 4/4 then 8 of 3/4: the MIDI has 4/4 at the first bar line and 3/4 at bar 9 (32 quarters
+    later, at that beat's time), and the MusicXML of the same plan puts its 3/4 on the same bar."""
+    from music21 import converter, stream
+
+    from pianonotes.export import plan_score, write_all
+
+    notes, sec = _four_then_three()
+    plan = plan_score(notes)
+    assert [(k, str(m)) for k, m in plan.beats.changes] == [(32, "3/4")]
+    mid, xml = tmp_path / "change.mid", tmp_path / "change.musicxml"
+    write_all([mid, xml], notes, title="change")
+    sigs, tpq = _midi_time_signatures(mid)
+    bars = [s for s in sigs if s[0] > 0.5]  # after the lead-in bar (its own short signature at 0)
+    assert [(n, d) for _, _, n, d in bars] == [(4, 4), (3, 4)], sigs
+    assert abs(bars[0][0] - sec(0)) < 0.03 and abs(bars[1][0] - sec(32)) < 0.03, sigs
+    assert bars[1][1] - bars[0][1] == 32 * tpq
+    assert all(s[0] < 0.5 for s in sigs[:-2]) and len(sigs) <= 3
+    # the MusicXML agrees: 4/4 on bar 1, 3/4 on bar 9, which starts 32 quarter notes in
+    sc = converter.parse(str(xml))
+    ms = list(sc.parts[0].getElementsByClass(stream.Measure))
+    marks = [(m.number, m.timeSignature.ratioString, float(m.offset)) for m in ms if m.timeSignature is not None]
+    first = marks[0][2]
+    assert [(n, r, o - first) for n, r, o in marks] == [(1, "4/4", 0.0), (9, "3/4", 32.0)]
+    # a given meter: no change, one 4/4 after the lead-in
+    one = tmp_path / "one.mid"
+    write_notes(one, notes, title="one", time_signature="4/4")
+    assert [(n, d) for t, _, n, d in _midi_time_signatures(one)[0] if t > 0.5] == [(4, 4)]
+
+
 def test_midi_round_trip_mido_and_pretty_midi(tmp_path):
     import mido
     import pretty_midi

@@ -301,8 +301,9 @@ def test_missing_portaudio_is_a_hint(env, tmp_path):
 def test_virtual_microphone_take_equals_offline(ckpt, work, clip, offline, env, tmp_path):
     """PortAudio capture from the ALSA file plugin (bit-exact, no clock): stop after exactly 5 s."""
     out, rec = tmp_path / "mic.mid", tmp_path / "mic.wav"
+    # --samplerate: the raw file is the model's rate (--record alone would capture at the device's own)
     proc = _cli(["listen", "--model", ckpt, "--duration", CLIP_SECONDS, "--plain", "-o", out, "-o",
-                 tmp_path / "mic.json", "--record", rec], _mic_env(env, work))
+                 tmp_path / "mic.json", "--record", rec, "--samplerate", SR], _mic_env(env, work))
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {out}" in proc.stderr and "torch-imported=True" in proc.stderr
     from pianonotes.audio import load_audio
@@ -319,6 +320,30 @@ def test_virtual_microphone_take_equals_offline(ckpt, work, clip, offline, env, 
     assert len(lines) <= len(offline) + 3
 
 
+@needs_portaudio
+def test_record_captures_at_the_devices_own_rate(ckpt, work, clip, env, tmp_path):
+    """--record without --samplerate: the capture (and so the recording) is at the device's default rate,
+    the network gets it resampled."""
+    import soundfile as sf
+
+    menv = _mic_env(env, work)
+    q = subprocess.run([sys.executable, "-c", "import sounddevice as sd; "
+                        "print(int(sd.query_devices(kind='input')['default_samplerate']))"],
+                       env=menv, capture_output=True, text=True, timeout=60)
+    assert q.returncode == 0, q.stderr
+    native = int(q.stdout.split()[-1])
+    if native == SR:
+        pytest.skip("the virtual microphone's default rate is the model's")
+    rec = tmp_path / "native.wav"
+    proc = _cli(["listen", "--model", ckpt, "--duration", 2.0, "--plain", "-o", tmp_path / "n.csv",
+                 "--record", rec], menv)
+    assert proc.returncode == 0, proc.stderr
+    raw = np.fromfile(work / "clip.f32", "<f4")
+    got, rate = sf.read(rec, dtype="float32")
+    assert rate == native and len(got) == 2 * native
+    np.testing.assert_array_equal(got, raw[: len(got)])  # the device's samples, as they came
+
+
 def test_input_fast_equals_offline(ckpt, clip, offline, env, tmp_path):
     out = tmp_path / "fast.mid"
     args = ["listen", "--model", ckpt, "--input", clip, "--fast", "-o", out, "-o", tmp_path / "fast.csv"]
@@ -329,6 +354,94 @@ def test_input_fast_equals_offline(ckpt, clip, offline, env, tmp_path):
 
     assert _keyset(read_events(tmp_path / "fast.csv"), 3) == _keyset(offline, 3)
     assert _keyset(_midi_notes(out)) == _keyset(offline)
+
+
+@pytest.fixture(scope="module", params=[44100, 48000])
+def native_clip(request, work, clip) -> Path:
+    """The clip at a device's rate (44.1 or 48 kHz), as float32 WAV."""
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    rate = request.param
+    audio, _ = sf.read(clip, dtype="float32")
+    path = work / f"clip{rate}.wav"
+    sf.write(path, resample_poly(audio, rate // 100, SR // 100).astype(np.float32), rate, subtype="FLOAT")
+    return path
+
+
+def _offline_of(ckpt, path):
+    from pianonotes.audio import load_audio
+    from pianonotes.engine import Engine
+    from pianonotes.nn import checkpoint
+
+    model, cfg = checkpoint.load(ckpt)
+    eng = Engine(model, cfg)
+    return sorted(eng.push(load_audio(path, SR)).notes + eng.finish().notes)
+
+
+def test_record_keeps_the_input_rate_and_recovers(ckpt, native_clip, env, tmp_path):
+    """`listen --input FILE --record`: the input plays at its own rate like a device's; the recording has
+    that rate and the input's very samples, the network got it resampled (the notes of offline
+    transcription), and --recover re-transcribes the journal (at the native rate) resampled."""
+    import soundfile as sf
+
+    from pianonotes import live
+    from pianonotes.export import read_events
+
+    data, rate = sf.read(native_clip, dtype="float32")
+    rec, out = tmp_path / "rec.wav", tmp_path / "take.csv"
+    proc = _cli(["listen", "--model", ckpt, "--input", native_clip, "--fast", "--plain", "-o", out,
+                 "--record", rec], env)
+    assert proc.returncode == 0, proc.stderr
+    got, got_rate = sf.read(rec, dtype="float32")
+    assert got_rate == rate and sf.info(str(rec)).samplerate == rate
+    np.testing.assert_array_equal(got, data)
+    offline = _keyset(_offline_of(ckpt, native_clip))
+    notes = _keyset(read_events(out))
+    assert len(notes & offline) >= 0.9 * max(len(offline), len(notes)) and len(offline) > 5
+    folder = _take_folder(env)
+    meta = json.loads((folder / "take.json").read_text())
+    assert meta["sample_rate"] == rate
+    np.testing.assert_array_equal(live.read_journal_audio(folder / "audio.wav"), data)
+    rec.unlink()
+    proc = _cli(["listen", "--recover", folder, "-o", tmp_path / "again.csv"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert "re-transcribed its audio" in proc.stdout
+    assert _keyset(read_events(tmp_path / "again.csv")) == offline  # the whole journal, resampled
+    back, back_rate = sf.read(rec, dtype="float32")
+    assert back_rate == rate
+    np.testing.assert_array_equal(back, data)
+    # without --record the take is journaled at the model's rate, as before
+    proc = _cli(["listen", "--model", ckpt, "--input", native_clip, "--fast", "--plain", "-o",
+                 tmp_path / "plain.csv"], env)
+    assert proc.returncode == 0, proc.stderr
+    takes = sorted((Path(env["PIANONOTES_CACHE"]) / "takes").iterdir())
+    assert json.loads((takes[-1] / "take.json").read_text())["sample_rate"] == SR
+
+
+def test_native_journal_stops_with_the_session(ckpt, native_clip, tmp_path, monkeypatch):
+    """A journal at the source's rate: the session's --duration cuts it at that many seconds of the
+    source's samples, and the engine still gets the model's rate."""
+    import soundfile as sf
+
+    from pianonotes import live
+    from pianonotes.engine import Engine
+    from pianonotes.nn import checkpoint
+
+    monkeypatch.setenv("PIANONOTES_CACHE", str(tmp_path / "cache"))
+    data, rate = sf.read(native_clip, dtype="float32")
+    model, cfg = checkpoint.load(ckpt)
+    eng = Engine(model, cfg)
+    journal = live.Journal(None, rate, {"model": str(ckpt), "record": str(tmp_path / "r.wav")})
+    session = live.LiveSession(eng, live.FileSource(native_clip, rate, fast=True), journal=journal, max_seconds=3.0)
+    session.start()
+    assert session.wait(60)
+    result = session.finish()
+    journal.close()
+    assert result.error is None and result.seconds == 3.0 and eng.sample_rate == SR
+    np.testing.assert_array_equal(live.read_journal_audio(journal.audio_path), data[: 3 * rate])
+    assert live.copy_recording(journal, tmp_path / "r.wav", journal.sample_rate) == tmp_path / "r.wav"
+    assert sf.info(str(tmp_path / "r.wav")).samplerate == rate and sf.info(str(tmp_path / "r.wav")).frames == 3 * rate
 
 
 def _start_realtime(ckpt, clip, env, out):

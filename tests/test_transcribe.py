@@ -8,12 +8,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pianonotes.frontend import FrontEnd
 from pianonotes.nn import checkpoint as ckpt
-from pianonotes.nn.archs import build
 from pianonotes.transcribe import Transcriber, expand_inputs
 
-from conftest import ROOT, assert_one_line_error, run_cli, sine
+from conftest import ROOT, assert_one_line_error, random_checkpoint, run_cli, sine
 
 EXAMPLE = ROOT / "pianonotes" / "examples" / "twohands.flac"
 
@@ -21,21 +19,8 @@ EXAMPLE = ROOT / "pianonotes" / "examples" / "twohands.flac"
 @pytest.fixture(scope="module")
 def random_model(tmp_path_factory):
     """A small random AudioNet whose thresholds make it emit plenty of notes on any audio."""
-    import torch
-
-    torch.manual_seed(0)
-    fe = FrontEnd()
-    arch_config = {"channels": [8, 8], "hidden": 64, "dilations": [1, 2]}
-    model = build("audionet", fe.n_features, arch_config)
-    with torch.no_grad():  # saturated heads: decisions far from the thresholds, robust to float noise
-        for head in (model.onset, model.frame):
-            head.weight.mul_(20.0)
-            head.bias.mul_(20.0)
-    cfg = {"arch": "audionet", "arch_config": arch_config, "n_features": fe.n_features, "frontend": fe.to_dict(),
-           "fps": fe.fps, "past_frames": model.past, "future_frames": model.future,
-           "decode": {"onset_threshold": 0.5, "frame_threshold": 0.5, "min_note_seconds": 0.04}}
     path = tmp_path_factory.mktemp("model") / "rand"
-    ckpt.save(path, model, cfg)
+    random_checkpoint(path, {"channels": [8, 8], "hidden": 64, "dilations": [1, 2]})
     return path
 
 
@@ -163,21 +148,9 @@ def test_bad_input_gives_one_clear_line(random_model, tmp_path):
 @pytest.fixture(scope="module")
 def random_v2_model(tmp_path_factory):
     """A small random AudioNet v2 (key-down and pedal heads), saturated like ``random_model``."""
-    import torch
-
-    torch.manual_seed(0)
-    fe = FrontEnd()
-    arch_config = {"channels": [8, 8], "hidden": 64, "dilations": [1, 2], "pedal": True}
-    model = build("audionet", fe.n_features, arch_config)
-    with torch.no_grad():
-        for head in (model.onset, model.frame, model.key, model.pedal):
-            head.weight.mul_(20.0)
-            head.bias.mul_(20.0)
-    cfg = {"arch": "audionet", "arch_config": arch_config, "n_features": fe.n_features, "frontend": fe.to_dict(),
-           "fps": fe.fps, "past_frames": model.past, "future_frames": model.future,
-           "decode": {"onset_threshold": 0.5, "frame_threshold": 0.5, "min_note_seconds": 0.04}}
     path = tmp_path_factory.mktemp("model") / "rand2"
-    ckpt.save(path, model, cfg)
+    random_checkpoint(path, {"channels": [8, 8], "hidden": 64, "dilations": [1, 2], "pedal": True},
+                      saturate=("onset", "frame", "key", "pedal"))
     return path
 
 
@@ -246,3 +219,74 @@ def test_cli_note_length_on_the_shipped_example(tmp_path):
         [(n.pitch, pytest.approx(n.offset, abs=1e-4)) for n in sorted(want, key=lambda n: (n.onset, n.pitch))]
     p = run_cli("transcribe", EXAMPLE, "--note-length", "pedal", "-o", tmp_path / "x.mid")
     assert_one_line_error(p, "key or sounding")
+
+
+# ------------------------------------------------------------------- progress while outputs are written
+def _runs(seen):
+    """Consecutive (stage, [fractions]) runs of a progress callback's calls."""
+    runs = []
+    for stage, f in seen:
+        if runs and runs[-1][0] == stage:
+            runs[-1][1].append(f)
+        else:
+            runs.append((stage, [f]))
+    return runs
+
+
+def test_process_file_reports_each_export_stage(random_model, tmp_path):
+    """Every stage of writing the outputs (plan, score, MusicXML, MIDI, engraving and its pages, the roll)
+    is heard from 0.0 up to 1.0, in order, once per output that needs it."""
+    from pianonotes.transcribe import BatchSettings, process_file
+
+    sf.write(tmp_path / "in.wav", np.concatenate([sine(262, 1.0), sine(330, 1.0) + sine(523, 1.0)]), 16000)
+    outs = [tmp_path / "a.mid", tmp_path / "a.musicxml", tmp_path / "a.svg", tmp_path / "a.pdf"]
+    seen, audio = [], []
+    res = process_file(Transcriber(random_model, device="cpu"), tmp_path / "in.wav", outs,
+                       BatchSettings(roll=True), on_progress=audio.append,
+                       on_export=lambda stage, f: seen.append((stage, f)))
+    assert res.error is None and all(o.exists() for o in outs) and res.notes > 3
+    assert audio and audio[-1] == pytest.approx(2.0, abs=0.05)
+    runs = _runs(seen)
+    for stage, fr in runs:
+        assert fr[0] == 0.0 and fr[-1] == 1.0 and fr == sorted(fr), (stage, fr)
+    stages = [s for s, _ in runs]
+    assert stages[0] == "plan" and stages.count("plan") == 1
+    assert stages.index("midi") < stages.index("musicxml") < stages.index("engrave")
+    assert stages.count("engrave") == 2 and stages.count("pages") == 2  # the SVG and the PDF
+    assert stages[-1] == "roll"
+    assert all(stages[i + 1] == "pages" for i, s in enumerate(stages) if s == "engrave")
+
+
+def test_engrave_reports_each_page(tmp_path):
+    """A score of several pages: "engrave" after the layout and each page, "pages" after each file."""
+    from pianonotes.export import engrave, notes_to_score, score_to_musicxml
+    from pianonotes.notes import Note
+
+    notes = [Note(0.5 + i * 0.3, 0.75 + i * 0.3, 60 + (i * 5) % 24, 80) for i in range(600)]
+    xml = score_to_musicxml(notes_to_score(notes, title="long", bpm=100, time_signature="4/4"))
+    seen = []
+    paths = engrave(xml, tmp_path / "long.svg", progress=lambda s, f: seen.append((s, f))).paths
+    assert len(paths) >= 2
+    runs = dict(_runs(seen))
+    assert list(runs) == ["engrave", "pages"]
+    assert len(runs["engrave"]) == len(paths) + 2 and len(runs["pages"]) == len(paths) + 1
+    for fr in runs.values():
+        assert fr[0] == 0.0 and fr[-1] == 1.0 and fr == sorted(fr)
+
+
+def test_cli_shows_export_progress_and_still_writes(random_model, tmp_path):
+    """With the progress display on (a terminal), transcribe shows the export stages and exits 0."""
+    sf.write(tmp_path / "in.wav", np.concatenate([sine(262, 1.0), sine(330, 1.0) + sine(523, 1.0)]), 16000)
+    outs = [tmp_path / "o.mid", tmp_path / "o.musicxml", tmp_path / "o.svg"]
+    p = run_cli("transcribe", tmp_path / "in.wav", *[a for o in outs for a in ("-o", o)], "--model", random_model,
+                env={"TTY_COMPATIBLE": "1"})
+    assert p.returncode == 0, p.stderr
+    assert all(o.exists() and o.stat().st_size > 100 for o in outs)
+    assert "Traceback" not in p.stdout + p.stderr
+    for label in ("beats, meter and key", "writing MIDI", "writing MusicXML", "engraving"):
+        assert f"in.wav: {label}" in p.stdout, p.stdout[-3000:]
+    assert "notes from" in p.stdout
+    # quiet: no display at all
+    q = run_cli("transcribe", tmp_path / "in.wav", "-o", tmp_path / "q.mid", "--model", random_model, "-q",
+                env={"TTY_COMPATIBLE": "1"})
+    assert q.returncode == 0 and "writing MIDI" not in q.stdout and (tmp_path / "q.mid").exists()

@@ -107,7 +107,9 @@ def write_notes(
     the key releases extended by ``pedals`` (:func:`pianonotes.notes.with_note_length`), no CC64. CSV
     and JSON say which. ``pedals=None``: the notes' own offsets are the sounding ends and the MIDI's CC64
     is implied by them. Scores always use the key releases. ``progress(stage, fraction)``, if given,
-    hears how far building a score has got (:func:`notes_to_score`; stages "plan", "score", "musicxml").
+    hears how far the writing has got, each stage from 0.0 to 1.0: "plan", "score" and "musicxml"
+    (:func:`notes_to_score`, :func:`write_musicxml`), "midi", and for engraved scores "engrave" (the
+    layout and each page rendered) and "pages" (each page file written; :func:`engrave`).
     """
     path = Path(path)
     check_note_length(note_length)
@@ -131,8 +133,12 @@ def write_notes(
         from pianonotes.export.midi import score_midi_bytes
         from pianonotes.fileio import write_bytes_atomic
 
+        if progress is not None:
+            progress("midi", 0.0)
         write_bytes_atomic(path, score_midi_bytes(notes, plan, pedals=pedals, note_length=note_length),
                            overwrite=overwrite)
+        if progress is not None:
+            progress("midi", 1.0)
         return [path]
     if kind == "musicxml":
         write_musicxml(path, notes, title=title, compressed=(ext == ".mxl"), overwrite=overwrite, plan=plan,
@@ -140,7 +146,7 @@ def write_notes(
         return [path]
     # engraved
     sc = notes_to_score(notes, title=title, plan=plan, progress=progress)
-    return engrave(score_to_musicxml(sc), path, overwrite=overwrite, fmt=ext).paths
+    return engrave(score_to_musicxml(sc), path, overwrite=overwrite, fmt=ext, progress=progress).paths
 
 
 def write_all(

@@ -26,7 +26,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from pianonotes.errors import PianonotesError
 from pianonotes.fileio import atomic_path, write_bytes_atomic
@@ -146,17 +146,39 @@ def _fix_smufl_text(svg: str) -> str:
     return _SMUFL_TSPAN.sub(repl, svg)
 
 
-def render_svg_pages(musicxml: str | bytes | os.PathLike) -> tuple[list[str], list[str]]:
-    """Lay out MusicXML with verovio. Returns (one SVG string per page, verovio's warning lines)."""
+Progress = Callable[[str, float], None]
+
+# Share of the "engrave" stage taken by verovio's layout (loadData); the rest is rendering the pages.
+_LAYOUT_SHARE = 0.5
+
+
+def _report(progress: Progress | None, stage: str, fraction: float) -> None:
+    if progress is not None:
+        progress(stage, min(max(float(fraction), 0.0), 1.0))
+
+
+def render_svg_pages(musicxml: str | bytes | os.PathLike, *,
+                     progress: Progress | None = None) -> tuple[list[str], list[str]]:
+    """Lay out MusicXML with verovio. Returns (one SVG string per page, verovio's warning lines).
+
+    ``progress(stage, fraction)``, if given, hears stage ``"engrave"``: 0.0 before the layout, then
+    after the layout and after each page is rendered, ending at 1.0."""
     import verovio
 
     text = _musicxml_text(musicxml)
     verovio.enableLog(verovio.LOG_WARNING)
     tk = verovio.toolkit()
     tk.setOptions(dict(VEROVIO_OPTIONS))
+    _report(progress, "engrave", 0.0)
     with _stderr_captured() as log:
         ok = tk.loadData(text)
-        pages = [tk.renderToSVG(i) for i in range(1, tk.getPageCount() + 1)] if ok else []
+        pages = []
+        if ok:
+            n = tk.getPageCount()
+            _report(progress, "engrave", _LAYOUT_SHARE)
+            for i in range(1, n + 1):
+                pages.append(tk.renderToSVG(i))
+                _report(progress, "engrave", _LAYOUT_SHARE + (1 - _LAYOUT_SHARE) * i / n)
     warnings = [re.sub(r"^\[(Warning|Error)\]\s*", "", line) for line in log]
     if not ok or not pages:
         detail = "; ".join(warnings) or "no pages"
@@ -186,7 +208,7 @@ def _cairosvg():
     return cairosvg
 
 
-def _write_pdf(pages: list[str], path: Path, *, overwrite: bool) -> None:
+def _write_pdf(pages: list[str], path: Path, *, overwrite: bool, progress: Progress | None = None) -> None:
     """All pages in one PDF: each SVG drawn onto one shared cairo PDF surface, page by page."""
     cairosvg = _cairosvg()
     import cairocffi
@@ -205,9 +227,10 @@ def _write_pdf(pages: list[str], path: Path, *, overwrite: bool) -> None:
 
     del cairosvg
     with atomic_path(path, overwrite=overwrite) as tmp:
-        for svg in pages:
+        for i, svg in enumerate(pages, 1):
             page = _Page(Tree(bytestring=svg.encode("utf-8")), str(tmp), _svg_dpi())
             page.context.show_page()
+            _report(progress, "pages", i / len(pages))
         shared["pdf"].finish()
 
 
@@ -217,13 +240,16 @@ def engrave(
     *,
     overwrite: bool = True,
     fmt: str | None = None,
+    progress: Progress | None = None,
 ) -> Engraving:
     """Engrave MusicXML (a path, or the document as a string or bytes) to ``.svg``, ``.png`` or ``.pdf``.
 
     The format comes from ``out_path``'s extension, or ``fmt`` (``"svg"``, ``"png"``, ``"pdf"``). See the
     module docstring for multi-page naming. With ``overwrite=False`` an existing output file (any page)
     is an error and nothing is written. Writes are atomic per file. Returns the files written and
-    verovio's warnings (a clean score has none).
+    verovio's warnings (a clean score has none). ``progress(stage, fraction)``, if given, hears the
+    layout (stage ``"engrave"``, :func:`render_svg_pages`) and then the page files being written (stage
+    ``"pages"``: 0.0, then after each page, ending at 1.0).
     """
     out = Path(out_path)
     kind = (fmt or out.suffix).lower().lstrip(".")
@@ -231,24 +257,28 @@ def engrave(
         raise PianonotesError(
             f"cannot engrave to {out.name!r}; use one of {', '.join(ENGRAVE_EXTENSIONS)}"
         )
-    pages, warnings = render_svg_pages(musicxml_path_or_string)
+    pages, warnings = render_svg_pages(musicxml_path_or_string, progress=progress)
     if kind == "pdf":
-        _write_pdf(pages, out, overwrite=overwrite)
+        _report(progress, "pages", 0.0)
+        _write_pdf(pages, out, overwrite=overwrite, progress=progress)
         return Engraving([out], warnings)
     paths = [page_path(out, i + 1) for i in range(len(pages))]
     if not overwrite:
         for p in paths:
             if p.exists():
                 raise PianonotesError(f"{p} exists; pass --overwrite to replace it")
+    _report(progress, "pages", 0.0)
     if kind == "svg":
-        for p, svg in zip(paths, pages):
+        for i, (p, svg) in enumerate(zip(paths, pages), 1):
             write_bytes_atomic(p, svg.encode("utf-8"), overwrite=overwrite)
+            _report(progress, "pages", i / len(pages))
     else:
         cairosvg = _cairosvg()
         width = round(VEROVIO_OPTIONS["pageWidth"] / 10 / _MM_PER_INCH * PNG_DPI)
-        for p, svg in zip(paths, pages):
+        for i, (p, svg) in enumerate(zip(paths, pages), 1):
             png = cairosvg.svg2png(
                 bytestring=svg.encode("utf-8"), output_width=width, background_color="white"
             )
             write_bytes_atomic(p, png, overwrite=overwrite)
+            _report(progress, "pages", i / len(pages))
     return Engraving(paths, warnings)

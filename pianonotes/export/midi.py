@@ -4,7 +4,8 @@ or (``sounding``) note-offs where the notes stop sounding and no CC64. The track
 :func:`pianonotes.notes.midi_track_bytes`, the same writer as :func:`pianonotes.notes.midi_bytes`.
 
 Note times stay exact in seconds (to a tick); the tempo map only decides where the bar lines fall,
-so a sequencer shows the same bars, meter and key as the MusicXML of the same notes. Before the
+so a sequencer shows the same bars, meter and key as the MusicXML of the same notes, with a time
+signature event at each meter change of the beat grid (``BeatGrid.changes``). Before the
 first bar line of the music (leading silence or a pickup) the file starts with a short bar of its
 own time signature (e.g. 1/4 for a one-beat pickup), the way a MIDI file writes an anacrusis.
 """
@@ -77,9 +78,13 @@ def score_midi_bytes(notes: Sequence[Note], plan: "ScorePlan", *, pedals: Sequen
     bar_q = float(m.bar_ql)
     times = grid.times
 
-    # The first bar line at or after time 0, and the lead-in before it.
+    # The first bar line at or after time 0, and the lead-in before it: a bar line of the opening
+    # meter extended back before the grid, or one of the grid's own (meter changes included).
     q0 = float(grid.ql(0.0))
     q_d = math.ceil(q0 / bar_q - 1e-9) * bar_q
+    if q_d > 0:
+        later = [int(k) for k in grid.bar_starts() if k * beat_q >= q0 - 1e-9]
+        q_d = later[0] * beat_q if later else q_d
     d_time = float(grid.seconds(q_d))
     lead_q = q_d - q0  # quarter notes from time 0 to that bar line
     spq0 = (times[1] - times[0]) / beat_q  # seconds per quarter of the first beat
@@ -98,8 +103,14 @@ def score_midi_bytes(notes: Sequence[Note], plan: "ScorePlan", *, pedals: Sequen
         meter_events.append((0, _meter_for(Fraction(lead16, 4))))
     else:
         lead_ticks = 0
-    meter_events.append((lead_ticks, (m.numerator, m.denominator)))
     k_d = int(round(q_d / beat_q))  # beat index of that bar line
+    # the meter there, then one time signature at each later meter change (its beat's tick: every
+    # beat has the same length in quarter notes, grid.changes keeps the beat)
+    m_d = grid.meter_at(max(k_d, 0))
+    meter_events.append((lead_ticks, (m_d.numerator, m_d.denominator)))
+    for k, mk in grid.changes:
+        if k > k_d:
+            meter_events.append((lead_ticks + round((k - k_d) * beat_q * tpq), (mk.numerator, mk.denominator)))
     for k in range(max(k_d, 0), len(times) - 1):
         spq = (times[k + 1] - times[k]) / beat_q
         tempo_events.append((lead_ticks + round((k - k_d) * beat_q * tpq), round(spq * 1e6)))

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from pianonotes.errors import PianonotesError
 from pianonotes.export.beats import BeatGrid, estimate_beats, parse_meter
+from pianonotes.export.keys import Key, estimate_key
 from pianonotes.fileio import write_bytes_atomic
 from pianonotes.notes import Note
 
@@ -306,23 +307,13 @@ def _pitch(midi: int, table: list[str]):
     return p
 
 
-_KEY_METHODS = ("krumhansl", "aarden", "temperley", "bellman")
-
-
-def _estimate_key(probe):
-    """music21's ``analyze('key')`` run with several key profiles (Krumhansl-Schmuckler, Aarden-Essen,
-    Temperley-Kostka-Payne, Bellman-Budge); the key with the highest summed correlation wins. One profile
-    alone errs more often (Aarden-Essen, the default, reads a D-minor scale with C# as G minor)."""
-    from music21 import key
-
-    totals: dict[tuple[str, str], float] = {}
-    for method in _KEY_METHODS:
-        best = probe.analyze(method)
-        for k in [best, *best.alternateInterpretations]:
-            name = (k.tonic.name, k.mode)
-            totals[name] = totals.get(name, 0.0) + float(k.correlationCoefficient)
-    (tonic, mode), _ = max(totals.items(), key=lambda kv: (kv[1], kv[0]))
-    return key.Key(tonic, mode)
+def _estimate_key(qnotes: Sequence[_QNote]) -> Key:
+    """The key of quantized notes, each weighted by its length in quarter notes (at most 4): the summed
+    correlation with four key profiles (:func:`pianonotes.export.keys.estimate_key`; the same key as
+    music21's ``analyze`` with Krumhansl-Schmuckler, Aarden-Essen, Temperley-Kostka-Payne and
+    Bellman-Budge, summed, without importing music21). One profile alone errs more often
+    (Aarden-Essen reads a D-minor scale with C# as G minor)."""
+    return estimate_key([qn.pitch for qn in qnotes], [min(float(qn.end - qn.start), 4.0) for qn in qnotes])
 
 
 # --------------------------------------------------------------------------------------------- score
@@ -605,12 +596,13 @@ def _make_pickup(staff, lead: Fraction) -> None:
 @dataclass
 class ScorePlan:
     """What a score and a MIDI file of the same notes share: the beat grid (meter, pickup, tempo map),
-    the notes quantized to it (quarter notes from the first bar line) and the key (a music21 Key)."""
+    the notes quantized to it (quarter notes from the first bar line) and the key
+    (:class:`~pianonotes.export.keys.Key`; ``key.to_music21()`` for a music21 Key)."""
 
     beats: BeatGrid
     qnotes: list[_QNote]
     quant: _Quantizer
-    key: object
+    key: Key
 
     @property
     def lead(self) -> Fraction:
@@ -637,23 +629,12 @@ def plan_score(
 ) -> ScorePlan:
     """Track beats, meter and pickup (:func:`~pianonotes.export.beats.estimate_beats`; ``bpm`` and
     ``time_signature`` override), quantize the notes to the beat grid and estimate the key."""
-    from music21 import key, note, stream
-
     meter_ = parse_meter(time_signature) if time_signature is not None else None
     g = _check_grid(grid)
     notes = list(notes)
     beats = estimate_beats(notes, bpm=_check_bpm(bpm), meter=meter_)
     qnotes, quant = _quantize(notes, beats, g)
-    if qnotes:  # key from the pitches, weighted by duration
-        probe = stream.Stream()
-        for qn in qnotes:
-            n = note.Note()
-            n.pitch.midi = qn.pitch
-            n.quarterLength = min(float(qn.end - qn.start), 4.0)
-            probe.insert(float(qn.start), n)
-        k = _estimate_key(probe)
-    else:
-        k = key.Key("C")
+    k = _estimate_key(qnotes) if qnotes else Key(0, "major")  # key from the pitches, weighted by duration
     return ScorePlan(beats, qnotes, quant, k)
 
 
@@ -722,7 +703,8 @@ def notes_to_score(
                        _staff_events(held, quant.step, beat=beat, total=total) if held else []))
     right_events, left_events = staves[0][0] + staves[0][1], staves[1][0] + staves[1][1]
 
-    table = _spelling_table(k)
+    m21_key = k.to_music21() if isinstance(k, Key) else k
+    table = _spelling_table(m21_key)
     upper = stream.PartStaff(id="RH")
     lower = stream.PartStaff(id="LH")
     piano = instrument.Piano()
@@ -742,7 +724,7 @@ def notes_to_score(
             staff.insert(0, clef.BassClef() if med is not None and med < 55 else clef.TrebleClef())
         else:
             staff.insert(0, clef.TrebleClef() if med is not None and med >= 62 else clef.BassClef())
-        staff.insert(0, key.Key(k.tonic.name, k.mode))
+        staff.insert(0, key.Key(m21_key.tonic.name, m21_key.mode))
         staff.insert(0, meter.TimeSignature(str(m)))
         for at, mc in bars.changes():
             if at < total:
