@@ -116,7 +116,7 @@ def load_model(path: str | os.PathLike | None = None) -> Model:
 
 def _warm_up(model: Model) -> None:
     """Run one second of silence through a throwaway engine and the resampler once, so that the first
-    take does not pay for the runtime's first run and scipy's import (about a second, measured)."""
+    take does not pay for the runtime's first run and soxr's import and first filter (5 ms, measured)."""
     from pianonotes.audio import StreamResampler
 
     StreamResampler(48000, model.sample_rate).push(np.zeros(48000, np.float32))
