@@ -112,8 +112,14 @@ def listen(
         return
     if fast and input_file is None:
         raise _fail("--fast only applies to --input FILE")
-    if duration is not None and duration <= 0:
+    if duration is not None and not 0 < duration < float("inf"):  # NaN and inf too
         raise _fail("--duration must be a positive number of seconds")
+    if samplerate is not None and not 1000 <= samplerate <= 768000:
+        raise _fail(f"--samplerate {samplerate}: give a capture rate in Hz between 1000 and 768000")
+    named = [Path(o).resolve() for o in output or []]
+    if len(set(named)) < len(named):
+        twice = next(o for o in named if named.count(o) > 1)
+        raise _fail(f"{twice} is named twice as an output; give each output its own name")
     _listen(device, samplerate, model, output, record, plain, input_file, fast, duration, overwrite,
             thresholds, score)
 

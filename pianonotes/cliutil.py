@@ -45,4 +45,21 @@ def readable_help_types() -> None:
     original = tc.TyperOption.display_type
     for cls in (tc.TyperOption, tc.TyperArgument):
         cls.display_type_rich = display_type_rich
+    one_line_usage_errors()
     tc._pianonotes_readable_types = True
+
+
+def one_line_usage_errors() -> None:
+    """A bad option value or a missing argument (click's usage errors, exit code 2) is one ``error:`` line
+    that names the help to read, like every other failure, instead of Typer's usage + boxed panel."""
+    import typer.rich_utils as ru
+
+    def format_error(exc) -> None:
+        if exc.__class__.__name__ == "NoArgsIsHelpError":
+            return
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        message = " ".join(str(exc.format_message()).split())
+        fail(f"{message}{hint}")
+
+    ru.rich_format_error = format_error

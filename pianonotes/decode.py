@@ -53,15 +53,22 @@ class DecodeOptions:
             v = getattr(self, name)
             if not 0.0 < v < 1.0:
                 raise PianonotesError(f"{name.replace('_', ' ')} must be between 0 and 1, got {v}")
-        if self.min_note_seconds < 0:
-            raise PianonotesError("minimum note length must be >= 0 seconds")
+        if not 0 <= self.min_note_seconds < float("inf"):  # NaN too
+            raise PianonotesError(f"minimum note length must be >= 0 seconds, got {self.min_note_seconds}")
 
     @classmethod
     def for_model(cls, config: dict | None, *, onset_threshold: float | None = None,
                   frame_threshold: float | None = None, min_note_seconds: float | None = None) -> "DecodeOptions":
         """The checkpoint's calibrated thresholds (library defaults where it has none), with overrides."""
         d = (config or {}).get("decode", {})
-        pick = lambda given, key, default: given if given is not None else float(d.get(key, default))  # noqa: E731
+        def pick(given, key, default):
+            if given is not None:
+                return given
+            try:
+                return float(d.get(key, default))
+            except (TypeError, ValueError):
+                raise PianonotesError(f"the checkpoint's decode.{key} is {d.get(key)!r}, not a number; "
+                                      "re-download or retrain it") from None
         base = cls()
         return cls(pick(onset_threshold, "onset_threshold", C.ONSET_THRESHOLD),
                    pick(frame_threshold, "frame_threshold", C.FRAME_THRESHOLD),

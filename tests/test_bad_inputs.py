@@ -644,3 +644,322 @@ def test_data_synth_workers_stop_when_their_parent_dies(tmp_path):
     while alive(worker) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(worker), "the render worker outlived its parent"
+
+
+# ------------------------------------------------------------------ every option of every command, bad values
+# Each row: the extra arguments and the fragments the one `error:` line must hold. Usage errors (a wrong type,
+# a missing argument, an unknown option) are one line too, naming the help to read (exit code 2).
+TRANSCRIBE_OPTIONS = [
+    (["--jobs", "0"], ["--jobs", "--help"]),
+    (["--jobs", "x"], ["--jobs", "integer"]),
+    (["--onset-threshold", "nan"], ["onset threshold"]),
+    (["--onset-threshold", "-1"], ["onset threshold"]),
+    (["--onset-threshold", "2"], ["onset threshold"]),
+    (["--onset-threshold", "x"], ["--onset-threshold"]),
+    (["--frame-threshold", "inf"], ["frame threshold"]),
+    (["--frame-threshold", "0"], ["frame threshold"]),
+    (["--min-note", "-1"], ["minimum note length"]),
+    (["--min-note", "nan"], ["minimum note length", "nan"]),
+    (["--min-note", "inf"], ["minimum note length"]),
+    (["--bpm", "0"], ["--bpm"]),
+    (["--bpm", "-5"], ["--bpm"]),
+    (["--bpm", "nan"], ["--bpm"]),
+    (["--bpm", "1e9"], ["--bpm"]),
+    (["--time-signature", "3/0"], ["3/0"]),
+    (["--time-signature", "x"], ["time signature"]),
+    (["--time-signature", "0/4"], ["0/4"]),
+    (["--time-signature", "3/5"], ["3/5"]),
+    (["--time-signature", "999/4"], ["999/4"]),
+    (["--time-signature", "4/4/4"], ["4/4/4"]),
+    (["--note-length", "both"], ["note length", "key or sounding"]),
+    (["--device", "tpu"], ["unknown device"]),
+    (["--format", "xyz"], ["unknown format"]),
+    (["--start", "inf"], ["--start"]),
+    (["--end", "nan"], ["--end"]),
+    (["--end", "inf"], ["--end"]),
+    (["--start", "5"], ["past the end"]),
+    (["--start", "1e12"], ["past the end"]),
+    (["--nope"], ["no such option"]),
+]
+
+
+@pytest.mark.parametrize("args, needles", TRANSCRIBE_OPTIONS, ids=lambda v: " ".join(v) if isinstance(v, list) and
+                         v and v[0].startswith("-") else None)
+def test_transcribe_bad_option_values(work, model, args, needles):
+    run_bad(work, ["transcribe", work / "in.wav", "-o", work / "x.mid", "--model", model, *args], *needles)
+
+
+LISTEN_OPTIONS = [
+    (["--duration", "0"], ["--duration"]),
+    (["--duration", "-1"], ["--duration"]),
+    (["--duration", "nan"], ["--duration"]),
+    (["--duration", "inf"], ["--duration"]),
+    (["--samplerate", "0"], ["--samplerate"]),
+    (["--samplerate", "-5"], ["--samplerate"]),
+    (["--samplerate", "1"], ["--samplerate"]),
+    (["--samplerate", "99999999"], ["--samplerate"]),
+    (["--samplerate", "x"], ["--samplerate", "integer"]),
+    (["--onset-threshold", "0"], ["onset threshold"]),
+    (["--frame-threshold", "1"], ["frame threshold"]),
+    (["--min-note", "nan"], ["minimum note length"]),
+    (["--bpm", "0"], ["--bpm"]),
+    (["--time-signature", "3/0"], ["3/0"]),
+    (["--time-signature", "x"], ["time signature"]),
+    (["--note-length", "x"], ["note length"]),
+    (["-o", "{w}/o.txt"], ["o.txt"]),
+    (["-o", "{w}/in.wav"], ["in.wav"]),
+    (["-o", "{w}/nodir/o.mid"], ["does not exist"]),
+    (["-o", "{w}/a.mid", "-o", "{w}/a.mid"], ["twice"]),
+    (["--record", "{w}/r.mp3"], ["r.mp3"]),
+    (["--record", "{w}/in.wav"], ["in.wav", "--overwrite"]),
+    (["--record", "{w}/nodir/r.wav"], ["does not exist"]),
+    (["-o", "{w}/a.mid", "--record", "{w}/a.mid"], ["a.mid"]),
+]
+
+
+@pytest.mark.parametrize("args, needles", LISTEN_OPTIONS)
+def test_listen_bad_option_values(work, model, monkeypatch, args, needles):
+    monkeypatch.setenv("PIANONOTES_CACHE", str(work / "cache"))
+    args = [a.replace("{w}", str(work)) for a in args]
+    run_bad(work, ["listen", "--input", work / "in.wav", "--fast", "--plain", "--model", model, *args], *needles)
+    assert not (work / "cache" / "takes").exists() or not list((work / "cache" / "takes").iterdir())
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--input", "{w}/missing.wav", "--fast"], ["no such file"]),
+    (["--input", "{w}", "--fast"], ["folder"]),
+    (["--fast"], ["--fast", "--input"]),
+    (["--recover", "{w}/nosuch"], ["not a pianonotes take"]),
+    (["--recover", "{w}"], ["not a pianonotes take"]),
+])
+def test_listen_bad_sources(work, model, monkeypatch, args, needles):
+    monkeypatch.setenv("PIANONOTES_CACHE", str(work / "cache"))
+    args = [a.replace("{w}", str(work)) for a in args]
+    run_bad(work, ["listen", "--plain", "--model", model, *args], *needles)
+
+
+SERVE_OPTIONS = [
+    (["--port", "-1"], ["--port"]),
+    (["--port", "70000"], ["--port"]),
+    (["--port", "x"], ["--port", "integer"]),
+    (["--max-upload-mb", "0"], ["--max-upload-mb"]),
+    (["--max-upload-mb", "nan"], ["--max-upload-mb"]),
+    (["--max-upload-mb", "inf"], ["--max-upload-mb"]),
+    (["--max-upload-minutes", "-1"], ["--max-upload-minutes"]),
+    (["--max-upload-minutes", "nan"], ["--max-upload-minutes"]),
+    (["--max-take-minutes", "0"], ["--max-take-minutes"]),
+    (["--max-take-minutes", "inf"], ["--max-take-minutes"]),
+    (["--certfile", "{w}/nocert.pem"], ["--certfile", "no such file"]),
+    (["--keyfile", "{w}/in.wav"], ["--keyfile needs --certfile"]),
+    (["--certfile", "{w}/in.wav", "--port", "0"], ["certificate", "PEM"]),
+    (["--model", "{w}/nomodel", "--port", "0"], ["nomodel.json"]),
+]
+
+
+@pytest.mark.parametrize("args, needles", SERVE_OPTIONS)
+def test_serve_bad_option_values(work, model, args, needles):
+    """All of these fail before the server listens (nothing blocks)."""
+    args = [a.replace("{w}", str(work)) for a in args]
+    run_bad(work, ["serve", "--no-browser", "--model", model, *args], *needles)
+
+
+# ------------------------------------------------------------------------------------ damaged audio files
+def _float_wav_with(value):
+    def make(p):
+        x = sine(440, 1.0)
+        x[100:200] = value
+        sf.write(p, x, SR, subtype="FLOAT")
+    return make
+
+
+def _cut_flac(n):
+    def make(p):
+        buf = io.BytesIO()
+        sf.write(buf, sine(440, 1.0), SR, format="FLAC")
+        p.write_bytes(buf.getvalue()[:n])
+    return make
+
+
+def _cut_wav(n):
+    def make(p):
+        buf = io.BytesIO()
+        sf.write(buf, sine(440, 1.0), SR, format="WAV", subtype="PCM_16")
+        p.write_bytes(buf.getvalue()[:n])
+    return make
+
+
+DAMAGED_AUDIO = {
+    "empty.wav": (lambda p: p.write_bytes(b""), ["empty (0 bytes)"]),
+    "header-only.wav": (_cut_wav(44), ["no audio samples"]),
+    "cut-in-header.wav": (_cut_wav(30), ["cannot decode audio"]),
+    "cut-in-header.flac": (_cut_flac(200), ["cannot decode audio"]),
+    "cut-in-frames.flac": (_cut_flac(2000), ["cannot decode audio"]),
+    "png.mp3": (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 400), ["cannot decode audio"]),
+    "text.wav": (lambda p: p.write_text("hello " * 100), ["cannot decode audio"]),
+    "nan-samples.wav": (_float_wav_with(np.nan), ["NaN or infinite samples"]),
+    "inf-samples.wav": (_float_wav_with(np.inf), ["NaN or infinite samples"]),
+    "ogg-named.flac": (lambda p: p.write_bytes(b"OggS" + b"\0" * 200), ["cannot decode audio"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DAMAGED_AUDIO))
+def test_transcribe_damaged_audio(work, model, name):
+    make, needles = DAMAGED_AUDIO[name]
+    make(work / name)
+    run_bad(work, ["transcribe", work / name, "-o", work / "x.mid", "--model", model], name, *needles)
+
+
+@pytest.mark.parametrize("name", ["empty.wav", "text.wav", "png.mp3"])  # header-only: see the report (live.py)
+def test_listen_damaged_audio_input(work, model, monkeypatch, name):
+    monkeypatch.setenv("PIANONOTES_CACHE", str(work / "cache"))
+    make, needles = DAMAGED_AUDIO[name]
+    make(work / name)
+    run_bad(work, ["listen", "--input", work / name, "--fast", "--plain", "-o", work / "x.mid", "--model", model],
+            name)
+
+
+# ------------------------------------------------------------------------------------- paths and outputs
+PATHS = [
+    (["{w}/missing.wav", "-o", "{w}/x.mid"], ["no such file"]),
+    (["{w}/in.xyz", "-o", "{w}/x.mid"], ["no such file"]),
+    (["{w}/d", "-o", "{w}/x.mid"], ["no audio files"]),
+    (["{w}/in.wav", "-o", "{w}/nodir/x.mid"], ["does not exist"]),
+    (["{w}/in.wav", "-o", "{w}/x.txt"], ["unknown output extension"]),
+    (["{w}/in.wav", "-o", "{w}/in.wav", "--overwrite"], ["in.wav"]),
+    (["{w}/in.wav", "{w}/in.flac", "-o", "{w}"], ["named twice"]),  # same stem, same output
+    (["{w}/in.wav", "{w}/in.flac", "-o", "{w}/in.wav"], ["is a file"]),
+    (["{w}/in.wav", "{w}/in.flac", "-o", "{w}/a.mid", "-o", "{w}/b.mid"], ["one output folder"]),
+    (["{w}/in.wav", "{w}/in.flac"], ["named twice"]),  # in.mid from both, beside them
+    (["{w}/in.wav", "-o", "{w}/x.mid", "--save-activations", "{w}/d"], ["--overwrite"]),
+    (["{w}/in.wav", "-o", "{w}/x.mid", "--save-activations", "{w}/in.flac"], ["in.flac"]),
+    (["{w}/in.wav", "{w}/in.flac", "-o", "{w}/out", "--save-activations", "{w}/in.wav"], ["one input file"]),
+    (["{w}/a b [i]ü.wav", "-o", "{w}/x.mid"], ["a b [i]ü.wav"]),
+    (["{w}/in.wav", "-o", "{w}/x.mid", "--model", "{w}/nomodel"], ["nomodel.json"]),
+    (["{w}/in.wav", "-o", "{w}/x.mid", "--model", "{w}/in.wav"], ["in.json"]),
+    (["{w}/in.wav", "-o", "{w}/x.mid", "--model", "{w}/d"], ["not found"]),
+]
+
+
+@pytest.mark.parametrize("args, needles", PATHS)
+def test_transcribe_bad_paths(work, model, args, needles):
+    sf.write(work / "in.flac", sine(440, 0.5), SR)
+    (work / "d").mkdir()
+    (work / "in.mid").write_bytes(b"an older transcription")
+    args = [a.replace("{w}", str(work)) for a in args]
+    if "--model" not in args:
+        args += ["--model", str(model)]
+    run_bad(work, ["transcribe", *args], *needles)
+    assert not (work / "out").exists() or not list((work / "out").iterdir())
+
+
+@pytest.mark.skipif(hasattr(__import__("os"), "geteuid") and __import__("os").geteuid() == 0,
+                    reason="root writes into read-only folders")
+def test_output_in_a_read_only_folder(work, model):
+    import os
+
+    (work / "ro").mkdir()
+    os.chmod(work / "ro", 0o555)
+    try:
+        run_bad(work, ["transcribe", work / "in.wav", "-o", work / "ro" / "x.mid", "--model", model], "x.mid")
+    finally:
+        os.chmod(work / "ro", 0o755)
+
+
+# ------------------------------------------------------------------- damaged checkpoints, every command
+def _broken_checkpoint(model: Path, folder: Path, damage: str) -> Path:
+    cfg = json.loads(Path(str(model) + ".json").read_text())
+    bad = folder / "bad"
+    weights = Path(str(model) + ".safetensors").read_bytes()
+    text = None
+    if damage == "not-json":
+        text = "{arch"
+    elif damage == "weights-garbage":
+        weights = b"\0" * 10
+    elif damage == "decode-string":
+        cfg["decode"] = {"onset_threshold": "x"}
+    elif damage == "decode-out-of-range":
+        cfg["decode"] = {"onset_threshold": 7}
+    elif damage == "unknown-arch":
+        cfg["arch"] = "nope"
+    elif damage == "arch-config-garbage":
+        cfg["arch_config"] = {"channels": [4]}
+    elif damage == "arch-config-unknown-key":
+        cfg["arch_config"] = {**cfg["arch_config"], "wings": 2}
+    Path(str(bad) + ".safetensors").write_bytes(weights)
+    Path(str(bad) + ".json").write_text(text if text is not None else json.dumps(cfg))
+    return bad
+
+
+CKPT_DAMAGE = {"not-json": ["bad.json", "corrupt"], "weights-garbage": ["bad.safetensors"],
+               "decode-string": ["decode.onset_threshold"], "decode-out-of-range": ["onset threshold"],
+               "unknown-arch": ["unknown architecture"], "arch-config-garbage": ["arch_config"],
+               "arch-config-unknown-key": ["arch_config"]}
+
+
+@pytest.mark.parametrize("damage", sorted(CKPT_DAMAGE))
+@pytest.mark.parametrize("command", ["transcribe", "listen", "evaluate", "serve", "export-onnx"])
+def test_damaged_checkpoint_through_every_command(work, model, monkeypatch, command, damage):
+    if command == "evaluate":
+        pytest.importorskip("mir_eval")
+    if command == "export-onnx":
+        pytest.importorskip("onnx")
+        if damage.startswith("decode"):
+            pytest.skip("export-onnx does not decode")
+    monkeypatch.setenv("PIANONOTES_CACHE", str(work / "cache"))
+    bad = _broken_checkpoint(model, work, damage)
+    args = {"transcribe": ["transcribe", work / "in.wav", "-o", work / "x.mid", "--model", bad],
+            "listen": ["listen", "--input", work / "in.wav", "--fast", "--plain", "-o", work / "x.mid", "--model", bad],
+            "evaluate": ["evaluate", work / "in.wav", "--model", bad],
+            "serve": ["serve", "--no-browser", "--port", "0", "--model", bad],
+            "export-onnx": ["export-onnx", bad]}[command]
+    run_bad(work, args, *CKPT_DAMAGE[damage])
+
+
+# ---------------------------------------------------------------------------------- evaluate: labels
+def _labels(folder: Path, kind: str) -> Path:
+    d = folder / kind
+    d.mkdir()
+    sf.write(d / "a.wav", sine(440, 0.5), SR)
+    if kind == "bad-midi":
+        (d / "a.mid").write_bytes(b"MThd garbage")
+    elif kind == "bad-tsv":
+        (d / "a.tsv").write_text("onset\toffset\tpitch\tvelocity\nx\ty\tz\tw\n")
+    elif kind == "mismatched":
+        (d / "b.mid").write_bytes(b"MThd")  # a label for another recording
+    return d
+
+
+@pytest.mark.parametrize("kind, needles", [
+    ("no-labels", ["no audio file with a same-named"]),
+    ("mismatched", ["no audio file with a same-named"]),
+    ("bad-midi", ["a.mid"]),
+    ("bad-tsv", ["a.tsv", "onset, offset, pitch"]),
+])
+def test_evaluate_missing_or_damaged_labels(work, model, kind, needles):
+    pytest.importorskip("mir_eval")
+    run_bad(work, ["evaluate", _labels(work, kind), "--model", model], *needles)
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["{w}/missing"], ["not found"]),
+    (["{w}/in.mid"], ["nothing to evaluate"]),
+    (["{w}/in.wav", "--onset-threshold", "nan"], ["onset threshold"]),
+    (["{w}/in.wav", "--min-note", "-1"], ["minimum note length"]),
+    (["{w}/in.wav", "--device", "tpu"], ["unknown device"]),
+    (["{w}/in.wav", "-o", "{w}/nodir/m.json"], ["does not exist"]),
+    (["{w}/in.wav", "-o", "{w}/in.wav"], ["also an input"]),
+])
+def test_evaluate_bad_arguments(work, model, args, needles):
+    pytest.importorskip("mir_eval")
+    from pianonotes.notes import Note, write_midi
+
+    write_midi(work / "in.mid", [Note(0.1, 0.9, 69, 80)])
+    args = [a.replace("{w}", str(work)) for a in args]
+    run_bad(work, ["evaluate", *args, "--model", model], *needles)
+
+
+# --------------------------------------------------------------------------------------- export-onnx
+@pytest.mark.parametrize("name, needles", [("nomodel", ["nomodel.json"]), ("in.wav", ["in.json"])])
+def test_export_onnx_of_no_checkpoint(work, name, needles):
+    pytest.importorskip("onnx")
+    run_bad(work, ["export-onnx", work / name], *needles)

@@ -113,9 +113,15 @@ ARCHS = {
 
 
 def build(arch: str, n_features: int, arch_config: dict | None = None) -> nn.Module:
+    from pianonotes.errors import PianonotesError
+
     cfg = dict(arch_config or {})
     if arch == "audionet":
-        return AudioNet(n_features, **{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+        try:
+            return AudioNet(n_features, **{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+        except (TypeError, ValueError) as exc:
+            raise PianonotesError(f"the checkpoint's arch_config {cfg} does not build an AudioNet ({exc}); "
+                                  "re-download or retrain it") from None
     if arch in ("seed-mlp", "linear"):
         vocab = torch.as_tensor(cfg["vocab"], dtype=torch.float32) if "vocab" in cfg else torch.zeros(
             cfg["n_classes"], C.N_KEYS)

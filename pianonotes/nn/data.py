@@ -378,7 +378,11 @@ def read_labels(path: str | os.PathLike) -> list[Note]:
     try:
         rows = np.loadtxt(path, ndmin=2, comments="#", usecols=(0, 1, 2, 3))
     except ValueError:
-        rows = np.loadtxt(path, ndmin=2, comments="#", usecols=(0, 1, 2, 3), skiprows=1)
+        try:
+            rows = np.loadtxt(path, ndmin=2, comments="#", usecols=(0, 1, 2, 3), skiprows=1)
+        except ValueError as exc:
+            raise PianonotesError(f"cannot read labels {path}: {exc}; give onset, offset, pitch, velocity "
+                                  "columns (an optional header line)") from None
     return [Note(float(a), float(b), int(p), int(min(max(v, 1), 127))) for a, b, p, v in rows if b > a]
 
 

@@ -43,7 +43,7 @@ def serve(
         raise fail("--port must be between 0 and 65535")
     for name, value in (("--max-upload-mb", max_upload_mb), ("--max-upload-minutes", max_upload_minutes),
                         ("--max-take-minutes", max_take_minutes)):
-        if value <= 0:
+        if not 0 < value < float("inf"):  # NaN and inf too
             raise fail(f"{name} must be a positive number")
     if keyfile is not None and certfile is None:
         raise fail("--keyfile needs --certfile")
