@@ -593,6 +593,8 @@ def evaluate(
 @app.command("export-onnx")
 def export_onnx(
     checkpoint: Path = typer.Argument(..., help="Checkpoint: NAME.json, NAME.safetensors or the stem NAME."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a NAME.onnx that is not this "
+                                   "checkpoint's recorded export (its own export is always refreshed)."),
 ) -> None:
     """Export a trained checkpoint to NAME.onnx beside it, so inference runs on ONNX Runtime without torch."""
     _need_training_packages("pianonotes export-onnx", modules=("torch", "onnx"))
@@ -600,6 +602,13 @@ def export_onnx(
     from pianonotes.transcribe import Transcriber
 
     try:
+        cfg_path, _ = ckpt.resolve(checkpoint)
+        target = cfg_path.with_suffix(".onnx")
+        record = ckpt.read_config(cfg_path).get("onnx") or {}
+        if target.exists() and not overwrite and not (
+                isinstance(record, dict) and record.get("sha256") == ckpt.sha256(target)):
+            raise PianonotesError(f"{target} exists and is not this checkpoint's recorded export; "
+                                  "move it away or pass --overwrite")
         path = ckpt.export_onnx(checkpoint)
         Transcriber.from_checkpoint(path, device="cpu", backend="onnx")  # it loads and runs
     except PianonotesError as exc:

@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from conftest import random_checkpoint, sine
+from conftest import random_checkpoint, run_cli, sine
 
 SR = 16000
 
@@ -963,3 +963,22 @@ def test_evaluate_bad_arguments(work, model, args, needles):
 def test_export_onnx_of_no_checkpoint(work, name, needles):
     pytest.importorskip("onnx")
     run_bad(work, ["export-onnx", work / name], *needles)
+
+
+def test_export_onnx_never_replaces_a_foreign_file_without_overwrite(work, model):
+    """NAME.onnx that is not the checkpoint's recorded export (someone's file) is kept unless --overwrite;
+    the checkpoint's own export is refreshed freely (the stale-export hint asks for exactly that)."""
+    pytest.importorskip("onnx")
+    import shutil
+
+    from pianonotes.nn import checkpoint as ckpt
+
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(model.with_suffix(suffix), work / f"m{suffix}")
+    (work / "m.onnx").write_bytes(b"someone else's file")
+    run_bad(work, ["export-onnx", work / "m"], "is not this checkpoint's recorded export", "--overwrite")
+    r = run_cli("export-onnx", work / "m", "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert ckpt.read_config(work / "m")["onnx"]["sha256"] == ckpt.sha256(work / "m.onnx")
+    r = run_cli("export-onnx", work / "m")  # its own recorded export: refreshed without --overwrite
+    assert r.returncode == 0, r.stderr
