@@ -760,6 +760,15 @@ class LiveSession:
                 rest, _ = self._drain(0.0, until_empty=True)
                 if rest:
                     self._process(rest)
+            # the resampler holds back the last few ms of a resampled stream (soxr): they are part of the take
+            tail = self.resampler.flush()
+            if self.max_samples is not None:
+                tail = tail[:max(0, self.max_samples - self.engine.samples_in)]
+            if len(tail):
+                if self.journal is not None and not self._journal_native:
+                    self.journal.write_audio(tail)
+                self._arrivals.append((self.engine.samples_in + len(tail), time.monotonic()))
+                self._handle_notes(self.engine.push(tail).notes)
             final = self.engine.finish()
             self._handle_notes(final.notes, announce=False)
         except PianonotesError as exc:
