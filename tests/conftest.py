@@ -71,3 +71,20 @@ def random_checkpoint(path, arch_config: dict, *, saturate=("onset", "frame"), d
     if record_lookahead:
         cfg["lookahead_seconds"] = model.future / fe.fps + fe.lookahead_seconds
     return checkpoint.save(path, model, cfg)
+
+
+def four_then_three(bars4=8, bars3=8):
+    """``bars4`` bars of 4/4 then ``bars3`` of 3/4: a bass on each downbeat held for the bar, chords on
+    the other beats, a melody starting with a half note."""
+    ev, q = [], 0
+    prog = [(36, [52, 55, 60]), (41, [53, 57, 60]), (43, [55, 59, 62]), (36, [52, 55, 60])]
+    tune = [72, 74, 76, 72, 77, 76, 74, 71, 72, 67]
+    for b in range(bars4 + bars3):
+        n = 4 if b < bars4 else 3
+        bass, chord = prog[b % 4]
+        ev.append((q, n, bass))
+        ev += [(q + k, 1, p) for k in range(1, n) for p in chord]
+        m = tune[b % len(tune)]
+        ev += [(q, 2, m)] + [(q + k, 1, m - k) for k in range(2, n)]
+        q += n
+    return ev

@@ -20,6 +20,8 @@ from pianonotes.export import estimate_beats, notes_to_score, parse_meter, plan_
 from pianonotes.export.beats import Meter, track_beats
 from pianonotes.notes import Note, read_midi_with_pedal
 
+from conftest import four_then_three
+
 
 def play(events, *, qpm=100.0, jitter=0.012, seed=0, start=0.7, tempo=None, hold=0.9):
     """Notes from (quarter position, quarter length, pitch); ``tempo(q)`` scales the speed at q."""
@@ -395,23 +397,6 @@ def test_note_values_follow_key_releases_not_the_pedal():
 
 
 # ------------------------------------------------------------------------------------- meter changes
-def four_then_three(bars4=8, bars3=8):
-    """``bars4`` bars of 4/4 then ``bars3`` of 3/4: a bass on each downbeat held for the bar, chords on
-    the other beats, a melody starting with a half note."""
-    ev, q = [], 0
-    prog = [(36, [52, 55, 60]), (41, [53, 57, 60]), (43, [55, 59, 62]), (36, [52, 55, 60])]
-    tune = [72, 74, 76, 72, 77, 76, 74, 71, 72, 67]
-    for b in range(bars4 + bars3):
-        n = 4 if b < bars4 else 3
-        bass, chord = prog[b % 4]
-        ev.append((q, n, bass))
-        ev += [(q + k, 1, p) for k in range(1, n) for p in chord]
-        m = tune[b % len(tune)]
-        ev += [(q, 2, m)] + [(q + k, 1, m - k) for k in range(2, n)]
-        q += n
-    return ev
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_change_from_four_four_to_three_four(seed):
     from music21 import stream

@@ -29,6 +29,8 @@ from pianonotes.export import (
 )
 from pianonotes.notes import Note, read_midi
 
+from conftest import four_then_three
+
 BPM = 100.0
 
 # (beat, length in beats, MIDI pitch). C major: a right-hand melody that dips below middle C (B3, A3
@@ -314,17 +316,7 @@ def _four_then_three(bars4=8, bars3=8, spq=0.6, start=0.7):
     """Notes of ``bars4`` bars of 4/4 then ``bars3`` of 3/4 at a steady 100 bpm: a bass held for each bar,
     chords on the other beats, a melody opening each bar with a half note. Returns (notes, seconds(q))."""
     rng = random.Random(0)
-    prog = [(36, [52, 55, 60]), (41, [53, 57, 60]), (43, [55, 59, 62]), (36, [52, 55, 60])]
-    tune = [72, 74, 76, 72, 77, 76, 74, 71, 72, 67]
-    ev, q = [], 0
-    for b in range(bars4 + bars3):
-        n = 4 if b < bars4 else 3
-        bass, chord = prog[b % 4]
-        ev.append((q, n, bass))
-        ev += [(q + k, 1, p) for k in range(1, n) for p in chord]
-        m = tune[b % len(tune)]
-        ev += [(q, 2, m)] + [(q + k, 1, m - k) for k in range(2, n)]
-        q += n
+    ev = four_then_three(bars4, bars3)
     notes = [Note(start + a * spq + rng.uniform(-0.01, 0.01), start + (a + d * 0.9) * spq, p, rng.randint(62, 84))
              for a, d, p in ev]
     return sorted(notes), (lambda q: start + q * spq)
