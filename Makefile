@@ -10,7 +10,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 setup: system-deps install pianos
 
-.PHONY: setup install system-deps pianos rooms data-v2 data-eval-v2 model-v1 test test-fast lint data data-eval model bench bench-score example clean
+.PHONY: setup install system-deps pianos rooms data-v2 data-eval-v2 model-v1 test test-fast lint data data-eval model bench bench-score bench-serve example clean
 
 install: $(BIN)/pianonotes
 
@@ -36,7 +36,7 @@ test-fast: install
 	$(BIN)/pytest -q -m "not slow"
 
 lint: install
-	$(BIN)/ruff check pianonotes tests
+	$(BIN)/ruff check pianonotes tests devtools
 
 # The training data of the shipped model: 8 h train + 12 min validation + 12 min test (training
 # soundfonts), and the test split again with the held-out csound soundfont.
@@ -84,7 +84,7 @@ model: model-v1 data-v2 data-eval-v2 rooms
 	$(BIN)/pianonotes train --data $(DATA)/synth-v2 --arch audionet --pedal-heads --online-augment \
 	  --init-from $(RUNS)/audionet/best --val-real $(REAL_DEV) --max-steps $(V2_STEPS) --save-every 250 --lr 6e-4 \
 	  --workers 1 --out $(RUNS)/audionet-v2 --device cpu
-	$(BIN)/python -m pianonotes.tools.ship $(RUNS)/audionet-v2/best models/audionet --real $(REAL_DEV) \
+	$(BIN)/python -m devtools.ship $(RUNS)/audionet-v2/best models/audionet --real $(REAL_DEV) \
 	  --eval $(DATA)/synth-v2 --eval $(DATA)/synth-v2-csound --eval $(DATA)/synth-v2-musescore \
 	  --baseline seed-mlp=$(RUNS)/seed-mlp/last --baseline linear=$(RUNS)/linear/last \
 	  --baseline audionet-v1=$(RUNS)/audionet/best
@@ -98,12 +98,20 @@ model-v1: data data-eval
 	  --max-steps $(SEED_STEPS) --save-every $(SEED_STEPS) --out $(RUNS)/linear --device cpu
 
 bench: install
-	$(BIN)/python -m pianonotes.tools.bench
+	$(BIN)/python -m devtools.bench
 
 # Meter, downbeats, pickup and notated rhythm on 42 pieces of music21's corpus, from the notes and
 # through FluidSynth + transcription (about 12 minutes on 2 cores).
+# The shipped example (pianonotes/examples/twohands.{mid,flac}): the MIDI written, then rendered.
+example: install
+	$(BIN)/python -m devtools.make_example
+
+# The browser page's server under 1 and 4 simultaneous recordings (latency, CPU; headless Chromium).
+bench-serve: install
+	$(BIN)/python -m devtools.serve_bench --clients 1 --clients 4 --seconds 30 --browser
+
 bench-score: install
-	mkdir -p $(RUNS) && $(BIN)/python -m pianonotes.tools.score_bench --audio -o $(RUNS)/score-bench.json
+	mkdir -p $(RUNS) && $(BIN)/python -m devtools.score_bench --audio -o $(RUNS)/score-bench.json
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache
@@ -113,4 +121,4 @@ clean:
 # split and on unseen pieces; writes models/seed_experiment.{json,md} (about 20 min on one core).
 .PHONY: seed-experiment
 seed-experiment: install
-	$(BIN)/python -m pianonotes.tools.seed_experiment --data $(DATA)/synth-v2 --out models/seed_experiment
+	$(BIN)/python -m devtools.seed_experiment --data $(DATA)/synth-v2 --out models/seed_experiment

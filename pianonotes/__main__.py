@@ -1,4 +1,4 @@
-from pianonotes.cli import main
+from pianonotes.cli.app import main
 
 if __name__ == "__main__":
     main()

@@ -100,7 +100,7 @@ class ModelConfig:
             raise PianonotesError(f"{where} is malformed ({exc}); retrain or re-download it") from exc
 
     def make_frontend(self):
-        from pianonotes.frontend import frontend_from_config
+        from pianonotes.features import frontend_from_config
 
         return frontend_from_config(dict(self.frontend))
 

@@ -10,7 +10,7 @@ The implementations, with their blocks and outputs:
 
 * :class:`pianonotes.audio.StreamResampler`: (n,) float32 audio at ``orig_sr`` Hz in, (m,) float32 at
   ``target_sr`` Hz out;
-* :class:`pianonotes.frontend.StreamingFrontEnd` and :class:`pianonotes.msmd.MsmdStream` (made by a front
+* :class:`pianonotes.features.logspec.StreamingFrontEnd` and :class:`pianonotes.features.msmd.MsmdStream` (made by a front
   end's ``streaming()``): (n,) float32 mono audio at the front end's ``sample_rate`` in, (frames,
   n_features) float32 features at its ``fps`` out;
 * :class:`pianonotes.engine.NetworkStream`: (frames, n_features) float32 features in, probabilities by

@@ -54,12 +54,12 @@ def random_checkpoint(path, arch_config: dict, *, saturate=("onset", "frame"), d
     """
     import torch
 
-    from pianonotes.frontend import FrontEnd
+    from pianonotes.features.logspec import LogSpecFrontEnd
     from pianonotes.nn import checkpoint
     from pianonotes.nn.archs import build
 
     torch.manual_seed(seed)
-    fe = FrontEnd()
+    fe = LogSpecFrontEnd()
     model = build("audionet", fe.n_features, arch_config)
     with torch.no_grad():
         for name in saturate:

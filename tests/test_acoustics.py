@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 from pianonotes import constants as C
-from pianonotes.frontend import FrontEnd
-from pianonotes.nn import data as D
+from pianonotes.features.logspec import LogSpecFrontEnd
+from pianonotes.datasets.recordings import Recording, key_and_pedal_targets, targets_from_notes
+from pianonotes.training.batches import WindowSampler, audio_batch, batch_arrays, window_targets
 from pianonotes.notes import Note, PedalEvent
-from pianonotes.synth.acoustics import NO_ONLINE_AUGMENT, OnlineAugment, augment_window, build_room_bank, detuned, load_room_bank
+from pianonotes.datasets.synth.acoustics import NO_ONLINE_AUGMENT, OnlineAugment, augment_window, build_room_bank, detuned, load_room_bank
 
-FE = FrontEnd()
+FE = LogSpecFrontEnd()
 SR = C.SAMPLE_RATE
 
 
@@ -29,12 +30,12 @@ def _recording(seconds=12.0, seed=0):
         notes.append(Note(float(on), float(on + 0.8), pitch, 60 + i % 40, key_offset=float(on + 0.3)))
     pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
     n = FE.n_frames(len(pcm))
-    frame, onset, vel = D.targets_from_notes(notes, n, FE.fps)
+    frame, onset, vel = targets_from_notes(notes, n, FE.fps)
     pedals = [PedalEvent(2.0, 4.0)]
-    key, ped = D.key_and_pedal_targets(notes, pedals, n, FE.fps)
+    key, ped = key_and_pedal_targets(notes, pedals, n, FE.fps)
     feats = FE(pcm.astype(np.float32) / 32768).astype(np.float16)
-    with_audio = D.Recording("r", None, frame, onset, vel, notes, key, ped, pedals, pcm, True)
-    with_feats = D.Recording("r", feats, frame, onset, vel, notes, key, ped, pedals, None, True)
+    with_audio = Recording("r", None, frame, onset, vel, notes, key, ped, pedals, pcm, True)
+    with_feats = Recording("r", feats, frame, onset, vel, notes, key, ped, pedals, None, True)
     return with_audio, with_feats
 
 
@@ -49,8 +50,8 @@ POS = np.array([[0, 0], [0, 137], [0, 301]])
 
 def test_without_augmentation_windows_equal_the_cached_features():
     ra, rf = _recording()
-    a = D.audio_batch([ra], POS, 150, 17, 3, FE, (0, 0, 0), NO_ONLINE_AUGMENT, None)
-    b = D.batch_arrays([rf], POS, 150, 17, 3)
+    a = audio_batch([ra], POS, 150, 17, 3, FE, (0, 0, 0), NO_ONLINE_AUGMENT, None)
+    b = batch_arrays([rf], POS, 150, 17, 3)
     assert np.abs(a["x"] - b["x"]).max() < 0.02  # float16 cache and int16 audio
     for k in ("frame", "onset", "velocity", "key", "pedal"):
         assert np.array_equal(a[k], b[k]), k
@@ -59,18 +60,18 @@ def test_without_augmentation_windows_equal_the_cached_features():
 def test_online_augmentation_is_seeded(rooms):
     ra, _ = _recording()
     aug = OnlineAugment()
-    a = D.audio_batch([ra], POS, 150, 17, 3, FE, (7, 2, 5), aug, rooms)
-    b = D.audio_batch([ra], POS, 150, 17, 3, FE, (7, 2, 5), aug, rooms)
-    c = D.audio_batch([ra], POS, 150, 17, 3, FE, (7, 2, 6), aug, rooms)
+    a = audio_batch([ra], POS, 150, 17, 3, FE, (7, 2, 5), aug, rooms)
+    b = audio_batch([ra], POS, 150, 17, 3, FE, (7, 2, 5), aug, rooms)
+    c = audio_batch([ra], POS, 150, 17, 3, FE, (7, 2, 6), aug, rooms)
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not np.allclose(a["x"], c["x"])
 
 
 def test_resumed_training_sees_the_same_next_batch(rooms):
-    from pianonotes.nn.train import _EpochBatches
+    from pianonotes.training.train import _EpochBatches
 
     ra, _ = _recording()
-    sampler = D.WindowSampler([ra], 150, seed=3)
+    sampler = WindowSampler([ra], 150, seed=3)
     order = sampler.epoch(1)
 
     def batches():  # a fresh object, as after a restart
@@ -86,8 +87,8 @@ def test_detune_keeps_pitches_and_moves_label_times():
     ra, _ = _recording()
     ratio = 2 ** (30 / 1200)
     t0 = 2.0
-    tg = D.window_targets(ra, t0, ratio, 200, FE.fps)
-    plain = D.window_targets(ra, t0, 1.0, 200, FE.fps)
+    tg = window_targets(ra, t0, ratio, 200, FE.fps)
+    plain = window_targets(ra, t0, 1.0, 200, FE.fps)
     assert tg["onset"].sum() == plain["onset"].sum() > 0  # no onset lost or doubled
     assert np.array_equal(np.nonzero(tg["onset"])[1], np.nonzero(plain["onset"])[1])  # same keys
     late = np.nonzero(plain["onset"])[0][-1]

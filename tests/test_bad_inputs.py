@@ -29,7 +29,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, str]]:
 
 def run_bad(folder: Path, args, *needles, changed=()):
     """Run `pianonotes ARGS`; assert a clean one-line failure and that nothing in ``folder`` changed."""
-    from pianonotes.cli import app
+    from pianonotes.cli.app import app
 
     before = _snapshot(folder)
     res = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200", "NO_COLOR": "1"})
@@ -223,7 +223,7 @@ def test_file_names_with_rich_markup_are_printed_as_they_are(work, model):
     assert "[bold]" in line
     (work / "t[").mkdir()
     sf.write(work / "t[" / "b].wav", sine(440, 0.5), SR)
-    from pianonotes.cli import app
+    from pianonotes.cli.app import app
 
     res = CliRunner().invoke(app, ["transcribe", str(work / "t[/b].wav"), "-o", str(work / "t[/b].mid"), "--roll",
                                    "--model", str(model)], env={"COLUMNS": "300", "NO_COLOR": "1"})
@@ -266,7 +266,7 @@ def test_a_pipe_or_device_is_not_called_empty(work, model, command):
 def test_recover_never_replaces_files_and_refuses_a_broken_take(work, model, monkeypatch):
     """`listen --recover OLD_TAKE` once rewrote a newer take's --record WAV and MIDI; a take.json with
     sample rate 0 was a ZeroDivisionError."""
-    from pianonotes.cli import app
+    from pianonotes.cli.app import app
 
     monkeypatch.setenv("PIANONOTES_CACHE", str(work / "cache"))
     res = CliRunner().invoke(app, ["listen", "--input", str(work / "in.wav"), "--fast", "--plain", "-o",
@@ -324,7 +324,7 @@ def test_sigterm_during_transcribe_is_like_ctrl_c(work, model):
 # ------------------------------------------------------------------------- a take survives a full cache disk
 def _listen_ok(work: Path, args) -> list[str]:
     """Run `pianonotes listen ARGS` that must succeed: exit 0, no traceback; the stderr lines."""
-    from pianonotes.cli import app
+    from pianonotes.cli.app import app
 
     res = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "400", "NO_COLOR": "1"})
     assert res.exit_code == 0 and res.exception is None, (args, res.stdout, res.stderr, repr(res.exception))
@@ -355,9 +355,9 @@ def _full_journal_take(work: Path, model: Path, cache: Path) -> Path:
 
 
 def _recover_what_the_journal_holds(work: Path, model: Path, take: Path) -> None:
-    from pianonotes import live
+    from pianonotes.live.journal import read_journal_audio
 
-    held = len(live.read_journal_audio(take / "audio.wav"))
+    held = len(read_journal_audio(take / "audio.wav"))
     assert 0 < held < 5 * SR
     # the full recording is never replaced by the shorter journal without --overwrite
     run_bad(work, ["listen", "--recover", take, "-o", work / "rec.mid", "--model", model], "take.wav", "--overwrite")
@@ -451,7 +451,7 @@ TRAIN = ["--arch", "linear", "--batch-size", "2", "--window", "20", "--save-ever
 def trained(tmp_path_factory):
     """A dataset (its feature cache filled), a run at step 2, and the run's state files from step 1."""
     pytest.importorskip("torch")
-    from pianonotes.cli import app
+    from pianonotes.cli.app import app
 
     root = tmp_path_factory.mktemp("train")
     ds, run = _dataset(root / "ds"), root / "run"
@@ -519,30 +519,30 @@ def test_a_damaged_dataset_is_named(trained, tmp_path):
 def test_a_damaged_feature_cache_file_is_rebuilt(trained, tmp_path):
     import shutil
 
-    from pianonotes.frontend import FrontEnd
-    from pianonotes.nn import data as D
+    from pianonotes.features.logspec import LogSpecFrontEnd
+    from pianonotes.datasets.recordings import load_split
 
     ds = tmp_path / "ds"
     shutil.copytree(trained / "ds", ds)
-    fe = FrontEnd()
-    want = [r.features for r in D.load_split(ds, "train", fe)]
+    fe = LogSpecFrontEnd()
+    want = [r.features for r in load_split(ds, "train", fe)]
     cached = sorted((ds / ".cache").rglob("train/shard-*.npy"))
     assert len(cached) == 2
     _cut(cached[0])  # cut short
     cached[1].write_bytes(b"not an array")
-    got = D.load_split(ds, "train", fe)
+    got = load_split(ds, "train", fe)
     for w, r in zip(want, got):
         np.testing.assert_array_equal(w, r.features)
     for path, w in zip(cached, want):  # and written again, whole
         np.testing.assert_array_equal(np.load(path), w)
     np.save(cached[0], np.zeros((5, 3), np.float16))  # another front end's width
-    np.testing.assert_array_equal(D.load_split(ds, "train", fe)[0].features, want[0])
+    np.testing.assert_array_equal(load_split(ds, "train", fe)[0].features, want[0])
 
 
 def test_two_writers_of_one_feature_cache_file_never_share_a_temp_path(tmp_path, monkeypatch):
     """The cache once wrote every shard through `<name>.tmp.npy`: two processes filling the same cache
     wrote into one file. Here a second writer starts while the first is mid-write."""
-    from pianonotes.nn import data as D
+    from pianonotes.datasets.recordings import _cache_features
 
     target = tmp_path / "cache" / "shard-00000.npy"
     a, b = np.ones((4, 3), np.float16), np.full((4, 3), 2, np.float16)
@@ -553,10 +553,10 @@ def test_two_writers_of_one_feature_cache_file_never_share_a_temp_path(tmp_path,
         temps.append(Path(path))
         real_save(path, arr, *args, **kw)
         if len(temps) == 1:
-            D._cache_features(target, b)  # the other process, while the first has not renamed yet
+            _cache_features(target, b)  # the other process, while the first has not renamed yet
 
     monkeypatch.setattr(np, "save", save)
-    D._cache_features(target, a)
+    _cache_features(target, a)
     assert len(temps) == 2 and temps[0] != temps[1] and all(t.parent == target.parent for t in temps)
     np.testing.assert_array_equal(np.load(target), a)  # the last rename wins, whole
     assert [p.name for p in target.parent.iterdir()] == [target.name]
@@ -621,7 +621,7 @@ def test_data_synth_workers_stop_when_their_parent_dies(tmp_path):
     import time
 
     script = ("import multiprocessing as mp, os, sys, time\n"
-              "from pianonotes.synth.dataset import _worker_init\n"
+              "from pianonotes.datasets.synth.dataset import _worker_init\n"
               "pool = mp.get_context('fork').Pool(1, initializer=_worker_init, initargs=(os.getpid(),))\n"
               "pool.apply_async(time.sleep, (120,))\n"
               "time.sleep(1.0)\n"

@@ -9,7 +9,7 @@ from conftest import ROOT, run_cli
 
 
 def test_help_and_version_do_not_import_torch_or_music21():
-    code = ("import sys\nfrom typer.testing import CliRunner\nfrom pianonotes.cli import app\n"
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom pianonotes.cli.app import app\n"
             "r = CliRunner().invoke(app, ['--help'])\nassert r.exit_code == 0, r.output\n"
             "for cmd in ('transcribe', 'listen', 'train', 'evaluate', 'devices', 'data'):\n"
             "    assert cmd in r.output, cmd\n"

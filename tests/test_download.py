@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pianonotes import download as dl
+from pianonotes.datasets import download as dl
 from pianonotes.errors import PianonotesError
 
 PAYLOAD = bytes((i * 7 + i // 251) % 256 for i in range(3 * (1 << 20) + 12345))  # > CHUNK, odd size
@@ -254,9 +254,9 @@ def test_not_a_zip(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- MSMD
 def test_download_msmd(server, tmp_path):
-    from pianonotes import msmd
+    from pianonotes.datasets.msmd import FOLDER_NAME
 
-    body = _zip([(f"{msmd.FOLDER_NAME}/", b""), (f"{msmd.FOLDER_NAME}/P__o__f/meta.yml", b"a: 1\n")])
+    body = _zip([(f"{FOLDER_NAME}/", b""), (f"{FOLDER_NAME}/P__o__f/meta.yml", b"a: 1\n")])
     server.httpd.files["/records/1/files/msmd.zip"] = body
     server.httpd.drops = 1
     stages = set()
@@ -264,9 +264,9 @@ def test_download_msmd(server, tmp_path):
     root = dl.download_msmd(dest, url=f"{server.url}/records/1/files/msmd.zip?download=1",
                             expected_size=len(body), sha256=_sha(body),
                             on_progress=lambda stage, d, t: stages.add(stage))
-    assert root == dest / msmd.FOLDER_NAME and (root / "P__o__f" / "meta.yml").read_text() == "a: 1\n"
+    assert root == dest / FOLDER_NAME and (root / "P__o__f" / "meta.yml").read_text() == "a: 1\n"
     assert stages == {"download", "unpack"}
-    assert sorted(p.name for p in dest.iterdir()) == [msmd.FOLDER_NAME]  # archive removed
+    assert sorted(p.name for p in dest.iterdir()) == [FOLDER_NAME]  # archive removed
     n = len(server.httpd.requests)
     assert dl.download_msmd(dest, url=f"{server.url}/nothing") == root and len(server.httpd.requests) == n
 

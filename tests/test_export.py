@@ -12,21 +12,7 @@ from fractions import Fraction
 import pytest
 
 from pianonotes.errors import PianonotesError
-from pianonotes.export import (
-    FORMATS,
-    engrave,
-    estimate_tempo,
-    notes_to_score,
-    read_events,
-    render_svg_pages,
-    score_to_musicxml,
-    split_hands,
-    write_csv,
-    write_json,
-    write_musicxml,
-    write_notes,
-    write_piano_roll,
-)
+from pianonotes.export import FORMATS, engrave, estimate_tempo, notes_to_score, read_events, render_svg_pages, score_to_musicxml, split_hands, write_csv, write_json, write_musicxml, write_notes, write_piano_roll
 from pianonotes.notes import Note, read_midi
 
 from conftest import four_then_three

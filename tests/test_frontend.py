@@ -1,13 +1,14 @@
 import numpy as np
 
 from pianonotes import constants as C
-from pianonotes.frontend import FrontEnd, StreamingFrontEnd, frontend_from_config
+from pianonotes.features import frontend_from_config
+from pianonotes.features.logspec import LogSpecFrontEnd, StreamingFrontEnd
 
 from conftest import sine
 
 
 def test_shapes_and_config_round_trip():
-    fe = FrontEnd()
+    fe = LogSpecFrontEnd()
     x = fe(np.zeros(16000 + 5, np.float32))
     assert x.shape == (fe.n_frames(16005), fe.n_features) == (51, fe.n_features)
     assert fe.fps == C.FRAMES_PER_SECOND and fe.hop / fe.sample_rate <= 0.05
@@ -16,7 +17,7 @@ def test_shapes_and_config_round_trip():
 
 
 def test_streaming_equals_offline_for_any_block_size():
-    fe = FrontEnd()
+    fe = LogSpecFrontEnd()
     rng = np.random.default_rng(1)
     audio = (rng.standard_normal(16000 * 3) * 0.1).astype(np.float32)
     whole = fe(audio)
@@ -34,7 +35,7 @@ def test_streaming_equals_offline_for_any_block_size():
 
 
 def test_lookahead_bound():
-    fe = FrontEnd()
+    fe = LogSpecFrontEnd()
     rng = np.random.default_rng(2)
     a = (rng.standard_normal(16000) * 0.1).astype(np.float32)
     b = a.copy()
@@ -49,7 +50,7 @@ def test_lookahead_bound():
 
 
 def test_separates_semitones_at_the_bottom_of_the_keyboard():
-    fe = FrontEnd()
+    fe = LogSpecFrontEnd()
     low = fe.bands[0]
     n_low = fe._filterbanks()[0].shape[1]
     peaks = []

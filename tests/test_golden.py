@@ -1,7 +1,7 @@
 """The shipped checkpoint on real (rendered) music: a golden regression and a score round trip.
 
 The example (pianonotes/examples/twohands.flac) is a two-hand piece composed in
-pianonotes/tools/make_example.py and rendered with the csound piano, which the model never heard in
+devtools/make_example.py and rendered with the csound piano, which the model never heard in
 training. Thresholds sit a little below the measured figures (README, models/MODEL_CARD.md).
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pianonotes.metrics import transcription_scores
+from pianonotes.training.metrics import transcription_scores
 from pianonotes.nn import checkpoint as ckpt
 from pianonotes.notes import read_midi
 from pianonotes.transcribe import Transcriber
@@ -61,8 +61,8 @@ def test_score_round_trip_pitches_and_beats(tmp_path):
     import soundfile as sf
     from music21 import converter
 
-    from pianonotes.synth.render import render
-    from pianonotes.tools.make_example import BPM, piece
+    from pianonotes.datasets.synth.render import render
+    from devtools.make_example import BPM, piece
 
     notes = piece()
     audio = render([(n.onset, n.offset, n.pitch, n.velocity) for n in notes], [], notes[-1].offset + 1.5,

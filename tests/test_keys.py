@@ -130,7 +130,7 @@ def test_exact_ties_break_as_music21(base):
     ("ryansMammoth/AcaciaReel.abc", "reel", 96.0),
 ])
 def test_score_bench_pieces_agree_with_music21(path, kind, qpm):
-    from pianonotes.tools import score_bench as sb
+    from devtools import score_bench as sb
 
     truth = sb.load_truth(path, kind, 16)
     for performed in (False, True):

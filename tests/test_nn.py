@@ -13,11 +13,11 @@ import torch
 from pianonotes import constants as C
 from pianonotes.decode import Activations, DecodeOptions, StreamingDecoder, decode
 from pianonotes.errors import PianonotesError
-from pianonotes.frontend import FrontEnd
-from pianonotes.metrics import transcription_scores
+from pianonotes.features.logspec import LogSpecFrontEnd
+from pianonotes.training.metrics import transcription_scores
 from pianonotes.nn import checkpoint as ckpt
 from pianonotes.nn.archs import build
-from pianonotes.nn.train import TrainConfig, train
+from pianonotes.training.train import TrainConfig, train
 from pianonotes.notes import Note
 
 from conftest import needs_fluidsynth
@@ -28,7 +28,7 @@ TINY = {"channels": [8, 8], "hidden": 64, "dilations": [1, 2]}
 # ---------------------------------------------------------------------------------------- architectures
 @pytest.mark.parametrize("arch", ["audionet", "seed-mlp", "linear"])
 def test_shapes_and_lookahead(arch):
-    fe = FrontEnd()
+    fe = LogSpecFrontEnd()
     cfg = {} if arch == "audionet" else {"n_classes": 5}
     model = build(arch, fe.n_features, cfg).eval()
     T = 37
@@ -114,7 +114,7 @@ def test_metrics_perfect_and_shifted():
 
 # ------------------------------------------------------------------------------------------- checkpoints
 def _save_random(path, arch="audionet", arch_config=None):
-    fe = FrontEnd()
+    fe = LogSpecFrontEnd()
     model = build(arch, fe.n_features, arch_config or TINY)
     cfg = {"arch": arch, "arch_config": arch_config or TINY, "n_features": fe.n_features, "frontend": fe.to_dict(),
            "fps": fe.fps, "past_frames": model.past, "future_frames": model.future, "decode": {}}
@@ -156,8 +156,8 @@ def tiny_dataset(tmp_path_factory):
     if not Path("/usr/share/sounds/sf2/FluidR3_GM.sf2").exists():
         pytest.skip("fluid-soundfont-gm needed")
     from pianonotes.notes import write_midi
-    from pianonotes.synth.augment import NO_AUGMENT
-    from pianonotes.synth.dataset import SynthConfig, synthesize
+    from pianonotes.datasets.synth.augment import NO_AUGMENT
+    from pianonotes.datasets.synth.dataset import SynthConfig, synthesize
 
     root = tmp_path_factory.mktemp("tiny")
     midi = root / "midi"

@@ -14,6 +14,7 @@ import soundfile as sf
 from pianonotes import constants as C
 from pianonotes.errors import PianonotesError
 from pianonotes.nn import checkpoint as ckpt
+from pianonotes.training.onnx import export_onnx
 from pianonotes.transcribe import Transcriber
 
 from conftest import ROOT, assert_one_line_error, run_cli, sine
@@ -39,11 +40,11 @@ def _notes(notes):
 def _random_checkpoint(path: Path, arch_config: dict, seed: int) -> Path:
     import torch
 
-    from pianonotes.frontend import FrontEnd
+    from pianonotes.features.logspec import LogSpecFrontEnd
     from pianonotes.nn.archs import build
 
     torch.manual_seed(seed)
-    fe = FrontEnd()
+    fe = LogSpecFrontEnd()
     model = build("audionet", fe.n_features, arch_config)
     with torch.no_grad():  # saturated heads: decisions far from the thresholds, robust to float noise
         for head in (model.onset, model.frame):
@@ -64,7 +65,7 @@ def random_onnx(tmp_path_factory) -> Path:
     """A random AudioNet of another size than the shipped one, exported to ONNX."""
     path = _random_checkpoint(tmp_path_factory.mktemp("onnx") / "rand",
                               {"channels": [8, 8], "hidden": 64, "dilations": [1, 2, 4, 8]}, seed=3)
-    ckpt.export_onnx(path)
+    export_onnx(path)
     return path
 
 
@@ -145,7 +146,7 @@ def test_corrupt_or_mismatched_onnx_is_one_clear_error(random_onnx, tmp_path):
     gone.with_suffix(".onnx").unlink()
     cases.append((gone, "missing"))
     other = _random_checkpoint(tmp_path / "other", {"channels": [8, 8], "hidden": 64, "dilations": [1, 2]}, seed=4)
-    ckpt.export_onnx(other)
+    export_onnx(other)
     swapped = _copy(random_onnx, tmp_path / "swapped")  # another network's export, with a matching hash
     shutil.copy(other.with_suffix(".onnx"), swapped.with_suffix(".onnx"))
     _rehash(swapped)
@@ -247,7 +248,7 @@ def test_jobs_give_the_same_outputs_and_a_bad_file_does_not_stop_the_others(rand
 # --------------------------------------------------------------------------------------------- ship
 @shipped
 def test_ship_tool_writes_the_onnx_export(tmp_path):
-    from pianonotes.tools import ship
+    from devtools import ship
 
     dest = tmp_path / "models" / "audionet"
     dest.parent.mkdir()

@@ -56,12 +56,12 @@ def ckpt_v2(work):  # noqa: F811
     import torch
 
     from pianonotes import constants as C
-    from pianonotes.frontend import FrontEnd
+    from pianonotes.features.logspec import LogSpecFrontEnd
     from pianonotes.nn import checkpoint
     from pianonotes.nn.archs import build
 
     torch.manual_seed(0)
-    fe = FrontEnd()
+    fe = LogSpecFrontEnd()
     model = build("audionet", fe.n_features, {"pedal": True})
     with torch.no_grad():
         for head in (model.onset, model.frame, model.key, model.pedal):

@@ -15,8 +15,8 @@ from test_download import server  # noqa: F401  (the loopback HTTP server fixtur
 from pianonotes import constants as C
 from pianonotes.errors import PianonotesError
 from pianonotes.notes import PedalEvent, apply_sustain
-from pianonotes.synth import pianos, sampler
-from pianonotes.synth.pianos import SampleSet
+from pianonotes.datasets.synth import pianos, sampler
+from pianonotes.datasets.synth.pianos import SampleSet
 
 SR = C.SAMPLE_RATE
 
@@ -249,8 +249,8 @@ def test_real_sampled_piano_render_matches_its_labels(tmp_path, piano):
     if not pianos.decoded_path(piano).exists():
         pytest.skip("run `pianonotes data pianos` (make setup does)")
     from pianonotes.audio import load_audio
-    from pianonotes.synth.augment import NO_AUGMENT
-    from pianonotes.synth.dataset import ShardJob, SynthConfig, make_shard, shard_paths
+    from pianonotes.datasets.synth.augment import NO_AUGMENT
+    from pianonotes.datasets.synth.dataset import ShardJob, SynthConfig, make_shard, shard_paths
 
     cfg = SynthConfig(hours=0.01, soundfonts=(piano,), augment=NO_AUGMENT, weights={"textures": 1.0},
                       shard_seconds=20.0, velocity_scale=(0.35, 1.3))
@@ -279,7 +279,7 @@ def test_real_sampled_piano_render_matches_its_labels(tmp_path, piano):
 
 # ------------------------------------------------------------------------ soundfonts stay what they say
 def test_unreadable_soundfont_never_falls_back(tmp_path):
-    from pianonotes.synth.dataset import soundfont_path
+    from pianonotes.datasets.synth.dataset import soundfont_path
 
     bad = tmp_path / "piano.sf2"
     bad.write_bytes(b"garbage, not a soundfont at all")
@@ -288,7 +288,7 @@ def test_unreadable_soundfont_never_falls_back(tmp_path):
 
 
 def test_reserved_soundfont_is_checked_by_content(tmp_path, monkeypatch):
-    from pianonotes.synth import dataset
+    from pianonotes.datasets.synth import dataset
 
     reserved = C.RESERVED_SOUNDFONTS["musescore"]
     if not pianos.Path(reserved).exists():

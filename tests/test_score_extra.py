@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pianonotes.liveview import KeyTracker, spelling_table
+from pianonotes.cli.liveview import KeyTracker, spelling_table
 from pianonotes.notes import Note
 
 
@@ -41,8 +41,8 @@ def test_key_tracker_spells_b_flat_in_f_major():
 
 
 def test_live_view_sounding_line_uses_the_key():
-    from pianonotes.live import Snapshot
-    from pianonotes.liveview import LiveView
+    from pianonotes.live.session import Snapshot
+    from pianonotes.cli.liveview import LiveView
 
     recent = tuple(Note(i * 0.3, i * 0.3 + 0.25, p, 80)
                    for i, p in enumerate([65, 67, 69, 70, 72, 74, 76, 77, 72, 69, 65, 70, 65, 60]))

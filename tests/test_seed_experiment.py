@@ -8,7 +8,7 @@ import pytest
 
 from pianonotes.errors import PianonotesError
 from pianonotes.notes import Note
-from pianonotes.tools import seed_experiment as SE
+from devtools import seed_experiment as SE
 
 
 def test_frame_split_is_disjoint_and_60_20_20():
@@ -83,7 +83,7 @@ def _random_notes(rng, n, dur):
 
 
 def test_note_counts_match_the_project_metric_and_respect_the_mask():
-    from pianonotes.metrics import note_scores
+    from pianonotes.training.metrics import note_scores
 
     rng = np.random.default_rng(1)
     ref = _random_notes(rng, 40, 20.0)

@@ -58,7 +58,7 @@ def ckpt(tmp_path_factory) -> Path:
 
 def _render(path: Path, keys, seconds: float) -> Path:
     if shutil.which("fluidsynth") and Path(FLUIDR3).exists():
-        from pianonotes.synth.render import render
+        from pianonotes.datasets.synth.render import render
 
         audio = render(keys, [], seconds, FLUIDR3, 0, SR)
     else:  # sines at the keys' pitches: the random model does not care that it is not a piano
@@ -213,11 +213,12 @@ def test_recording_over_the_socket_equals_transcribe(server, clips, expected):
     status, body, _ = _http(server, f"/api/takes/{take['id']}/download/pdf")
     assert status == 200 and body[:5] == b"%PDF-"
     # the take is journaled like `listen`: audio bit-exact, notes in events.jsonl
-    from pianonotes import live
+    from pianonotes.live.journal import read_journal_audio
+    from pianonotes.live.recovery import journal_notes
 
     folder = Path(os.environ["PIANONOTES_CACHE"]) / "takes" / take["id"]
-    np.testing.assert_array_equal(live.read_journal_audio(folder / "audio.wav"), sf.read(clips[0], dtype="float32")[0])
-    assert live.journal_notes(folder) == want
+    np.testing.assert_array_equal(read_journal_audio(folder / "audio.wav"), sf.read(clips[0], dtype="float32")[0])
+    assert journal_notes(folder) == want
     assert take["id"] in [t["id"] for t in _json(server, "/api/takes")[1]["takes"]]
 
 
@@ -295,7 +296,7 @@ def test_takes_started_in_the_same_second_get_their_own_folders(server, model):
 
 
 def test_dropped_socket_keeps_the_take_then_recover(server, clips, model):
-    from pianonotes import live
+    from pianonotes.live.journal import read_journal_audio
 
     blocks = _blocks(clips[0])[:50]  # 2.5 s, then the connection dies without a stop
     try:
@@ -316,7 +317,7 @@ def test_dropped_socket_keeps_the_take_then_recover(server, clips, model):
     info = _wait_status(server, take, ("complete",))
     assert info["interrupted"] and info["seconds"] == pytest.approx(2.5)
     folder = Path(os.environ["PIANONOTES_CACHE"]) / "takes" / take
-    audio = live.read_journal_audio(folder / "audio.wav")
+    audio = read_journal_audio(folder / "audio.wav")
     np.testing.assert_array_equal(audio, np.concatenate(blocks))
     want = _offline(model, audio)
     _same(info["notes_list"], want)
@@ -383,18 +384,18 @@ def test_the_page_reconnects_and_the_take_goes_on(server, clips, expected):
     info = msg["take"]
     assert info["id"] == take and not info["interrupted"]
     _same(info["notes_list"], expected[clips[0]])
-    from pianonotes import live
+    from pianonotes.live.journal import read_journal_audio
 
-    audio = live.read_journal_audio(Path(os.environ["PIANONOTES_CACHE"]) / "takes" / take / "audio.wav")
+    audio = read_journal_audio(Path(os.environ["PIANONOTES_CACHE"]) / "takes" / take / "audio.wav")
     np.testing.assert_array_equal(audio, sf.read(clips[0], dtype="float32")[0])
 
 
 def test_a_take_interrupted_by_a_crash_is_listed_and_recovered(server, clips, model):
     """A journal left in 'recording' (the server was killed mid-take) shows as interrupted; recover works."""
-    from pianonotes import live
+    from pianonotes.live.journal import Journal
 
     audio, _ = sf.read(clips[1], dtype="float32")
-    journal = live.Journal(None, SR, {"model": str(model.path), "kind": "browser", "title": "crashed"})
+    journal = Journal(None, SR, {"model": str(model.path), "kind": "browser", "title": "crashed"})
     journal.write_audio(audio)
     journal.maybe_flush(force=True)  # never closed: what SIGKILL leaves
     take = journal.folder.name

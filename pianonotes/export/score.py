@@ -22,107 +22,13 @@ from pianonotes.export.beats import BeatGrid, estimate_beats, parse_meter
 from pianonotes.export.keys import Key, estimate_key
 from pianonotes.fileio import write_bytes_atomic
 from pianonotes.notes import Note
+from pianonotes.export.hands import split_hands
 
 if TYPE_CHECKING:  # pragma: no cover
     from music21 import stream
 
-DEFAULT_BPM = 120.0  # tempo when there are too few notes to estimate one
-MIN_BPM, MAX_BPM = 60.0, 180.0  # estimated tempi are folded into this range
-CLUSTER_SECONDS = 0.03  # onsets closer than this count as one onset for tempo estimation
 
 # Hand split: default hand centres (MIDI) before any note is seen, and cost weights.
-_LEFT_HOME, _RIGHT_HOME = 45.0, 71.0  # A2 and B4: a lone first note above ~58 goes to the right hand
-_HAND_SPAN = 12  # semitones one hand may cover without penalty (an octave)
-_BEAM = 8
-_BALANCE = 12.0  # cost per note the right hand holds beyond one more than the left, in chords of 4+
-
-
-# --------------------------------------------------------------------------------------------- tempo
-def _onset_clusters(notes: Sequence[Note]):
-    """Onset times (s) merged within CLUSTER_SECONDS, with weights: more, louder and longer notes weigh
-    more, and an onset with a bass note (the lowest fifth of the piece's pitches) weighs four times as
-    much, since the bass marks the beat."""
-    import numpy as np
-
-    ons = sorted(notes, key=lambda n: n.onset)
-    pitches = sorted(n.pitch for n in ons)
-    low = pitches[len(pitches) // 5] + 2 if pitches else 0
-    times: list[float] = []
-    weights: list[float] = []
-    group: list[Note] = []
-
-    def flush() -> None:
-        vel = sum(n.velocity for n in group) / len(group)
-        longest = max(n.duration for n in group)
-        bass = any(n.pitch <= low for n in group)
-        times.append(group[0].onset)
-        weights.append(math.sqrt(len(group)) * vel / 80.0 * (1.0 + 3.0 * bass) * (1.0 + min(longest, 1.0)))
-
-    for n in ons:
-        if group and n.onset - group[0].onset > CLUSTER_SECONDS:
-            flush()
-            group = []
-        group.append(n)
-    if group:
-        flush()
-    return np.asarray(times, dtype=float), np.asarray(weights, dtype=float)
-
-
-def estimate_tempo(notes: Sequence[Note]) -> float:
-    """Estimate the tempo in quarter-note beats per minute from the onsets, within 60-180 bpm.
-
-    Method: a weighted onset train (10 ms bins, 20 ms Gaussian; see :func:`_onset_clusters`) is
-    autocorrelated (A); each candidate beat period P scores ``A(P) + A(2P)/2 + A(4P)/4`` (beats, half
-    bars, bars line up), times a broad log-normal preference around 120 bpm (sigma 1.2 octaves) that
-    settles double/half-tempo ties. The best period is then refined from the inter-onset intervals
-    counted in sixteenths. Deterministic. Fewer than four distinct onsets give 120. On synthetic
-    patterns (quarters, eighths, sixteenths, Alberti bass, waltz, dotted rhythms; 60-180 bpm, 15 ms
-    jitter) the only misses are double/half-tempo readings that the notes alone cannot settle.
-    """
-    import numpy as np
-
-    times, weights = _onset_clusters(notes)
-    if len(times) < 4:
-        return DEFAULT_BPM
-    fs = 100.0
-    t = times - times[0]
-    max_lag = int(60.0 / MIN_BPM * 4 * fs) + 2
-    n = int(round(t[-1] * fs)) + 1
-    env = np.zeros(n + 8)
-    np.add.at(env, np.round(t * fs).astype(int), weights)
-    kernel = np.exp(-0.5 * (np.arange(-6, 7) / 2.0) ** 2)
-    env = np.convolve(env, kernel, mode="same")
-    size = 1 << int(math.ceil(math.log2(2 * len(env) + 1)))
-    spec = np.fft.rfft(env, size)
-    ac = np.fft.irfft(spec * np.conj(spec), size)[: max_lag + 1]
-    if ac[0] <= 0:
-        return DEFAULT_BPM
-    ac = ac / ac[0]
-    lags = np.arange(len(ac), dtype=float)
-
-    def a(periods_s):
-        return np.interp(periods_s * fs, lags, ac, right=0.0)
-
-    periods = np.arange(60.0 / MAX_BPM, 60.0 / MIN_BPM + 1e-9, 0.002)
-    score = a(periods) + 0.5 * a(2 * periods) + 0.25 * a(4 * periods)
-    score = score * np.exp(-0.5 * (np.log2(60.0 / periods / 120.0) / 1.2) ** 2)
-    period = float(periods[int(np.argmax(score))])
-
-    # Refine: inter-onset intervals of up to two beats, counted in sixteenths.
-    iois = np.diff(times)
-    for _ in range(3):
-        r = iois / (period / 4)
-        k = np.round(r)
-        ok = (k >= 1) & (k <= 8) & (np.abs(r - k) < 0.25)
-        if ok.sum() < 3:
-            break
-        period = 4 * float(iois[ok].sum() / k[ok].sum())
-    bpm = 60.0 / period
-    while bpm < MIN_BPM:
-        bpm *= 2
-    while bpm > MAX_BPM:
-        bpm /= 2
-    return round(bpm, 2)
 
 
 # ------------------------------------------------------------------------------------- quantization
@@ -212,65 +118,6 @@ def _quantize(notes: Sequence[Note], beats: BeatGrid, grid: tuple[int, ...]) -> 
             old.end = max(old.end, end)
             old.velocity = max(old.velocity, n.velocity)
     return sorted(best.values(), key=lambda qn: (qn.start, qn.pitch)), q
-
-
-# --------------------------------------------------------------------------------------- hand split
-def _split_cost(pitches: Sequence[int], k: int, c_left: float, c_right: float) -> float:
-    cost = 0.0
-    for hand, centre, prior in ((pitches[:k], c_left, 1), (pitches[k:], c_right, -1)):
-        if not hand:
-            continue
-        cost += sum(abs(p - centre) for p in hand)
-        if prior > 0:  # left hand high in the treble
-            cost += sum(0.15 * max(0, p - 67) for p in hand)
-        else:  # right hand deep in the bass
-            cost += sum(0.15 * max(0, 53 - p) for p in hand)
-        span = hand[-1] - hand[0]
-        if span > _HAND_SPAN:
-            cost += 10.0 + 3.0 * (span - _HAND_SPAN)
-        if len(hand) > 5:
-            cost += 30.0 * (len(hand) - 5)
-    if 0 < k < len(pitches):  # cutting a close-position chord in two is unnatural
-        cost += 1.5 * max(0, 7 - (pitches[k] - pitches[k - 1]))
-    if len(pitches) >= 4:  # four or more voices: the right hand rarely takes more than one note extra
-        cost += _BALANCE * max(0, (len(pitches) - k) - k - 1)
-    return cost
-
-
-def split_hands(chords: Sequence[Sequence[int]]) -> list[int]:
-    """Split each onset cluster (ascending MIDI pitches) between the hands.
-
-    Returns, per cluster, how many of its lowest pitches go to the left hand. A beam search over the
-    clusters in time order: each hand has a centre (a running average of the pitches it played, which
-    drifts back home while the hand rests); a split costs the distance of each note from its hand's
-    centre, plus penalties for a hand spanning more than an octave or holding more than five notes, for
-    cutting a close chord between the hands, and a weak register prior. So a melody that dips below
-    middle C stays in the right hand, and a chord wider than an octave is shared between the hands.
-    """
-    # hypothesis: (cost, c_left, c_right, parent index in previous layer, k)
-    layer: list[tuple[float, float, float, int, int]] = [(0.0, _LEFT_HOME, _RIGHT_HOME, -1, 0)]
-    history: list[list[tuple[float, float, float, int, int]]] = []
-    for pitches in chords:
-        pitches = sorted(pitches)
-        cand = []
-        for hi, (cost, cl, cr, _, _) in enumerate(layer):
-            for k in range(len(pitches) + 1):
-                c = cost + _split_cost(pitches, k, cl, cr)
-                left, right = pitches[:k], pitches[k:]
-                ncl = cl + 0.5 * (sum(left) / len(left) - cl) if left else cl + 0.02 * (_LEFT_HOME - cl)
-                ncr = cr + 0.5 * (sum(right) / len(right) - cr) if right else cr + 0.02 * (_RIGHT_HOME - cr)
-                cand.append((c, ncl, ncr, hi, k))
-        cand.sort(key=lambda h: h[0])
-        layer = cand[:_BEAM]
-        history.append(layer)
-    out: list[int] = []
-    idx = 0
-    for layer in reversed(history):
-        _, _, _, parent, k = layer[idx]
-        out.append(k)
-        idx = parent
-    out.reverse()
-    return out
 
 
 # ----------------------------------------------------------------------------------------- spelling

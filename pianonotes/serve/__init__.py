@@ -10,7 +10,7 @@ A local web app (Starlette + uvicorn) around the same pieces as ``listen`` and `
 - Every take ends with the outputs of :func:`pianonotes.export.write_notes` (MIDI, MusicXML, PDF, SVG
   pages, CSV, JSON), downloadable by take id and format: no client string ever becomes a file path.
 
-Only :mod:`pianonotes.serve.cli` prints; this package raises :class:`~pianonotes.errors.PianonotesError`.
+Only :mod:`pianonotes.cli.serve` prints; this package raises :class:`~pianonotes.errors.PianonotesError`.
 Importing it is cheap: Starlette, uvicorn and torch are imported where they are used.
 """
 

@@ -151,9 +151,9 @@ class TakeStore:
 
     @property
     def root(self) -> Path:
-        from pianonotes import live
+        from pianonotes.live.journal import takes_dir
 
-        return live.takes_dir()
+        return takes_dir()
 
     def folder(self, take_id: str) -> Path:
         """The folder of take ``take_id``; PianonotesError (-> 404) for anything else."""
@@ -165,14 +165,14 @@ class TakeStore:
         raise PianonotesError(f"no take {take_id!r}; it may have been pruned from the cache")
 
     def _folders(self) -> list[Path]:
-        from pianonotes import live
+        from pianonotes.live.journal import list_takes
 
-        return live.list_takes()
+        return list_takes()
 
     def meta(self, folder: Path) -> dict[str, Any]:
-        from pianonotes import live
+        from pianonotes.live.recovery import take_meta
 
-        return live.take_meta(folder)
+        return take_meta(folder)
 
     def info(self, folder: Path) -> dict[str, Any]:
         """What the page shows of a take."""
@@ -225,7 +225,7 @@ class TakeStore:
 
         A format that fails (PDF without cairo, say) is reported in ``errors``; the others are kept.
         """
-        from pianonotes import live
+        from pianonotes.live.recovery import take_meta
 
         with self._lock:
             self.building.add(folder.name)
@@ -235,7 +235,7 @@ class TakeStore:
                 shutil.rmtree(out)
             out.mkdir()
             errors = _engrave(out, list(notes), title, list(pedals) if pedals is not None else None)
-            m = live.take_meta(folder)
+            m = take_meta(folder)
             m.update(meta)
             m.update(status="complete", title=title, notes=len(notes), build_errors=errors)
             from pianonotes.fileio import write_text_atomic
@@ -249,13 +249,13 @@ class TakeStore:
     def recover(self, take_id: str) -> dict[str, Any]:
         """Rebuild an interrupted take from its journal (re-transcribing its audio like
         ``listen --recover``), then its outputs."""
-        from pianonotes import live
+        from pianonotes.live.recovery import recover
 
         folder = self.folder(take_id)
         if _recording_alive(take_id):
             raise PianonotesError(f"take {take_id} is still recording")
         meta = self.meta(folder)
-        rec = live.recover(folder, model=self.model.path)
+        rec = recover(folder, model=self.model.path)
         return self.build(folder, rec.notes, title=str(meta.get("title") or take_id), recovered=rec.method,
                           seconds=round(rec.seconds, 3), pedals=rec.pedals)
 
@@ -263,10 +263,10 @@ class TakeStore:
 def new_journal(sample_rate: int, meta: dict[str, Any]):
     """A new take folder (live.Journal), one thread at a time: Journal names folders by the second and
     two takes started in the same second from two threads would otherwise race for one name."""
-    from pianonotes import live
+    from pianonotes.live.journal import Journal
 
     with _JOURNAL_LOCK:
-        return live.Journal(None, sample_rate, meta)
+        return Journal(None, sample_rate, meta)
 
 
 # --------------------------------------------------------------------------------------- engraving
@@ -352,9 +352,9 @@ class _ProbeEngine:
 
 
 def _source_class():
-    from pianonotes import live
+    from pianonotes.live.sources import _Source
 
-    class SocketSource(live._Source):
+    class SocketSource(_Source):
         """Blocks the WebSocket handler hands over; like a microphone, a full queue drops (and counts)."""
 
         def __init__(self, samplerate: int):
@@ -400,7 +400,7 @@ class Recording:
 
     def __init__(self, store: TakeStore, *, sample_rate: int, fmt: str = "f32le", title: str = "",
                  limits: Limits = Limits()):
-        from pianonotes import live
+        from pianonotes.live.session import LiveSession
 
         if fmt not in PCM_FORMATS:
             raise PianonotesError(f"unknown sample format {fmt!r}; send one of {', '.join(PCM_FORMATS)}")
@@ -425,7 +425,7 @@ class Recording:
                 "client_sample_rate": self.client_rate}
         self.journal = new_journal(self.engine.sample_rate, meta)
         self.id = self.journal.folder.name
-        self.session = live.LiveSession(self.engine, self.source, journal=self.journal,
+        self.session = LiveSession(self.engine, self.source, journal=self.journal,
                                         max_seconds=limits.max_take_seconds, update_seconds=S.UPDATE_SECONDS)
         self._sent: set[tuple[int, float]] = set()
         self._last_version = -1
@@ -554,7 +554,7 @@ class Recording:
 
     def finish(self, *, interrupted: bool = False, timeout: float = 120.0) -> dict[str, Any]:
         """End the take (waits for the worker), close the journal and build the outputs."""
-        from pianonotes import live
+        from pianonotes.live.session import percentile
 
         self.source.end()
         try:
@@ -565,9 +565,9 @@ class Recording:
                      "seconds": round(result.seconds, 3),
                      "worker_cpu_seconds": round(result.worker_cpu_seconds, 3),
                      "wall_seconds": round(result.wall_seconds, 3),
-                     "latency_ms_p50": live.percentile(lat, 50), "latency_ms_p95": live.percentile(lat, 95),
-                     "onset_latency_ms_p50": live.percentile(olat, 50),
-                     "onset_latency_ms_p95": live.percentile(olat, 95)}
+                     "latency_ms_p50": percentile(lat, 50), "latency_ms_p95": percentile(lat, 95),
+                     "onset_latency_ms_p50": percentile(olat, 50),
+                     "onset_latency_ms_p95": percentile(olat, 95)}
             self.journal.update_meta(**stats)
             return self.store.build(self.journal.folder, result.notes, title=self.title,
                                     pedals=list(self.session.engine.decoder.pedals), **stats)

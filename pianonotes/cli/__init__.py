@@ -1,0 +1,1 @@
+"""The command line: the Typer app and everything that owns the terminal."""

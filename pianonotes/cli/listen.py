@@ -1,0 +1,280 @@
+"""``pianonotes devices`` and ``pianonotes listen``: live transcription from a microphone (or a file).
+
+``register(app)`` adds both commands to the main Typer app; registering twice is harmless. Only this
+layer prints or exits. The network runs on ONNX Runtime (torch only for a checkpoint without an ONNX
+export); ``devices`` imports neither.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from pianonotes import constants as C
+from pianonotes.cli.console import console, fail
+from pianonotes.errors import PianonotesError
+from pianonotes.notes import NOTE_LENGTH_HELP
+
+
+_console = console
+_fail = fail
+
+
+def devices() -> None:
+    """List audio input devices (index, name, channels, default rate; * marks the default)."""
+    from pianonotes.live.devices import list_input_devices
+
+    try:
+        devs = list_input_devices()
+    except PianonotesError as exc:
+        raise _fail(str(exc))
+    if not devs:
+        raise _fail("no audio input device found; connect a microphone (or check that this user may use the "
+                    "sound card)")
+    from rich.table import Table
+
+    t = Table(box=None, pad_edge=False)
+    for col, just in (("", "left"), ("index", "right"), ("name", "left"), ("channels", "right"),
+                      ("default rate", "right"), ("host API", "left")):
+        t.add_column(col, justify=just)
+    for d in devs:
+        t.add_row("*" if d.is_default else "", str(d.index), d.name, str(d.channels),
+                  f"{d.default_samplerate:g} Hz", d.hostapi)
+    _console().print(t)
+
+
+def listen(
+    take_dir: Optional[Path] = typer.Argument(None, help="With --recover: the take folder "
+                                              "(default: the latest take)."),
+    device: Optional[str] = typer.Option(None, "--input-device", help="Input device: index or part of its "
+                                         "name (see `pianonotes devices`; default: the system default)."),
+    old_device: Optional[str] = typer.Option(None, "--device", hidden=True),
+    samplerate: Optional[int] = typer.Option(None, "--samplerate", help="Capture rate in Hz (default: the "
+                                             "model's rate if the device takes it, else the device's; with "
+                                             "--record the device's own rate)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint (default: the shipped AudioNet)."),
+    output: List[Path] = typer.Option([], "-o", "--output", help="Write the take here when it ends: .mid, "
+                                      ".musicxml, .mxl, .pdf, .svg, .png, .csv, .json (repeat for several)."),
+    record: Optional[Path] = typer.Option(None, "--record", help="Also save the audio (.wav, .flac, .ogg) at the "
+                                         "device's (or --input file's) own sample rate."),
+    plain: bool = typer.Option(False, "--plain", help="One line per note event instead of the live screen."),
+    input_file: Optional[Path] = typer.Option(None, "--input", help="Play this audio file through the live "
+                                              "pipeline instead of the microphone (real-time pace)."),
+    fast: bool = typer.Option(False, "--fast", help="With --input: as fast as possible."),
+    duration: Optional[float] = typer.Option(None, "--duration",
+                                             help="Stop after this many seconds of audio."),
+    recover_take: bool = typer.Option(False, "--recover", help="Rebuild the outputs of an interrupted take "
+                                      "from its journal (TAKE_DIR, default the latest) and exit."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+    onset_threshold: Optional[float] = typer.Option(None, help="Onset probability that starts a note "
+                                                    f"(default: the model's, else {C.ONSET_THRESHOLD})."),
+    frame_threshold: Optional[float] = typer.Option(None, help="Key-down probability that sustains a note "
+                                                    f"(default: the model's, else {C.FRAME_THRESHOLD})."),
+    min_note: Optional[float] = typer.Option(None, help="Shortest note kept, in seconds "
+                                             f"(default: the model's, else {C.MIN_NOTE_SECONDS})."),
+    bpm: Optional[float] = typer.Option(None, "--bpm", help="Constant tempo of the score and MIDI in quarter "
+                                        "notes per minute (default: tracked, following rubato)."),
+    time_signature: Optional[str] = typer.Option(None, "--time-signature", help="Meter of the score and MIDI, "
+                                                 "e.g. 3/4 or 6/8 (default: estimated)."),
+    note_length: str = typer.Option("key", "--note-length", metavar="key|sounding", help=NOTE_LENGTH_HELP),
+) -> None:
+    """Transcribe live from the microphone, with a keyboard, piano roll and level meter on screen.
+
+    q, Ctrl-C or SIGTERM end the take and write it to every --output. The audio and notes are journaled
+    as you play: `pianonotes listen --recover` rebuilds a take after a crash.
+    """
+    thresholds = {"onset_threshold": onset_threshold, "frame_threshold": frame_threshold,
+                  "min_note_seconds": min_note}
+    if old_device is not None:
+        raise _fail(f"listen takes its microphone with --input-device {old_device} (--device is the compute "
+                    "device in the other commands)")
+    if take_dir is not None and not recover_take:
+        raise _fail(f"unexpected argument '{take_dir}': a take folder is only for --recover")
+    try:  # checked before the take starts
+        from pianonotes.export import parse_meter
+
+        if time_signature is not None:
+            parse_meter(time_signature)
+        if bpm is not None and not 20 <= bpm <= 400:
+            raise PianonotesError("--bpm must be between 20 and 400")
+        from pianonotes.notes import check_note_length
+
+        check_note_length(note_length)
+    except PianonotesError as exc:
+        raise _fail(str(exc))
+    score = {"bpm": bpm, "time_signature": time_signature, "note_length": note_length}
+    if recover_take:
+        _recover(take_dir, model, output, overwrite, thresholds, score)
+        return
+    if fast and input_file is None:
+        raise _fail("--fast only applies to --input FILE")
+    if duration is not None and not 0 < duration < float("inf"):  # NaN and inf too
+        raise _fail("--duration must be a positive number of seconds")
+    if samplerate is not None and not 1000 <= samplerate <= 768000:
+        raise _fail(f"--samplerate {samplerate}: give a capture rate in Hz between 1000 and 768000")
+    named = [Path(o).resolve() for o in output or []]
+    if len(set(named)) < len(named):
+        twice = next(o for o in named if named.count(o) > 1)
+        raise _fail(f"{twice} is named twice as an output; give each output its own name")
+    _listen(device, samplerate, model, output, record, plain, input_file, fast, duration, overwrite,
+            thresholds, score)
+
+
+def _recover(take_dir, model, output, overwrite, thresholds, score=None) -> None:
+    from pianonotes.live.journal import latest_take
+    from pianonotes.live.outputs import check_outputs, check_record, copy_recording, write_outputs
+    from pianonotes.live.recovery import mark_recovered, recover, take_meta
+
+    console = _console()
+    try:
+        folder = Path(take_dir) if take_dir is not None else latest_take()
+        rec = recover(folder, model=model, **thresholds)
+        if output:
+            outputs = check_outputs(output, overwrite=overwrite)
+        else:  # the take's own outputs: a crashed take never wrote them, so a file there is another one's
+            outputs = check_outputs(rec.outputs or [folder / "take.mid"], overwrite=overwrite)
+        record = check_record(rec.record, overwrite=overwrite) if rec.record else None
+        written = write_outputs(rec.notes, outputs, title=outputs[0].stem, pedals=rec.pedals, **(score or {}))
+        if record is not None:
+            written.append(copy_recording(folder / "audio.wav", record, int(take_meta(folder)
+                                                                                 .get("sample_rate", C.SAMPLE_RATE))))
+        unmarked = mark_recovered(folder, written)
+    except PianonotesError as exc:
+        raise _fail(str(exc))
+    how = "re-transcribed its audio" if rec.method == "audio" else "from its note journal"
+    console.print(f"recovered {len(rec.notes)} notes ({rec.seconds:.1f} s, {how}) from {folder}")
+    if unmarked:
+        from rich.markup import escape
+
+        _console(stderr=True).print(f"warning: {escape(unmarked)}", soft_wrap=True)
+    for p in written:
+        console.print(f"wrote {p}")
+
+
+def _listen(device, samplerate, model, output, record, plain, input_file, fast, duration, overwrite,
+            thresholds, score=None) -> None:
+    from pianonotes.live.devices import choose_samplerate, resolve_device
+    from pianonotes.live.journal import Journal
+    from pianonotes.live.outputs import check_outputs, check_record, copy_recording, write_outputs
+    from pianonotes.live.session import LiveSession, percentile
+    from pianonotes.live.sources import FileSource, MicrophoneSource
+
+    out_console = _console()
+    err_console = _console(stderr=True)
+    use_plain = plain or not out_console.is_terminal
+    msg = err_console if use_plain else out_console
+    msg.soft_wrap = True
+    try:
+        outputs = check_outputs(output, overwrite=overwrite)
+        record_path = check_record(record, overwrite=overwrite)
+        from pianonotes.nn import checkpoint
+        from pianonotes.transcribe import Transcriber
+
+        cfg_path, _ = checkpoint.resolve(model)
+        # one thread, no spinning: 50 ms steps of a few frames each; the rest of the CPU is the capture's
+        transcriber = Transcriber.from_checkpoint(cfg_path, device="cpu", threads=1, overrides=thresholds)
+        options = transcriber.options
+        engine_rate = int(transcriber.frontend.sample_rate)
+        if input_file is not None:
+            from pianonotes.audio import audio_info
+
+            # with --record the file plays at its own rate, as a device delivers its audio (the network
+            # still gets it resampled); without, at the model's rate, exactly as `transcribe` reads it
+            source = FileSource(input_file, audio_info(input_file)[0] if record_path else engine_rate, fast=fast)
+        else:
+            dev = resolve_device(device)
+            # with --record the device's own rate comes first: the recording keeps it
+            native = int(dev.default_samplerate) if record_path and dev.default_samplerate > 0 else engine_rate
+            rate = choose_samplerate(dev, samplerate, native)
+            source = MicrophoneSource(dev, rate)
+        engine = transcriber.engine()
+        meta = {"model": str(cfg_path), "decode": {"onset_threshold": options.onset_threshold,
+                                                   "frame_threshold": options.frame_threshold,
+                                                   "min_note_seconds": options.min_note_seconds},
+                "outputs": [str(p.resolve()) for p in outputs],
+                "record": str(record_path.resolve()) if record_path else None, "source": source.label}
+        # --record: the journal keeps the audio at the source's rate (the recording is copied from it;
+        # --recover resamples it for the network), else at the engine's
+        journal = Journal(None, source.samplerate if record_path else engine.sample_rate, meta)
+        session = LiveSession(engine, source, journal=journal, max_seconds=duration)
+    except PianonotesError as exc:
+        raise _fail(str(exc))
+    except KeyboardInterrupt:
+        raise _fail("interrupted before the take started", 130)
+    try:
+        session.start()
+    except PianonotesError as exc:
+        journal.close(status="failed")
+        import shutil
+
+        shutil.rmtree(journal.folder, ignore_errors=True)
+        raise _fail(str(exc))
+
+    def on_signal(signum, frame) -> None:
+        session.stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    lookahead_ms = 1000.0 * float(transcriber.config.lookahead_seconds)
+    try:
+        if use_plain:
+            msg.print(f"listening to {source.label}; q or Ctrl-C stops and saves")
+            from pianonotes.cli.liveview import run_plain
+
+            run_plain(session, sys.stdout)
+        else:
+            from pianonotes.cli.liveview import LiveView, run_screen
+
+            view = LiveView(title=f"{source.label} · {Path(str(cfg_path)).stem}", lookahead_ms=lookahead_ms)
+            run_screen(session, out_console, view)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    result = session.finish()
+    targets = outputs or [journal.folder / "take.mid"]
+    try:
+        written = write_outputs(result.notes, targets, title=targets[0].stem,
+                                     pedals=list(session.engine.decoder.pedals), **(score or {}))
+        if record_path is not None:
+            written.append(copy_recording(journal, record_path, journal.sample_rate))
+        journal.update_meta(status="complete", written=[str(p) for p in written])
+    except PianonotesError as exc:
+        raise _fail(f"{exc}; the take is kept in {journal.folder}: "
+                    f"pianonotes listen --recover {journal.folder}"
+                    + (f" (its journal failed after {journal.samples / journal.sample_rate:.1f} s)"
+                       if journal.failed else ""))
+    except KeyboardInterrupt:
+        raise _fail(f"interrupted while saving; the take is kept in {journal.folder}: "
+                    f"pianonotes listen --recover {journal.folder}", 130)
+    mins, secs = divmod(result.seconds, 60)
+    msg.print(f"take: {len(result.notes)} notes in {int(mins)}:{secs:04.1f}"
+              + (f", {result.dropped} audio blocks dropped" if result.dropped else ""))
+    if result.latencies_ms and not fast:
+        p50, p95 = percentile(result.latencies_ms, 50), percentile(result.latencies_ms, 95)
+        msg.print(f"latency to screen: median {p50:.0f} ms, p95 {p95:.0f} ms "
+                  f"(+{lookahead_ms:.0f} ms look-ahead)")
+    if journal.warning():
+        from rich.markup import escape
+
+        msg.print(f"warning: {escape(journal.warning())}")
+    for p in written:
+        msg.print(f"wrote {p}")
+    msg.print(f"journal: {journal.folder}")
+    if transcriber.notice():
+        from rich.markup import escape
+
+        msg.print(f"hint: {escape(transcriber.notice())}")
+    if result.error:
+        raise _fail(f"{result.error}; the take so far is saved")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``devices`` and ``listen`` to ``app`` (a no-op when they are already there)."""
+    names = {c.name or (c.callback.__name__ if c.callback else None) for c in app.registered_commands}
+    if "devices" not in names:
+        app.command("devices")(devices)
+    if "listen" not in names:
+        app.command("listen")(listen)

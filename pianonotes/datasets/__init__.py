@@ -1,0 +1,1 @@
+"""Datasets: synthetic renders, MSMD, downloads, recordings in memory."""

@@ -1,1 +1,0 @@
-"""Maintenance scripts: the shipped example, the shipped checkpoint, benchmarks."""

@@ -1,0 +1,1 @@
+"""Training and evaluation: batches, the training loop, metrics, evaluation."""
