@@ -10,7 +10,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 setup: system-deps install pianos
 
-.PHONY: setup install system-deps pianos rooms data-v2 data-eval-v2 model-v1 test test-fast lint data data-eval model bench bench-score bench-serve example clean
+.PHONY: setup install system-deps pianos rooms data-v2 data-full data-ab data-eval-v2 model-v1 test test-fast lint data data-eval model bench bench-score bench-serve example clean
 
 install: $(BIN)/pianonotes
 
@@ -68,6 +68,30 @@ data-v2: pianos
 	  --velocity-scale 0.35,1.3
 	$(BIN)/pianonotes data synth $(DATA)/synth-v2-csound --hours 0 --eval-minutes 12 --split test --seed 1 \
 	  --workers 2 --no-augment --soundfonts csound --weights corpus=0.7,music21=0.05,textures=0.25 --velocity-scale 0.35,1.3
+
+# The whole training split of the corpus (every piece once, 67.5 h of MIDI; 2,537 shards, about 85 h of
+# audio with the generated textures) over the same four pianos, dry. About an hour on 2 cores.
+data-full: pianos
+	$(BIN)/pianonotes data synth $(DATA)/synth-full --whole-split --eval-minutes 12 --seed 2 --workers 2 --no-augment \
+	  --soundfonts salamander,salamander,iowa,fluidr3,timgm6mb --weights corpus=0.8,music21=0.02,textures=0.18 \
+	  --velocity-scale 0.35,1.3
+
+# The training-data A/B of the model card (models/data_ab.md): the same network trained for AB_STEPS steps
+# on the v1 data (three SoundFont presets, baked augmentation) and on the v2 data (sampled grands, online
+# acoustics), each scored on real recordings, the csound and the MuseScore pianos. About 1.5 hours.
+AB_STEPS ?= 1000
+data-ab: data-v2 data-eval-v2
+	$(BIN)/pianonotes data synth $(DATA)/synth-v1 --hours 9.4 --seed 0 --workers 2
+	$(BIN)/pianonotes train --data $(DATA)/synth-v1 --pedal-heads --max-steps $(AB_STEPS) --save-every 250 \
+	  --out $(RUNS)/ab-old --seed 0
+	$(BIN)/pianonotes train --data $(DATA)/synth-v2 --pedal-heads --online-augment --max-steps $(AB_STEPS) \
+	  --save-every 250 --out $(RUNS)/ab-new --seed 0
+	for r in old new; do \
+	  $(BIN)/pianonotes evaluate $(REAL_DEV) --model $(RUNS)/ab-$$r/last -o $(RUNS)/ab-$$r-real.json --overwrite && \
+	  $(BIN)/pianonotes evaluate $(DATA)/synth-v2-csound --model $(RUNS)/ab-$$r/last -o $(RUNS)/ab-$$r-csound.json --overwrite && \
+	  $(BIN)/pianonotes evaluate $(DATA)/synth-v2-musescore --model $(RUNS)/ab-$$r/last -o $(RUNS)/ab-$$r-musescore.json \
+	    --overwrite || exit 1; done
+	$(BIN)/python -m devtools.data_ab --run old=$(RUNS)/ab-old --run new=$(RUNS)/ab-new --steps $(AB_STEPS)
 
 data-eval-v2: install
 	$(BIN)/pianonotes data synth $(DATA)/synth-v2-musescore --hours 0 --eval-minutes 12 --split test --seed 1 \

@@ -277,6 +277,35 @@ def test_real_sampled_piano_render_matches_its_labels(tmp_path, piano):
         assert _band(audio, f, rel + 0.05, rel + 0.25) > 0.01 * _band(audio, f, on + 0.02, on + 0.2)
 
 
+@pytest.mark.parametrize("piano", ["salamander", "iowa"])
+def test_sampled_piano_render_on_a_real_full_disk(tmp_path, piano):
+    """The sampled-piano renderer on a 256 KiB tmpfs: one line, exit 1, no shard counted as done (no
+    shard JSON, no temporary file), and a rerun on a healthy disk renders it."""
+    import os
+    import subprocess
+
+    from conftest import assert_one_line_error, run_cli
+
+    if not pianos.decoded_path(piano).exists():
+        pytest.skip("run `pianonotes data pianos` (make setup does)")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    args = ["--hours", "0.01", "--eval-minutes", "0", "--split", "train", "--shard-seconds", "20", "--workers", "1",
+            "--no-augment", "--soundfonts", piano, "--weights", "textures=1", "--seed", "5"]
+    try:
+        proc = run_cli("data", "synth", mnt / "ds", *args)
+        assert_one_line_error(proc, "No space left")
+        assert not list((mnt / "ds").rglob("shard-*.json")) and not list((mnt / "ds").rglob("*.part*"))
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    ok = run_cli("data", "synth", tmp_path / "ds", *args)
+    assert ok.returncode == 0, ok.stderr
+    assert len(list((tmp_path / "ds" / "train").glob("shard-*.json"))) == 2  # 36 s in 20 s shards
+
+
 # ------------------------------------------------------------------------ soundfonts stay what they say
 def test_unreadable_soundfont_never_falls_back(tmp_path):
     from pianonotes.datasets.synth.dataset import soundfont_path
