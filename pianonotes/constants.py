@@ -17,6 +17,7 @@ FRAME_SECONDS = 1.0 / FRAMES_PER_SECOND
 # Live view / streaming engine
 LIVE_UPDATE_SECONDS = 0.05  # the view refreshes every 50 ms (the seed's hop)
 MAX_LOOKAHEAD_SECONDS = 0.100  # future audio a live output frame may depend on
+ROLL_SECONDS = 4.0  # piano roll a live view shows; the session keeps the finished notes ending within it
 
 # Decoding defaults (one source of truth for the library and the CLI)
 ONSET_THRESHOLD = 0.5

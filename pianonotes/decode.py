@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -31,19 +31,27 @@ from pianonotes.notes import Note, PedalEvent
 
 @dataclasses.dataclass(frozen=True)
 class DecodeOptions:
-    """Decoding thresholds: probabilities in (0, 1), lengths in seconds.
+    """How probabilities become notes and pedal intervals; checked when made (one PianonotesError).
 
-    onset_threshold starts a note; frame_threshold keeps it sounding; key_threshold (v2 models) marks the
-    key release inside it; pedal_on/pedal_off are the pedal's hysteresis thresholds; notes shorter than
-    min_note_seconds and pedal intervals shorter than min_pedal_seconds are dropped.
+    The thresholds are probabilities in (0, 1) compared with the network's per-frame, per-key outputs
+    ((T, 88) float32 at the model's frame rate; the pedal (T, 1)); the lengths are in seconds. A
+    checkpoint's calibrated values are in its JSON's ``decode`` section: :meth:`for_model` (or
+    :meth:`pianonotes.inference.ModelConfig.decode_options`) reads them.
     """
 
+    #: Onset probability at or above which a note starts on a key.
     onset_threshold: float = C.ONSET_THRESHOLD
+    #: Frame (key sounding) probability at or above which a started note goes on sounding.
     frame_threshold: float = C.FRAME_THRESHOLD
+    #: Notes shorter than this (seconds, onset to sounding end) are dropped.
     min_note_seconds: float = C.MIN_NOTE_SECONDS
+    #: v2 models: the key-down probability below which the key counts as released (``Note.release``).
     key_threshold: float = 0.5
+    #: v2 models: the sustain pedal is down from a frame whose pedal probability reaches ``pedal_on``
+    #: until one falls below ``pedal_off`` (hysteresis; ``pedal_off <= pedal_on``).
     pedal_on: float = 0.6
     pedal_off: float = 0.4
+    #: Pedal intervals shorter than this (seconds) are dropped.
     min_pedal_seconds: float = 0.1
 
     def __post_init__(self):
@@ -57,10 +65,23 @@ class DecodeOptions:
             raise PianonotesError(f"minimum note length must be >= 0 seconds, got {self.min_note_seconds}")
 
     @classmethod
-    def for_model(cls, config: dict | None, *, onset_threshold: float | None = None,
+    def for_model(cls, decode: Mapping[str, Any] | None, *, onset_threshold: float | None = None,
                   frame_threshold: float | None = None, min_note_seconds: float | None = None) -> "DecodeOptions":
-        """The checkpoint's calibrated thresholds (library defaults where it has none), with overrides."""
-        d = (config or {}).get("decode", {})
+        """A model's calibrated thresholds (library defaults where it has none), with overrides (None
+        keeps the model's).
+
+        ``decode``: the model's ``decode`` mapping (field name to value): :attr:`ModelConfig.decode
+        <pianonotes.inference.ModelConfig.decode>`, the checkpoint JSON's ``decode`` section as an
+        activations file or a take records it; None: the library defaults. With a ``ModelConfig`` at
+        hand, :meth:`~pianonotes.inference.ModelConfig.decode_options` says the same in one call.
+        """
+        if decode is not None and not isinstance(decode, Mapping):  # a damaged file
+            raise PianonotesError(f"the model's decode thresholds are {decode!r:.60}, not names with numbers; "
+                                  "re-download or retrain it")
+        if decode is not None and isinstance(decode.get("decode"), Mapping):
+            raise TypeError("for_model takes the decode mapping (ModelConfig.decode), not the whole checkpoint "
+                            "config")
+        d = decode or {}
         def pick(given, key, default):
             if given is not None:
                 return given
@@ -295,14 +316,14 @@ class Activations:
     extra: dict = dataclasses.field(default_factory=dict)  # v2 heads: "key" (T, 88), "pedal" (T, 1)
 
     def decode(self, options: DecodeOptions | None = None) -> list[Note]:
-        options = options or DecodeOptions.for_model({"decode": self.decode_defaults})
+        options = options or DecodeOptions.for_model(self.decode_defaults)
         return decode(self.frame, self.onset, self.velocity, fps=self.fps, options=options, key=self.extra.get("key"))
 
     def decode_pedal(self, options: DecodeOptions | None = None) -> list[PedalEvent]:
         """The sustain-pedal intervals (empty without a pedal head: a v1 model)."""
         if "pedal" not in self.extra:
             return []
-        options = options or DecodeOptions.for_model({"decode": self.decode_defaults})
+        options = options or DecodeOptions.for_model(self.decode_defaults)
         return decode_pedal(self.extra["pedal"], fps=self.fps, options=options)
 
     def save(self, path: str | os.PathLike) -> None:

@@ -1,4 +1,4 @@
-"""Atomic file writes: a temp file in the target folder, then a rename. Nothing half-written."""
+"""Atomic file writes (a temp file in the target folder, then a rename: nothing half-written) and the cache root."""
 
 from __future__ import annotations
 
@@ -96,9 +96,12 @@ def check_outputs(outputs: Iterable[str | os.PathLike], *, inputs: Iterable[str 
 
 
 def cache_dir() -> Path:
-    """The cache root: ``$PIANONOTES_CACHE``, else ``$XDG_CACHE_HOME/pianonotes``, else ``~/.cache/pianonotes``."""
+    """The one cache root (takes, pianos, rooms, MSMD): ``$PIANONOTES_CACHE`` when set, else platformdirs'
+    user cache folder for pianonotes: ``$XDG_CACHE_HOME/pianonotes`` or ``~/.cache/pianonotes`` on Linux,
+    ``~/Library/Caches/pianonotes`` on macOS, ``%LOCALAPPDATA%\\pianonotes\\Cache`` on Windows."""
     env = os.environ.get("PIANONOTES_CACHE")
     if env:
         return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "pianonotes"
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("pianonotes", appauthor=False))

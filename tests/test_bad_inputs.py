@@ -199,6 +199,99 @@ def test_train_options_out_of_range(work, args, needle):
     assert not (work / "run").exists()
 
 
+# ------------------------------------------------------------------------------------ bounded memory
+MEMORY_LIMIT = 3 << 30  # RLIMIT_DATA of the child: unbounded growth ends in MemoryError, not in the OOM killer
+PEAK_RSS_MARGIN = 256 << 20  # a bad input may use this much more at its peak than a good 1 s transcription
+linux_only = pytest.mark.skipif(not __import__("sys").platform.startswith("linux"),
+                                reason="RLIMIT_DATA counting mmap and ru_maxrss in KiB are Linux's")
+
+
+def _bounded(argv, cwd: Path):
+    """Run ``python ARGV`` under RLIMIT_DATA = MEMORY_LIMIT (heap and anonymous mmaps, not the mapped
+    libraries); (exit code, stdout, stderr, peak RSS in bytes of that child alone, from wait4)."""
+    import os
+    import resource
+    import subprocess
+    import sys
+    import tempfile
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_DATA, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+    # one thread per pool: per-thread stacks and BLAS buffers count against RLIMIT_DATA on a many-core machine
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, *map(str, argv)], stdout=out, stderr=err, cwd=cwd, env=env,
+                                preexec_fn=limit)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            raise
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return proc.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"), \
+            usage.ru_maxrss * 1024
+
+
+def _bounded_case(work: Path, kind: str, model: Path):
+    """The catalog's cases whose bug was unbounded memory. Measured without their checks: the 1 Hz header
+    peaked at 0.78 GB (soxr's filter for a 16,000x ratio; 0.25 GB for a good file) and exited 0; the plan
+    of 10^7 hours filled 3 GB in 30 s; the huge .npz was a traceback (numpy refused 32 TiB)."""
+    if kind.startswith("rate-"):
+        rate = int(kind.split("-")[1])
+        (work / "odd.wav").write_bytes(_wav_header(rate, 4000))
+        return (["transcribe", work / "odd.wav", "-o", work / "odd.mid", "--model", model, "--device", "cpu"],
+                ["sample rate", f"{rate} Hz"])
+    if kind == "hours":
+        return ["data", "synth", work / "ds", "--hours", "1e7", "--workers", "1"], ["--hours"]
+    assert kind == "huge-npz"
+    return (["transcribe", "--from-activations", _huge_npz(work / "huge.npz"), "-o", work / "huge.mid"],
+            ["claims 100000000000 frames"])
+
+
+@pytest.fixture(scope="module")
+def good_peak(model, tmp_path_factory):
+    """Peak RSS of a good 1 s `transcribe` with the catalog's model (the interpreter, numpy, torch)."""
+    folder = tmp_path_factory.mktemp("good")
+    sf.write(folder / "in.wav", sine(440, 1.0), SR)
+    rc, _, err, peak = _bounded(["-m", "pianonotes", "transcribe", folder / "in.wav", "-o", folder / "in.mid",
+                                 "--model", model, "--device", "cpu"], folder)
+    assert rc == 0, err
+    return peak
+
+
+@linux_only
+@pytest.mark.parametrize("kind", ["rate-1", "rate-100", "rate-10000000", "hours", "huge-npz"])
+def test_bounded_memory_cases_stay_bounded(work, model, good_peak, kind):
+    args, needles = _bounded_case(work, kind, model)
+    before = _snapshot(work)
+    rc, out, err, peak = _bounded(["-m", "pianonotes", *args], work)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 1 and "Traceback" not in err + out, (rc, err[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for n in needles:
+        assert n.lower() in lines[0].lower(), (n, lines[0])
+    assert peak < good_peak + PEAK_RSS_MARGIN, f"{kind}: peak RSS {peak / 2**20:.0f} MiB, " \
+        f"a good transcription {good_peak / 2**20:.0f} MiB"
+    after = _snapshot(work)
+    assert {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)} == set()
+
+
+@linux_only
+def test_the_memory_bound_bites(tmp_path):
+    """The two halves of the check above can fail: an allocation past MEMORY_LIMIT is a MemoryError in the
+    child, and memory the child really touched shows in its peak RSS."""
+    rc, _, err, _ = _bounded(["-c", f"b = bytearray({MEMORY_LIMIT + (256 << 20)})"], tmp_path)
+    assert rc != 0 and "MemoryError" in err, (rc, err)
+    rc, _, err, peak = _bounded(["-c", "import numpy as np; a = np.ones(300 << 20, np.uint8); print(a.sum())"],
+                                tmp_path)
+    assert rc == 0, err
+    assert peak >= 300 << 20, peak
+
+
 # ------------------------------------------------------------------------------- checkpoint configs
 @pytest.mark.parametrize("damage", ["arch", "frontend", "n_features", "not-an-object", "not-json"])
 def test_checkpoint_config_with_missing_or_garbage_fields(work, model, damage):
@@ -262,9 +355,9 @@ def test_a_pipe_or_device_is_not_called_empty(work, model, command):
         assert "empty" not in line
 
 
-# ------------------------------------------------------------------------------------- listen --recover
+# -------------------------------------------------------------------------------------------- recover
 def test_recover_never_replaces_files_and_refuses_a_broken_take(work, model, monkeypatch):
-    """`listen --recover OLD_TAKE` once rewrote a newer take's --record WAV and MIDI; a take.json with
+    """`recover OLD_TAKE` (then `listen --recover`) once rewrote a newer take's --record WAV and MIDI; a take.json with
     sample rate 0 was a ZeroDivisionError."""
     from pianonotes.cli.app import app
 
@@ -273,14 +366,14 @@ def test_recover_never_replaces_files_and_refuses_a_broken_take(work, model, mon
                                    str(work / "take.mid"), "--record", str(work / "take.wav"), "--model", str(model)])
     assert res.exit_code == 0, (res.stdout, res.stderr, repr(res.exception))
     (take,) = (work / "cache" / "takes").iterdir()
-    run_bad(work, ["listen", "--recover", take, "--model", model], "take.mid", "--overwrite")
+    run_bad(work, ["recover", take, "--model", model], "take.mid", "--overwrite")
     (work / "take.mid").unlink()
-    run_bad(work, ["listen", "--recover", take, "--model", model], "take.wav", "--overwrite")
+    run_bad(work, ["recover", take, "--model", model], "take.wav", "--overwrite")
     meta = json.loads((take / "take.json").read_text())
     (take / "take.json").write_text(json.dumps({**meta, "sample_rate": 0}))
-    run_bad(work, ["listen", "--recover", take, "--model", model, "--overwrite"], "sample_rate")
+    run_bad(work, ["recover", take, "--model", model, "--overwrite"], "sample_rate")
     (take / "take.json").write_text(json.dumps(meta))
-    res = CliRunner().invoke(app, ["listen", "--recover", str(take), "--model", str(model), "--overwrite"])
+    res = CliRunner().invoke(app, ["recover", str(take), "--model", str(model), "--overwrite"])
     assert res.exit_code == 0 and (work / "take.mid").exists(), (res.stdout, res.stderr)
 
 
@@ -332,14 +425,34 @@ def _listen_ok(work: Path, args) -> list[str]:
     return [ln for ln in res.stderr.splitlines() if ln.strip()]
 
 
-def _full_journal_take(work: Path, model: Path, cache: Path) -> Path:
-    """A 5 s take whose journal disk fills up: the outputs still get all of it, the user is told once."""
+def _full_journal_take(work: Path, model: Path, cache: Path, monkeypatch) -> Path:
+    """A 5 s take whose journal disk fills up: the outputs still get all of it, and the user is told as it
+    happens (the live view's Snapshot, a plain warning line before the take ends), then in the summary.
+    Once the failure was said only after the take had ended."""
+    from pianonotes.live.session import LiveSession
+
     sf.write(work / "long.wav", np.tile(sine(440, 0.5, amp=0.3), 10), SR)
+    snaps = []
+    real_publish = LiveSession._publish
+
+    def publish(self, **kw):
+        real_publish(self, **kw)
+        snaps.append(self._snap)
+
+    monkeypatch.setattr(LiveSession, "_publish", publish)
     before = _snapshot(work)
     lines = _listen_ok(work, ["listen", "--input", work / "long.wav", "--fast", "--plain", "-o", work / "take.mid",
                               "-o", work / "take.csv", "--record", work / "take.wav", "--model", model])
+    monkeypatch.setattr(LiveSession, "_publish", real_publish)
+    warned = [s for s in snaps if s.warning]
+    assert warned and "No space left" in warned[0].warning and "the take goes on" in warned[0].warning, snaps[-1]
+    assert not warned[0].done, [(s.elapsed, s.done) for s in warned]  # published while the take runs
+    assert snaps[-1].done and snaps[-1].warning
     warnings = [ln for ln in lines if ln.startswith("warning:")]
-    assert len(warnings) == 1 and "journal" in warnings[0] and "No space left" in warnings[0], lines
+    assert len(warnings) == 2 and all("journal" in w and "No space left" in w for w in warnings), lines
+    summary = next(i for i, ln in enumerate(lines) if ln.startswith("take:"))
+    assert lines.index(warnings[0]) < summary < lines.index(warnings[1]), lines  # said during the take, then
+    assert "the take goes on" in warnings[0] and "pianonotes recover" in warnings[1], warnings
     assert not [ln for ln in lines if ln.startswith("error:")], lines
     after = _snapshot(work)
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
@@ -357,41 +470,39 @@ def _full_journal_take(work: Path, model: Path, cache: Path) -> Path:
 def _recover_what_the_journal_holds(work: Path, model: Path, take: Path) -> None:
     from pianonotes.live.journal import read_journal_audio
 
-    held = len(read_journal_audio(take / "audio.wav"))
+    held = len(read_journal_audio(take))
     assert 0 < held < 5 * SR
     # the full recording is never replaced by the shorter journal without --overwrite
-    run_bad(work, ["listen", "--recover", take, "-o", work / "rec.mid", "--model", model], "take.wav", "--overwrite")
+    run_bad(work, ["recover", take, "-o", work / "rec.mid", "--model", model], "take.wav", "--overwrite")
     (work / "take.wav").rename(work / "full.wav")
-    _listen_ok(work, ["listen", "--recover", take, "-o", work / "rec.mid", "--model", model])
+    _listen_ok(work, ["recover", take, "-o", work / "rec.mid", "--model", model])
     assert len(sf.read(work / "take.wav", dtype="float32")[0]) == held and (work / "rec.mid").exists()
 
 
 def test_a_take_survives_a_full_journal_disk_simulated(work, model, monkeypatch):
-    """The journal's WAV write fails with ENOSPC after 1.5 s of audio (the disk boundary, mocked): once a
+    """The journal's audio write fails with ENOSPC after 1.5 s of audio (the disk boundary, mocked): once a
     21.8 s take kept 0.57 s and never reached its outputs (`journal.close()` raised)."""
     import errno
     import os
 
-    import soundfile
+    from pianonotes.live.journal import Journal
 
     cache = work / "cache"
     monkeypatch.setenv("PIANONOTES_CACHE", str(cache))
-    real_write = soundfile.SoundFile.write
+    real_append = Journal._append
     room = {"frames": int(1.5 * SR)}
 
-    def write(self, data):
-        if Path(self.name).parent.parent != cache / "takes":
-            return real_write(self, data)
+    def append(self, data):
         if len(data) > room["frames"]:
-            real_write(self, data[:room["frames"]])  # a short write, then the disk is full
+            real_append(self, data[:room["frames"]])  # a short write, then the disk is full
             room["frames"] = 0
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         room["frames"] -= len(data)
-        return real_write(self, data)
+        return real_append(self, data)
 
-    monkeypatch.setattr(soundfile.SoundFile, "write", write)
-    take = _full_journal_take(work, model, cache)
-    monkeypatch.setattr(soundfile.SoundFile, "write", real_write)
+    monkeypatch.setattr(Journal, "_append", append)
+    take = _full_journal_take(work, model, cache, monkeypatch)
+    monkeypatch.setattr(Journal, "_append", real_append)
     _recover_what_the_journal_holds(work, model, take)
 
 
@@ -412,7 +523,7 @@ def small_disk(tmp_path):
 
 def test_a_take_survives_a_real_full_journal_disk(work, model, monkeypatch, small_disk):
     monkeypatch.setenv("PIANONOTES_CACHE", str(small_disk))
-    take = _full_journal_take(work, model, small_disk)
+    take = _full_journal_take(work, model, small_disk, monkeypatch)
     _recover_what_the_journal_holds(work, model, take)
 
 
@@ -646,6 +757,57 @@ def test_data_synth_workers_stop_when_their_parent_dies(tmp_path):
     assert not alive(worker), "the render worker outlived its parent"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        state = [ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln.startswith("State:")]
+    except OSError:
+        return False
+    return bool(state) and "Z" not in state[0].split()[1]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_fluidsynth_ends_when_its_render_worker_is_killed(tmp_path):
+    """A render worker killed by a signal once left its fluidsynth child rendering until the piece was
+    done. Here the worker-like parent runs `render` on a stand-in fluidsynth that sleeps; SIGKILL it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "fluidsynth"
+    fake.write_text('#!/bin/sh\necho $$ > "$FLUID_PID"\nexec sleep 120\n')
+    fake.chmod(0o755)
+    sf2 = tmp_path / "piano.sf2"
+    sf2.write_bytes(b"RIFF\0\0\0\0sfbk" + b"\0" * 64)
+    pid_file = tmp_path / "fluid.pid"
+    script = ("import sys\n"
+              "from pianonotes.datasets.synth.render import render\n"
+              "render([(0.0, 0.5, 60, 80)], [], 1.0, sys.argv[1], 0, 16000)\n")
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "FLUID_PID": str(pid_file)}
+    proc = subprocess.Popen([sys.executable, "-c", script, str(sf2)], env=env)
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+        assert proc.poll() is None, "the render ended before fluidsynth started"
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 10  # until the stand-in has exec'd sleep
+    while _alive(child) and "sleep" not in Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace") \
+            and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _alive(child)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _alive(child):
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("fluidsynth outlived the render worker that started it")
+
+
 # ------------------------------------------------------------------ every option of every command, bad values
 # Each row: the extra arguments and the fragments the one `error:` line must hold. Usage errors (a wrong type,
 # a missing argument, an unknown option) are one line too, naming the help to read (exit code 2).
@@ -729,8 +891,9 @@ def test_listen_bad_option_values(work, model, monkeypatch, args, needles):
     (["--input", "{w}/missing.wav", "--fast"], ["no such file"]),
     (["--input", "{w}", "--fast"], ["folder"]),
     (["--fast"], ["--fast", "--input"]),
-    (["--recover", "{w}/nosuch"], ["not a pianonotes take"]),
-    (["--recover", "{w}"], ["not a pianonotes take"]),
+    (["--device", "7"], ["--device 7", "compute device", "--input-device 7"]),
+    (["--device", "tpu"], ["--device tpu", "compute device"]),
+    (["{w}"], ["unexpected argument", "pianonotes recover"]),
 ])
 def test_listen_bad_sources(work, model, monkeypatch, args, needles):
     monkeypatch.setenv("PIANONOTES_CACHE", str(work / "cache"))
@@ -738,7 +901,25 @@ def test_listen_bad_sources(work, model, monkeypatch, args, needles):
     run_bad(work, ["listen", "--plain", "--model", model, *args], *needles)
 
 
+@pytest.mark.parametrize("args, needles", [
+    (["{w}/nosuch"], ["not a pianonotes take"]),
+    (["{w}"], ["not a pianonotes take"]),
+    ([], ["no takes to recover"]),
+    (["{w}", "--device", "7"], ["--device 7", "compute device"]),
+    (["{w}", "--note-length", "x"], ["note length"]),
+    (["{w}", "--bpm", "0"], ["--bpm"]),
+    (["{w}", "--time-signature", "3/0"], ["3/0"]),
+])
+def test_recover_bad_takes_and_options(work, model, monkeypatch, args, needles):
+    monkeypatch.setenv("PIANONOTES_CACHE", str(work / "cache"))
+    args = [a.replace("{w}", str(work)) for a in args]
+    run_bad(work, ["recover", "--model", model, *args], *needles)
+
+
 SERVE_OPTIONS = [
+    # "" once bound every interface (the bad certificate makes the old behaviour fail here instead of serving)
+    (["--host", "", "--certfile", "{w}/in.wav", "--port", "0"], ["--host", "127.0.0.1", "0.0.0.0"]),
+    (["--host", "  ", "--certfile", "{w}/in.wav", "--port", "0"], ["--host", "127.0.0.1", "0.0.0.0"]),
     (["--port", "-1"], ["--port"]),
     (["--port", "70000"], ["--port"]),
     (["--port", "x"], ["--port", "integer"]),
@@ -809,13 +990,18 @@ def test_transcribe_damaged_audio(work, model, name):
     run_bad(work, ["transcribe", work / name, "-o", work / "x.mid", "--model", model], name, *needles)
 
 
-@pytest.mark.parametrize("name", ["empty.wav", "text.wav", "png.mp3"])  # header-only: see the report (live.py)
-def test_listen_damaged_audio_input(work, model, monkeypatch, name):
+@pytest.mark.parametrize("record", [False, True])
+@pytest.mark.parametrize("name", sorted(DAMAGED_AUDIO))
+def test_listen_damaged_audio_input(work, model, monkeypatch, name, record):
+    """A header-only WAV or a FLAC cut short once started the take and wrote an empty MIDI (and a take
+    folder) before its error: now the file is decoded once first and fails as `transcribe` does."""
     monkeypatch.setenv("PIANONOTES_CACHE", str(work / "cache"))
     make, needles = DAMAGED_AUDIO[name]
     make(work / name)
-    run_bad(work, ["listen", "--input", work / name, "--fast", "--plain", "-o", work / "x.mid", "--model", model],
-            name)
+    extra = ["--record", work / "r.wav"] if record else []
+    run_bad(work, ["listen", "--input", work / name, "--fast", "--plain", "-o", work / "x.mid", *extra,
+                   "--model", model], name, *needles)
+    assert not (work / "cache" / "takes").exists() or not list((work / "cache" / "takes").iterdir())
 
 
 # ------------------------------------------------------------------------------------- paths and outputs
@@ -832,6 +1018,8 @@ PATHS = [
     (["{w}/in.wav", "{w}/in.flac"], ["named twice"]),  # in.mid from both, beside them
     (["{w}/in.wav", "-o", "{w}/x.mid", "--save-activations", "{w}/d"], ["--overwrite"]),
     (["{w}/in.wav", "-o", "{w}/x.mid", "--save-activations", "{w}/in.flac"], ["in.flac"]),
+    (["{w}/in.wav", "-o", "{w}/x.mid", "--save-activations", "{w}/acts.txt"], ["--save-activations", "acts.npz"]),
+    (["{w}/in.wav", "--save-activations", "{w}/acts"], ["--save-activations", ".npz"]),
     (["{w}/in.wav", "{w}/in.flac", "-o", "{w}/out", "--save-activations", "{w}/in.wav"], ["one input file"]),
     (["{w}/a b [i]ü.wav", "-o", "{w}/x.mid"], ["a b [i]ü.wav"]),
     (["{w}/in.wav", "-o", "{w}/x.mid", "--model", "{w}/nomodel"], ["nomodel.json"]),
@@ -924,6 +1112,12 @@ def _labels(folder: Path, kind: str) -> Path:
         (d / "a.mid").write_bytes(b"MThd garbage")
     elif kind == "bad-tsv":
         (d / "a.tsv").write_text("onset\toffset\tpitch\tvelocity\nx\ty\tz\tw\n")
+    elif kind == "two-column-tsv":  # one row of two columns once read as a header: 0 labels, exit 0
+        (d / "a.tsv").write_text("0.5\t1.0\n")
+    elif kind == "two-column-tsv-header":
+        (d / "a.tsv").write_text("onset\toffset\n0.5\t1.0\n1.0\t2.0\n")
+    elif kind == "fractional-pitch-tsv":  # Hz, not MIDI numbers
+        (d / "a.tsv").write_text("0.5\t1.0\t440.0\t80\n")
     elif kind == "mismatched":
         (d / "b.mid").write_bytes(b"MThd")  # a label for another recording
     return d
@@ -934,6 +1128,9 @@ def _labels(folder: Path, kind: str) -> Path:
     ("mismatched", ["no audio file with a same-named"]),
     ("bad-midi", ["a.mid"]),
     ("bad-tsv", ["a.tsv", "onset, offset, pitch"]),
+    ("two-column-tsv", ["a.tsv", "line 1", "2 columns", "onset offset pitch [velocity]"]),
+    ("two-column-tsv-header", ["a.tsv", "line 1", "2 columns"]),
+    ("fractional-pitch-tsv", ["a.tsv", "pitch 440"]),
 ])
 def test_evaluate_missing_or_damaged_labels(work, model, kind, needles):
     pytest.importorskip("mir_eval")
@@ -948,6 +1145,10 @@ def test_evaluate_missing_or_damaged_labels(work, model, kind, needles):
     (["{w}/in.wav", "--device", "tpu"], ["unknown device"]),
     (["{w}/in.wav", "-o", "{w}/nodir/m.json"], ["does not exist"]),
     (["{w}/in.wav", "-o", "{w}/in.wav"], ["also an input"]),
+    (["{w}/in.wav", "-o", "{w}/m.txt"], ["-o", "m.txt", "JSON", "m.json"]),  # JSON once went into any name
+    (["{w}/in.wav", "-o", "{w}/m"], ["m.json"]),
+    (["{w}/in.wav", "--split", "validation"], ["--split", "dataset folder"]),  # once ignored for a file
+    (["{w}", "--split", "test"], ["--split", "dataset folder"]),  # a folder of labelled recordings
 ])
 def test_evaluate_bad_arguments(work, model, args, needles):
     pytest.importorskip("mir_eval")

@@ -268,6 +268,56 @@ def test_engraving_writes_the_right_file_type(tmp_path, ext, magic):
     assert data.lstrip().startswith(magic) and len(data) > 5000
 
 
+def _svg_page(text: str) -> str:
+    """An A4 page as verovio sizes it (tenths of a millimetre) with one line of text."""
+    return ('<svg xmlns="http://www.w3.org/2000/svg" width="2100px" height="2970px" viewBox="0 0 2100 2970">'
+            f'<text x="200" y="300" font-family="DejaVu Sans" font-size="80">{text}</text></svg>')
+
+
+def test_pdf_joins_the_pages_in_order_on_a4(tmp_path):
+    """cairosvg draws each page, pypdf joins them: every page, in order, A4 (595 x 842 pt)."""
+    from pypdf import PdfReader
+
+    from pianonotes.export.engrave import _write_pdf
+
+    seen = []
+    _write_pdf([_svg_page(f"page{i}") for i in (1, 2, 3)], tmp_path / "s.pdf", overwrite=True,
+               progress=lambda stage, f: seen.append((stage, round(f, 3))))
+    reader = PdfReader(tmp_path / "s.pdf")
+    assert [p.extract_text().strip() for p in reader.pages] == ["page1", "page2", "page3"]
+    for page in reader.pages:
+        assert abs(float(page.mediabox.width) - 595.3) < 0.5 and abs(float(page.mediabox.height) - 841.9) < 0.5
+    assert seen == [("pages", 0.333), ("pages", 0.667), ("pages", 1.0)]
+    assert [p.name for p in tmp_path.iterdir()] == ["s.pdf"]
+
+
+def test_pdf_write_is_atomic(tmp_path, monkeypatch):
+    """A page that fails to draw leaves the old PDF as it was and no part file; without overwrite an existing
+    PDF is refused before any page is drawn."""
+    import cairosvg
+
+    from pianonotes.export.engrave import _write_pdf
+
+    out = tmp_path / "s.pdf"
+    out.write_bytes(b"old")
+    real, drawn = cairosvg.svg2pdf, []
+
+    def svg2pdf(*args, **kwargs):
+        drawn.append(1)
+        if len(drawn) == 2:
+            raise ValueError("broken page")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cairosvg, "svg2pdf", svg2pdf)
+    with pytest.raises(ValueError, match="broken page"):
+        _write_pdf([_svg_page("a"), _svg_page("b")], out, overwrite=True)
+    assert out.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["s.pdf"]
+    drawn.clear()
+    with pytest.raises(PianonotesError, match="exists; pass --overwrite"):
+        _write_pdf([_svg_page("a")], out, overwrite=False)
+    assert drawn == [] and out.read_bytes() == b"old"
+
+
 def test_engraving_is_clean_and_metronome_glyph_is_drawable(c_major_xml):
     pages, warnings = render_svg_pages(c_major_xml)
     assert warnings == []  # e.g. "There are 1 ties left open" would be a failure

@@ -184,6 +184,29 @@ def test_view_fits_the_terminal_and_degrades():
         assert ("C1" in text and "C8" in text) == (width >= 54)
 
 
+def test_view_shows_a_journal_failure_while_the_take_goes_on():
+    """A failed journal (a full cache disk) is on the screen from the update it happened in, wrapped to the
+    terminal so its reason (at the end of the line) is never cut off."""
+    from rich.console import Console
+
+    from pianonotes.cli.liveview import LiveView
+    from pianonotes.live.session import Snapshot
+
+    warning = ("the take journal in /home/someone/.cache/pianonotes/takes/20260101-120000 failed after 1.5 s "
+               "of audio (No space left on device); the take goes on and its outputs will hold all of it")
+    view = LiveView(title="t")
+    for width in (120, 60, 40):
+        console = Console(width=width, record=True, force_terminal=True, color_system=None)
+        console.print(view.render(Snapshot(elapsed=3.0, warning=warning), width))
+        text = console.export_text()
+        assert all(len(line) <= width for line in text.splitlines()), (width, text)
+        flat = " ".join(text.split())
+        assert "warning: the take journal" in flat and "(No space left on device)" in flat, (width, text)
+    console = Console(width=80, record=True, force_terminal=True, color_system=None)
+    console.print(view.render(Snapshot(elapsed=3.0), 80))
+    assert "warning" not in console.export_text()
+
+
 def test_unsupported_samplerate_falls_back_or_lists_rates(monkeypatch):
     from pianonotes.errors import PianonotesError
     from pianonotes.live import devices
@@ -290,7 +313,7 @@ def test_unknown_device_name_and_bad_outputs(ckpt, work, clip, env, tmp_path):
     proc = _cli(["listen", "--model", ckpt, "--input-device", "7", "--plain"], _mic_env(env, work))
     _one_red_line(proc, "no input device with index 7")
     proc = _cli(["listen", "--model", ckpt, "--device", "7", "--plain"], _mic_env(env, work))
-    _one_red_line(proc, "--input-device 7")  # --device is the compute device elsewhere
+    _one_red_line(proc, "--input-device 7")  # --device is the compute device, as in transcribe
     proc = _cli(["listen", "--model", ckpt, "-o", tmp_path / "x.doc", "--plain"], _mic_env(env, work))
     _one_red_line(proc, "cannot write 'x.doc'")
 
@@ -389,7 +412,7 @@ def _offline_of(ckpt, path):
 def test_record_keeps_the_input_rate_and_recovers(ckpt, native_clip, env, tmp_path):
     """`listen --input FILE --record`: the input plays at its own rate like a device's; the recording has
     that rate and the input's very samples, the network got it resampled (the notes of offline
-    transcription), and --recover re-transcribes the journal (at the native rate) resampled."""
+    transcription), and `recover` re-transcribes the journal (at the native rate) resampled."""
     import soundfile as sf
 
     from pianonotes.live.journal import read_journal_audio
@@ -409,9 +432,9 @@ def test_record_keeps_the_input_rate_and_recovers(ckpt, native_clip, env, tmp_pa
     folder = _take_folder(env)
     meta = json.loads((folder / "take.json").read_text())
     assert meta["sample_rate"] == rate
-    np.testing.assert_array_equal(read_journal_audio(folder / "audio.wav"), data)
+    np.testing.assert_array_equal(read_journal_audio(folder), data)
     rec.unlink()
-    proc = _cli(["listen", "--recover", folder, "-o", tmp_path / "again.csv"], env)
+    proc = _cli(["recover", folder, "-o", tmp_path / "again.csv"], env)
     assert proc.returncode == 0, proc.stderr
     assert "re-transcribed its audio" in proc.stdout
     assert _keyset(read_events(tmp_path / "again.csv")) == offline  # the whole journal, resampled
@@ -452,6 +475,171 @@ def test_native_journal_stops_with_the_session(ckpt, native_clip, tmp_path, monk
     np.testing.assert_array_equal(read_journal_audio(journal.audio_path), data[: 3 * rate])
     assert copy_recording(journal, tmp_path / "r.wav", journal.sample_rate) == tmp_path / "r.wav"
     assert sf.info(str(tmp_path / "r.wav")).samplerate == rate and sf.info(str(tmp_path / "r.wav")).frames == 3 * rate
+
+
+# ------------------------------------------------------------------------------------- the journal files
+_KILLED_TAKE = """
+import os, sys
+import numpy as np
+from pianonotes.live.journal import Journal
+j = Journal(sys.argv[1], 22050, {"model": "m"})
+for k in range(7):
+    j.write_audio(np.arange(k * 1000, (k + 1) * 1000, dtype=np.float32) / 7000)
+    if k == 3:
+        j.maybe_flush(force=True)
+os._exit(0)  # killed mid-take: no close, nothing flushed after block 3
+"""
+
+
+def test_journal_audio_is_raw_float32_that_a_kill_cannot_break(tmp_path):
+    """audio.f32 has no header to repair: a killed take holds every block written (each reaches the OS whole,
+    unbuffered), a sample cut short by the crash is dropped, and take.json says rate and format."""
+    from pianonotes.live.journal import read_journal_audio, take_audio_path
+    from pianonotes.live.recovery import recover, take_meta
+
+    folder = tmp_path / "take"
+    proc = subprocess.run([sys.executable, "-c", _KILLED_TAKE, str(folder)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    want = np.arange(7000, dtype=np.float32) / 7000
+    assert sorted(p.name for p in folder.iterdir()) == ["audio.f32", "events.jsonl", "take.json"]
+    assert take_audio_path(folder) == folder / "audio.f32" and (folder / "audio.f32").stat().st_size == 4 * 7000
+    np.testing.assert_array_equal(np.fromfile(folder / "audio.f32", "<f4"), want)
+    meta = take_meta(folder)
+    assert (meta["sample_rate"], meta["audio"], meta["audio_format"], meta["channels"]) == (22050, "audio.f32",
+                                                                                              "f32le", 1)
+    assert meta["status"] == "recording" and meta["format"] == "pianonotes-take-v2"
+    with open(folder / "audio.f32", "ab") as f:
+        f.write(b"\x00\x01")  # half a sample: the kill came mid-write
+    for path in (folder, folder / "audio.f32"):
+        np.testing.assert_array_equal(read_journal_audio(path), want)
+    rec = recover(folder, method="journal")
+    assert rec.seconds == 7000 / 22050 and rec.notes == []
+
+
+def test_journal_writes_each_block_at_once_and_syncs_on_flush(tmp_path, monkeypatch):
+    """A block is in the file as soon as it is written (a SIGKILL loses none); the flush every
+    JOURNAL_FLUSH_SECONDS syncs the audio to the disk (as libsndfile's sf_write_sync did)."""
+    from pianonotes.live import journal as J
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(J.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    j = J.Journal(tmp_path / "take", 16000)
+    j.write_audio(np.ones(100, np.float32))  # 400 bytes: a buffered file would still hold them
+    assert j.audio_path.stat().st_size == 400 and j.journaled_samples() == 100
+    j.maybe_flush()  # not yet due
+    assert synced == []
+    j.maybe_flush(force=True)
+    assert synced == [j._audio.fileno()]
+    monkeypatch.setattr(J, "JOURNAL_FLUSH_SECONDS", 0.0)
+    j.write_audio(np.zeros(10, np.float32))
+    j.maybe_flush()
+    assert len(synced) == 2
+    j.close()
+    assert json.loads((j.folder / "take.json").read_text())["seconds"] == round(110 / 16000, 3)
+    assert list(j.audio_blocks()) and np.concatenate(list(j.audio_blocks())).tolist() == [1.0] * 100 + [0.0] * 10
+
+
+def test_journal_full_disk_keeps_what_fitted_and_the_rest_in_memory(tmp_path, monkeypatch):
+    """ENOSPC after a short write (os.write on a full disk): the journal stops, keeps the part of the block that
+    reached the disk for `recover`, and the take's audio (kept in memory for --record) is whole and in order."""
+    import errno
+
+    from pianonotes.live import journal as J
+
+    j = J.Journal(tmp_path / "take", 16000, {"record": "r.wav"})
+    real_write = j._audio.write
+    room = {"bytes": 4 * 250 + 2}  # 250 samples and half of one fit
+
+    class Full:
+        def __getattr__(self, name):
+            return getattr(real_file, name)
+
+        def write(self, data):
+            if not room["bytes"]:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            n = min(len(data), room["bytes"])
+            room["bytes"] -= n
+            return real_write(data[:n])
+
+    real_file = j._audio
+    j._audio = Full()
+    audio = np.arange(1000, dtype=np.float32)
+    j.write_audio(audio[:200])
+    assert j.error is None
+    j.write_audio(audio[200:400])  # 50 samples (and half a sample) fit
+    j.write_audio(audio[400:])
+    assert j.failed and "No space left on device" in j.error and "0.0 s of audio" in j.error
+    assert j.samples == 200 and j.journaled_samples() == 250
+    j.close()
+    np.testing.assert_array_equal(np.concatenate(list(j.audio_blocks())), audio)  # disk (whole blocks), memory
+    np.testing.assert_array_equal(J.read_journal_audio(j.folder), audio[:250])  # what `recover` gets
+    assert "the first 0.0 s" in j.warning() and "kept in memory" in j.warning()
+    assert "No space left" in json.loads((j.folder / "take.json").read_text())["journal_error"]
+
+
+_KILLED_WAV = """
+import os, sys
+import numpy as np, soundfile as sf
+f = sf.SoundFile(sys.argv[2], "w", samplerate=int(sys.argv[3]), channels=1, format="WAV", subtype="FLOAT")
+f.write(np.fromfile(sys.argv[1], "<f4"))
+f.flush()
+os._exit(0)  # the old journal (libsndfile) killed mid-take: the header is the one written at the start
+"""
+
+
+def _as_old_take(folder: Path) -> Path:
+    """The take as pianonotes-take-v1 left it after a SIGKILL: audio.wav (float32 WAV) whose header libsndfile
+    wrote at the start (data length 0, never updated), take.json without the audio fields."""
+    meta = json.loads((folder / "take.json").read_text())
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WAV, str(folder / "audio.f32"), str(folder / "audio.wav"),
+                           str(meta["sample_rate"])], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    (folder / "audio.f32").unlink()
+    raw = (folder / "audio.wav").read_bytes()
+    assert raw[4:8] == (8).to_bytes(4, "little") and raw[raw.index(b"data") + 4:][:4] == bytes(4)  # stale
+    for key in ("audio", "audio_format", "channels"):
+        del meta[key]
+    meta.update(format="pianonotes-take-v1", status="recording")
+    (folder / "take.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_an_old_take_with_audio_wav_still_recovers(ckpt, clip, offline, env, tmp_path):
+    """`recover` of a take journaled as audio.wav (before audio.f32), its header stale from a kill:
+    the whole audio is re-transcribed and --record copies it."""
+    import soundfile as sf
+
+    from pianonotes.live.journal import read_journal_audio, take_audio_path
+    from pianonotes.live.outputs import copy_recording
+    from pianonotes.audio import load_audio
+
+    proc = _cli(["listen", "--model", ckpt, "--input", clip, "--fast", "--plain", "-o", tmp_path / "t.csv"], env)
+    assert proc.returncode == 0, proc.stderr
+    folder = _as_old_take(_take_folder(env))
+    assert take_audio_path(folder) == folder / "audio.wav"
+    want = load_audio(clip, SR)
+    np.testing.assert_array_equal(read_journal_audio(folder), want)
+    copy_recording(folder, tmp_path / "copy.flac", SR)
+    np.testing.assert_allclose(sf.read(tmp_path / "copy.flac", dtype="float32")[0], want, atol=1e-4)
+    meta = json.loads((folder / "take.json").read_text())
+    meta["record"] = str(tmp_path / "rec.wav")
+    (folder / "take.json").write_text(json.dumps(meta))
+    proc = _cli(["recover", folder, "-o", tmp_path / "rec.mid"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert "re-transcribed its audio" in proc.stdout and f"({CLIP_SECONDS:.1f} s" in proc.stdout
+    assert _keyset(_midi_notes(tmp_path / "rec.mid")) == _keyset(offline)
+    np.testing.assert_array_equal(sf.read(tmp_path / "rec.wav", dtype="float32")[0], want)
+
+
+def test_a_take_json_naming_another_audio_format_is_refused(tmp_path):
+    from pianonotes.errors import PianonotesError
+    from pianonotes.live.recovery import recover
+
+    (tmp_path / "take.json").write_text(json.dumps({"sample_rate": 16000, "audio_format": "s16le"}))
+    with pytest.raises(PianonotesError, match="audio_format 's16le'.*'f32le'"):
+        recover(tmp_path)
 
 
 def _start_realtime(ckpt, clip, env, out):
@@ -502,11 +690,11 @@ def test_sigkill_during_a_take_then_recover(ckpt, clip, offline, env, tmp_path):
     from pianonotes.live.journal import read_journal_audio
     from pianonotes.live.recovery import journal_notes
 
-    audio = read_journal_audio(folder / "audio.wav")
+    audio = read_journal_audio(folder)
     assert len(audio) / SR >= played_at_least - 1.0  # at most about one second lost
     journaled = journal_notes(folder)
     assert journaled and _keyset(journaled) <= _keyset(offline)
-    proc = _cli(["listen", "--recover", folder], env)
+    proc = _cli(["recover", folder], env)
     assert proc.returncode == 0, proc.stderr
     assert "recovered" in proc.stdout and str(out) in proc.stdout
     got = _midi_notes(out)

@@ -9,6 +9,7 @@ regenerate with `python tests/test_msmd.py`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import math
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pianonotes.datasets.msmd import FOLDER_NAME, default_root, hash_split, load_performance, load_split_file, parse_performance_name, resolve_filters, scan, select, split_pieces, training_data
+from pianonotes.datasets.msmd import FOLDER_NAME, MsmdOptions, MsmdPerformance, default_root, hash_split, load_performance, load_split_file, parse_performance_name, resolve_filters, scan, select, split_pieces, training_data
 from pianonotes.features.msmd import MsmdFrontEnd, MsmdStream
 from pianonotes.errors import PianonotesError
 
@@ -175,6 +176,7 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 def test_load_performance_targets(dataset):
     sc = scan(dataset)
     perf = next(p for p in sc.pieces["BachJS__BWV772__bach-invention-01"] if p.soundfont == "ElectricPiano")
+    assert isinstance(perf, MsmdPerformance)
     notes = np.load(perf.files["notes"])
     midi = np.load(perf.files["midi"])
     spec = np.load(perf.files["spec"])
@@ -203,7 +205,7 @@ def test_load_performance_targets(dataset):
 # ------------------------------------------------------------------------------------ presets, splits
 def test_authors_preset_filters(dataset):
     sc = scan(dataset)
-    name, train_f, eval_f = resolve_filters({"preset": "authors"})
+    name, train_f, eval_f = resolve_filters(MsmdOptions(str(dataset), preset="authors"))
     assert name == "authors"
     kept = {p.name for p in select(sc, sc.pieces, train_f)}
     assert kept == {
@@ -217,20 +219,75 @@ def test_authors_preset_filters(dataset):
     assert evals == {f"{piece}_tempo-1000_grand-piano-YDP-20160804" for piece in LAYOUT
                      if piece != "Anonymous__lanative__lanative"}
     # explicit overrides on top of a preset
-    _, f, _ = resolve_filters({"preset": "authors", "soundfonts": "ElectricPiano", "tempo_max": 1.0})
+    _, f, _ = resolve_filters(MsmdOptions(str(dataset), preset="authors", soundfonts="ElectricPiano", tempo_max=1.0))
     assert {p.name for p in select(sc, sc.pieces, f)} == {
         "BachJS__BWV772__bach-invention-01_tempo-1000_ElectricPiano"}
-    with pytest.raises(PianonotesError, match="unknown MSMD preset"):
-        resolve_filters({"preset": "nope"})
+    # an override that empties the preset's range: the preset's minimum 0.90 is above 0.5
     with pytest.raises(PianonotesError, match="empty"):
-        resolve_filters({"tempo_min": 1.2, "tempo_max": 1.0})
+        resolve_filters(MsmdOptions(str(dataset), preset="authors", tempo_max=0.5))
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"root": ""}, "no MSMD folder given"),
+    ({"preset": "nope"}, "unknown MSMD preset 'nope'"),
+    ({"tempo_min": 1.2, "tempo_max": 1.0}, "empty"),
+    ({"eval_tempo_min": 1.2, "eval_tempo_max": 1.0}, "empty"),
+    ({"tempo_min": 0.0}, "--tempo-min"),
+    ({"tempo_max": float("nan")}, "--tempo-max"),
+    ({"tempo_min": "fast"}, "--tempo-min"),
+    ({"limit_hours": 0}, "--limit-hours"),
+    ({"limit_hours": float("inf")}, "--limit-hours"),
+    ({"val_seconds": -1.0}, "val_seconds"),
+    ({"soundfonts": 3}, "--soundfonts"),
+    ({"split_file": ""}, "split file"),
+])
+def test_msmd_options_are_checked_when_made(kwargs, needle):
+    with pytest.raises(PianonotesError, match=needle) as info:
+        MsmdOptions(**{"root": "somewhere", **kwargs})
+    assert "\n" not in str(info.value)
+
+
+def test_msmd_options_normalize_and_round_trip(tmp_path):
+    opts = MsmdOptions(tmp_path, split_file=tmp_path / "s.yaml", soundfonts=" a, b ,", eval_soundfonts=["c"],
+                       tempo_min=1, limit_hours=2)
+    assert opts.root == str(tmp_path) and opts.split_file == str(tmp_path / "s.yaml")
+    assert opts.soundfonts == ("a", "b") and opts.eval_soundfonts == ("c",)
+    assert opts.tempo_min == 1.0 and isinstance(opts.tempo_min, float) and opts.limit_hours == 2.0
+    assert MsmdOptions("x", soundfonts=" , ").soundfonts is None
+    d = json.loads(json.dumps(opts.to_dict()))
+    assert d["soundfonts"] == ["a", "b"] and MsmdOptions.from_dict(d) == opts
+    # the dict older runs recorded (a null preset, only some keys) reads back too
+    old = {"root": "r", "split_file": None, "preset": None, "limit_hours": None, "val_seconds": 600.0,
+           "soundfonts": ["ElectricPiano"]}
+    assert MsmdOptions.from_dict(old) == MsmdOptions("r", val_seconds=600.0, soundfonts=("ElectricPiano",))
+    with pytest.raises(PianonotesError, match="unknown MSMD option"):
+        MsmdOptions.from_dict({"root": "r", "valid_seconds": 1})
+    with pytest.raises(PianonotesError, match="no MSMD folder"):
+        MsmdOptions.from_dict({})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.root = "elsewhere"
+
+
+def test_train_config_round_trips_with_msmd_options():
+    pytest.importorskip("torch")
+    from pianonotes.training.train import TrainConfig
+
+    cfg = TrainConfig(arch="linear", msmd=MsmdOptions("r", preset="authors", soundfonts="a,b", tempo_max=1.1))
+    d = cfg.to_dict()
+    assert d["msmd"]["soundfonts"] == ["a", "b"] and d["msmd"]["preset"] == "authors"
+    json.dumps(d)
+    assert TrainConfig.from_dict(d) == cfg
+    assert TrainConfig.from_dict({**TrainConfig().to_dict(), "from_a_later_version": 1}) == TrainConfig()
 
 
 def test_split_file_is_by_piece(dataset):
     parts = split_pieces(scan(dataset).pieces, dataset / "split.yaml")
     assert parts == {"train": ["BachJS__BWV772__bach-invention-01", "ChopinFF__O28__Chop-28-2",
                                "SatieE__gymnopedie_1__gymnopedie_1"],
-                     "valid": ["MozartWA__KV331__KV331_1_2_var1"], "test": []}
+                     "validation": ["MozartWA__KV331__KV331_1_2_var1"], "test": []}
+    # the same split under this package's name for it
+    (dataset / "split-validation.yaml").write_text(SPLIT_YAML.replace("valid:", "validation:"))
+    assert split_pieces(scan(dataset).pieces, dataset / "split-validation.yaml") == parts
 
 
 def test_bad_split_files(tmp_path):
@@ -246,13 +303,17 @@ def test_bad_split_files(tmp_path):
         load_split_file(bad)
     with pytest.raises(PianonotesError, match="cannot read"):
         load_split_file(tmp_path / "missing.yaml")
+    bad.write_text("train: [a]\nvalid: [b]\nvalidation: [c]\n")
+    with pytest.raises(PianonotesError, match="both 'valid' and 'validation'"):
+        load_split_file(bad)
 
 
 def test_hash_split_is_deterministic_by_piece():
     pieces = [f"Composer{i}__op{i}__piece{i}" for i in range(400)]
     parts = split_pieces(pieces)
     assert sorted(sum(parts.values(), [])) == sorted(pieces)  # every piece once
-    assert 0.7 < len(parts["train"]) / 400 < 0.8 and parts["valid"] and parts["test"]
+    assert set(parts) == {"train", "validation", "test"}
+    assert 0.7 < len(parts["train"]) / 400 < 0.8 and parts["validation"] and parts["test"]
     sub = split_pieces(pieces[::3])  # a piece's split never depends on the others
     for k in sub:
         assert set(sub[k]) <= set(parts[k])
@@ -262,7 +323,7 @@ def test_hash_split_is_deterministic_by_piece():
 def test_training_data(dataset):
     events = []
     train, val, fe_cfg, desc = training_data(
-        {"root": str(dataset), "split_file": str(dataset / "split.yaml"), "preset": "authors"},
+        MsmdOptions(str(dataset), split_file=str(dataset / "split.yaml"), preset="authors"),
         on_event=lambda kind, info: events.append((kind, info)))
     assert {r.name for r in train} == {
         "BachJS__BWV772__bach-invention-01_tempo-1000_ElectricPiano",
@@ -279,29 +340,31 @@ def test_training_data(dataset):
     assert desc["counts"]["performances_without_features"] == 1
     assert desc["counts"]["pieces_not_in_split"] == 0
     assert desc["counts"]["split_pieces_missing"] == 2  # the piece without performances, and one not here
-    assert (desc["train_performances"], desc["train_pieces"], desc["valid_performances"]) == (4, 3, 1)
+    assert (desc["train_performances"], desc["train_pieces"], desc["validation_performances"]) == (4, 3, 1)
+    assert "validation_hours" in desc and not any(k.startswith("valid_") for k in desc)
     assert desc["split"]["kind"] == "file" and len(desc["split"]["sha256"]) == 64
     json.dumps(desc)  # goes into the checkpoint config
 
     # no split file: the hash split; every loaded recording of a piece is in that piece's split
-    train2, val2, _, desc2 = training_data({"root": str(dataset)})
+    train2, val2, _, desc2 = training_data(MsmdOptions(str(dataset)))
     assert desc2["split"]["kind"] == "hash"
     for r in train2:
         assert hash_split(parse_performance_name(r.name).piece) == "train"
     for r in val2:
-        assert hash_split(parse_performance_name(r.name).piece) == "valid"
+        assert hash_split(parse_performance_name(r.name).piece) == "validation"
 
 
 def test_training_data_limit_hours(dataset):
-    train, _, _, desc = training_data({"root": str(dataset), "split_file": str(dataset / "split.yaml"),
-                                            "limit_hours": 1e-9, "val_seconds": 1e-9})
-    assert len(train) == 1 and desc["train_performances"] == 1 and desc["valid_performances"] == 1
+    train, _, _, desc = training_data(MsmdOptions(str(dataset), split_file=str(dataset / "split.yaml"),
+                                                 limit_hours=1e-9, val_seconds=1e-9))
+    assert len(train) == 1 and desc["train_performances"] == 1 and desc["validation_performances"] == 1
 
 
 def test_training_data_nothing_selected(dataset):
     with pytest.raises(PianonotesError, match="no MSMD training performances"):
-        training_data({"root": str(dataset), "split_file": str(dataset / "split.yaml"),
-                            "soundfonts": "NoSuchPiano"})
+        training_data(MsmdOptions(str(dataset), split_file=str(dataset / "split.yaml"), soundfonts="NoSuchPiano"))
+    with pytest.raises(PianonotesError, match="MsmdOptions"):
+        training_data({"root": str(dataset)})
 
 
 # ----------------------------------------------------------------------------------------- front end
@@ -441,6 +504,12 @@ def test_train_cli_on_msmd_and_transcribe(dataset, tmp_path, arch):
     assert cfg["frontend"]["kind"] == "msmd" and cfg["n_features"] == 92 and cfg["fps"] == 20.0
     assert cfg["data"]["format"] == "msmd" and cfg["data"]["license"] == "CC BY-SA 4.0"
     assert cfg["lookahead_seconds"] >= 2048 / 22050
+    # the options as the run recorded them (JSON), read back typed: what a later tool or resume sees
+    opts = MsmdOptions.from_dict(cfg["train_config"]["msmd"])
+    assert opts.root == str(dataset) and opts.val_seconds == 600.0 and opts.limit_hours is None
+    assert (opts.preset, opts.split_file) == (("authors", str(dataset / "split.yaml")) if arch != "linear"
+                                              else ("all", None))
+    assert cfg["data"]["validation_performances"] >= 1 or arch == "linear"
 
     # transcribe a short WAV with the checkpoint through the streaming engine
     import soundfile as sf
@@ -464,6 +533,25 @@ def test_train_cli_on_msmd_and_transcribe(dataset, tmp_path, arch):
     np.testing.assert_allclose(np.concatenate([u.frame for u in ups]), offline["frame"], atol=1e-5)
     for u in ups:
         assert all(21 <= note.pitch <= 108 for note in u.notes)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--preset", "nope"], "unknown MSMD preset 'nope'"),
+    (["--tempo-min", "1.2", "--tempo-max", "1.0"], "empty"),
+    (["--tempo-min", "0"], "--tempo-min"),
+])
+def test_train_cli_checks_msmd_options_before_downloading(monkeypatch, tmp_path, args, needle):
+    from typer.testing import CliRunner
+
+    from pianonotes.cli.app import app
+
+    monkeypatch.setenv("PIANONOTES_CACHE", str(tmp_path / "cache"))
+    res = CliRunner().invoke(app, ["train", "--msmd", "download", "--yes", "--out", str(tmp_path / "run"), *args],
+                             env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert res.exit_code == 1, (res.output, repr(res.exception))
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], res.stderr
+    assert not (tmp_path / "cache").exists()  # nothing was downloaded
 
 
 def test_default_root_is_msmd_in_the_one_cache_root(monkeypatch, tmp_path):

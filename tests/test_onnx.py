@@ -180,7 +180,7 @@ def test_resaving_a_checkpoint_drops_its_stale_export(random_onnx, tmp_path):
 # --------------------------------------------------------------------------------- without torch
 @shipped
 def test_inference_commands_never_import_torch(no_torch, tmp_path):
-    """transcribe, re-decoding, listen --input and --recover in processes where torch cannot be imported."""
+    """transcribe, re-decoding, listen --input and recover in processes where torch cannot be imported."""
     mid, npz = tmp_path / "ex.mid", tmp_path / "ex.npz"
     p = run_cli("transcribe", EXAMPLE, "-o", mid, "--save-activations", npz, env=no_torch)
     assert p.returncode == 0, p.stderr
@@ -193,7 +193,7 @@ def test_inference_commands_never_import_torch(no_torch, tmp_path):
                 env=env)
     assert p.returncode == 0, p.stderr
     take = next((cache / "takes").iterdir())
-    p = run_cli("listen", "--recover", take, "-o", tmp_path / "rec.mid", env=env)
+    p = run_cli("recover", take, "-o", tmp_path / "rec.mid", env=env)
     assert p.returncode == 0, p.stderr
     assert "re-transcribed its audio" in p.stdout
     p = run_cli("evaluate", EXAMPLE, "-o", tmp_path / "metrics.json", env=no_torch)
@@ -284,3 +284,30 @@ def test_model_config_and_device_errors_are_one_line():
             pick_device("cuda", backend="onnx")
     with pytest.raises(PianonotesError, match="unknown backend"):
         Transcriber.from_checkpoint(None, backend="tensorflow")
+
+
+def test_networks_and_decode_options_through_declared_interfaces(random_onnx):
+    """A backend network is an inference.Network (no probing of its attributes); a torch module is wrapped;
+    the decoding options come from the typed ModelConfig's decode mapping, never from the JSON dict."""
+    from pianonotes.decode import DecodeOptions
+    from pianonotes.inference import Network, OnnxNetwork, TorchNetwork, as_network, load_network
+
+    net, cfg = load_network(random_onnx, device="cpu")
+    assert isinstance(net, OnnxNetwork) and isinstance(net, Network) and as_network(net) is net
+    assert Transcriber.from_checkpoint(random_onnx, device="cpu").model is None  # ONNX Runtime: no module
+    tr = Transcriber.from_checkpoint(random_onnx, device="cpu", backend="torch")
+    assert isinstance(tr.network, TorchNetwork) and tr.model is tr.network.model
+    assert not isinstance(tr.model, Network)
+    wrapped = as_network(tr.model)
+    assert isinstance(wrapped, TorchNetwork) and wrapped.model is tr.model and (wrapped.past, wrapped.future) == (
+        net.past, net.future)
+
+    assert cfg.decode["min_note_seconds"] == 0.04  # the checkpoint's, not the library default
+    assert DecodeOptions.for_model(cfg.decode) == cfg.decode_options() and cfg.decode_options().min_note_seconds == 0.04
+    o = cfg.decode_options(onset_threshold=0.7)
+    assert o.onset_threshold == 0.7 and o.min_note_seconds == 0.04
+    assert DecodeOptions.for_model(None) == DecodeOptions()
+    with pytest.raises(TypeError, match="whole checkpoint config"):  # the old call: caught, never silent defaults
+        DecodeOptions.for_model(dict(cfg.raw))
+    with pytest.raises(PianonotesError, match="not names with numbers"):
+        DecodeOptions.for_model([0.5])

@@ -217,7 +217,7 @@ def test_recording_over_the_socket_equals_transcribe(server, clips, expected):
     from pianonotes.live.recovery import journal_notes
 
     folder = Path(os.environ["PIANONOTES_CACHE"]) / "takes" / take["id"]
-    np.testing.assert_array_equal(read_journal_audio(folder / "audio.wav"), sf.read(clips[0], dtype="float32")[0])
+    np.testing.assert_array_equal(read_journal_audio(folder), sf.read(clips[0], dtype="float32")[0])
     assert journal_notes(folder) == want
     assert take["id"] in [t["id"] for t in _json(server, "/api/takes")[1]["takes"]]
 
@@ -317,11 +317,11 @@ def test_dropped_socket_keeps_the_take_then_recover(server, clips, model):
     info = _wait_status(server, take, ("complete",))
     assert info["interrupted"] and info["seconds"] == pytest.approx(2.5)
     folder = Path(os.environ["PIANONOTES_CACHE"]) / "takes" / take
-    audio = read_journal_audio(folder / "audio.wav")
+    audio = read_journal_audio(folder)
     np.testing.assert_array_equal(audio, np.concatenate(blocks))
     want = _offline(model, audio)
     _same(info["notes_list"], want)
-    # and the journal rebuilds it (re-transcribing its audio, as `listen --recover` does)
+    # and the journal rebuilds it (re-transcribing its audio, as `pianonotes recover` does)
     status, rec = _json(server, f"/api/takes/{take}/recover", data=b"", method="POST")
     assert status == 200 and rec["status"] == "complete" and rec["notes"] == len(want)
     status, info = _json(server, f"/api/takes/{take}")
@@ -386,7 +386,7 @@ def test_the_page_reconnects_and_the_take_goes_on(server, clips, expected):
     _same(info["notes_list"], expected[clips[0]])
     from pianonotes.live.journal import read_journal_audio
 
-    audio = read_journal_audio(Path(os.environ["PIANONOTES_CACHE"]) / "takes" / take / "audio.wav")
+    audio = read_journal_audio(Path(os.environ["PIANONOTES_CACHE"]) / "takes" / take)
     np.testing.assert_array_equal(audio, sf.read(clips[0], dtype="float32")[0])
 
 
@@ -651,3 +651,24 @@ def test_a_take_writes_the_decoded_pedal_as_cc64(tmp_path):
 
     assert cc64([PedalEvent(0.4, 1.8)], "with") == [127, 0]
     assert cc64(None, "without") == []
+
+
+def test_model_reads_the_typed_config_and_the_probe_wraps_an_engine(model):
+    """The server's model reads the typed ModelConfig (no dict-or-attribute probing) and the page's probe
+    engine passes through exactly what LiveSession reads of an Engine."""
+    from pianonotes.serve import core
+
+    cfg = model.transcriber.config
+    assert cfg.lookahead_seconds is not None and model.lookahead_ms == pytest.approx(1000 * cfg.lookahead_seconds)
+    assert model.transcriber.network.device == "cpu"
+    eng = model.engine()
+    probe = core._ProbeEngine(eng)
+    assert (probe.sample_rate, probe.frontend, probe.latency_frames, probe.decoder) == (
+        eng.sample_rate, eng.frontend, eng.latency_frames, eng.decoder)
+    upd = probe.push(np.zeros(model.sample_rate, np.float32))
+    assert probe.samples_in == eng.samples_in == model.sample_rate and probe.frames_out == eng.frames_out
+    assert upd.n_frames and probe.last_frame.shape == (88,)
+    probe.finish()
+    assert not probe.last_frame.any()
+    with pytest.raises(TypeError, match="wraps an Engine"):
+        core._ProbeEngine(object())

@@ -1,6 +1,7 @@
-"""``pianonotes devices`` and ``pianonotes listen``: live transcription from a microphone (or a file).
+"""``pianonotes devices``, ``pianonotes listen`` (live transcription from a microphone, or a file) and
+``pianonotes recover`` (a take rebuilt from its journal).
 
-``register(app)`` adds both commands to the main Typer app; registering twice is harmless. Only this
+``register(app)`` adds the three commands to the main Typer app; registering twice is harmless. Only this
 layer prints or exits. The network runs on ONNX Runtime (torch only for a checkpoint without an ONNX
 export); ``devices`` imports neither.
 """
@@ -47,12 +48,38 @@ def devices() -> None:
     _console().print(t)
 
 
+COMPUTE_DEVICES = ("auto", "cpu", "cuda")
+LIVE_DEVICE_HELP = ("Compute device: auto | cpu | cuda (default cpu: a take's 50 ms steps run on one CPU thread; "
+                    "the microphone is --input-device).")
+RECOVER_HINT = "`pianonotes listen --recover` is now `pianonotes recover`; use that"
+
+
+def _check_compute_device(device: str) -> None:
+    """``--device`` is the compute device, as in ``transcribe``; a microphone given there is one clear line."""
+    if device in COMPUTE_DEVICES or device.startswith("cuda:"):
+        return
+    raise PianonotesError(f"--device {device} is not a compute device ({', '.join(COMPUTE_DEVICES)}); choose "
+                          f"the microphone with --input-device {device} (see `pianonotes devices`)")
+
+
+def _check_score_options(bpm, time_signature, note_length) -> dict:
+    """The score options of ``listen`` and ``recover``, checked before any work; returns them by name."""
+    from pianonotes.export import parse_meter
+    from pianonotes.notes import check_note_length
+
+    if time_signature is not None:
+        parse_meter(time_signature)
+    if bpm is not None and not 20 <= bpm <= 400:
+        raise PianonotesError("--bpm must be between 20 and 400")
+    check_note_length(note_length)
+    return {"bpm": bpm, "time_signature": time_signature, "note_length": note_length}
+
+
 def listen(
-    take_dir: Optional[Path] = typer.Argument(None, help="With --recover: the take folder "
-                                              "(default: the latest take)."),
-    device: Optional[str] = typer.Option(None, "--input-device", help="Input device: index or part of its "
-                                         "name (see `pianonotes devices`; default: the system default)."),
-    old_device: Optional[str] = typer.Option(None, "--device", hidden=True),
+    ctx: typer.Context,
+    input_device: Optional[str] = typer.Option(None, "--input-device", help="Input device: index or part of its "
+                                               "name (see `pianonotes devices`; default: the system default)."),
+    device: str = typer.Option("cpu", "--device", help=LIVE_DEVICE_HELP),
     samplerate: Optional[int] = typer.Option(None, "--samplerate", help="Capture rate in Hz (default: the "
                                              "model's rate if the device takes it, else the device's; with "
                                              "--record the device's own rate)."),
@@ -67,8 +94,8 @@ def listen(
     fast: bool = typer.Option(False, "--fast", help="With --input: as fast as possible."),
     duration: Optional[float] = typer.Option(None, "--duration",
                                              help="Stop after this many seconds of audio."),
-    recover_take: bool = typer.Option(False, "--recover", help="Rebuild the outputs of an interrupted take "
-                                      "from its journal (TAKE_DIR, default the latest) and exit."),
+    recover_take: bool = typer.Option(False, "--recover", hidden=True, help="Old spelling of `pianonotes "
+                                      "recover [TAKE]` (kept as an alias)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     onset_threshold: Optional[float] = typer.Option(None, help="Onset probability that starts a note "
                                                     f"(default: the model's, else {C.ONSET_THRESHOLD})."),
@@ -85,30 +112,23 @@ def listen(
     """Transcribe live from the microphone, with a keyboard, piano roll and level meter on screen.
 
     q, Ctrl-C or SIGTERM end the take and write it to every --output. The audio and notes are journaled
-    as you play: `pianonotes listen --recover` rebuilds a take after a crash.
+    as you play: `pianonotes recover` rebuilds a take after a crash.
     """
     thresholds = {"onset_threshold": onset_threshold, "frame_threshold": frame_threshold,
                   "min_note_seconds": min_note}
-    if old_device is not None:
-        raise _fail(f"listen takes its microphone with --input-device {old_device} (--device is the compute "
-                    "device in the other commands)")
-    if take_dir is not None and not recover_take:
-        raise _fail(f"unexpected argument '{take_dir}': a take folder is only for --recover")
+    # a take folder is only for the old `listen --recover [TAKE]` (extra arguments: none in the usage line)
+    if len(ctx.args) > 1 or (ctx.args and not recover_take):
+        arg = " ".join(ctx.args)
+        raise _fail(f"unexpected argument '{arg}': to rebuild a take, run `pianonotes recover {arg}`")
+    take_dir = Path(ctx.args[0]) if ctx.args else None
     try:  # checked before the take starts
-        from pianonotes.export import parse_meter
-
-        if time_signature is not None:
-            parse_meter(time_signature)
-        if bpm is not None and not 20 <= bpm <= 400:
-            raise PianonotesError("--bpm must be between 20 and 400")
-        from pianonotes.notes import check_note_length
-
-        check_note_length(note_length)
+        _check_compute_device(device)
+        score = _check_score_options(bpm, time_signature, note_length)
     except PianonotesError as exc:
         raise _fail(str(exc))
-    score = {"bpm": bpm, "time_signature": time_signature, "note_length": note_length}
-    if recover_take:
-        _recover(take_dir, model, output, overwrite, thresholds, score)
+    if recover_take:  # the old spelling: said once, then done as `pianonotes recover` does it
+        _console(stderr=True).print(f"note: {RECOVER_HINT}", soft_wrap=True, markup=False)
+        _recover(take_dir, model, output, overwrite, thresholds, score, device=device)
         return
     if fast and input_file is None:
         raise _fail("--fast only applies to --input FILE")
@@ -120,11 +140,47 @@ def listen(
     if len(set(named)) < len(named):
         twice = next(o for o in named if named.count(o) > 1)
         raise _fail(f"{twice} is named twice as an output; give each output its own name")
-    _listen(device, samplerate, model, output, record, plain, input_file, fast, duration, overwrite,
-            thresholds, score)
+    _listen(input_device, samplerate, model, output, record, plain, input_file, fast, duration, overwrite,
+            thresholds, score, device=device)
 
 
-def _recover(take_dir, model, output, overwrite, thresholds, score=None) -> None:
+def recover_command(
+    take: Optional[Path] = typer.Argument(None, help="The take's journal folder (default: the latest take in "
+                                          "the cache's takes/ folder)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint to re-transcribe the journal audio "
+                                         "with (default: the one the take used)."),
+    output: List[Path] = typer.Option([], "-o", "--output", help="Write the take here: .mid, .musicxml, .mxl, "
+                                      ".pdf, .svg, .png, .csv, .json (repeat for several; default: the take's "
+                                      "own outputs)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+    device: str = typer.Option("cpu", "--device", help="Compute device: auto | cpu | cuda."),
+    onset_threshold: Optional[float] = typer.Option(None, help="Onset probability that starts a note "
+                                                    "(default: the take's)."),
+    frame_threshold: Optional[float] = typer.Option(None, help="Key-down probability that sustains a note "
+                                                    "(default: the take's)."),
+    min_note: Optional[float] = typer.Option(None, help="Shortest note kept, in seconds (default: the take's)."),
+    bpm: Optional[float] = typer.Option(None, "--bpm", help="Constant tempo of the score and MIDI in quarter "
+                                        "notes per minute (default: tracked, following rubato)."),
+    time_signature: Optional[str] = typer.Option(None, "--time-signature", help="Meter of the score and MIDI, "
+                                                 "e.g. 3/4 or 6/8 (default: estimated)."),
+    note_length: str = typer.Option("key", "--note-length", metavar="key|sounding", help=NOTE_LENGTH_HELP),
+) -> None:
+    """Rebuild the outputs of an interrupted take (`listen` or `serve`) from its journal, then exit.
+
+    The journal's audio is transcribed again with the take's model and thresholds (the notes the take
+    would have given); without audio or a model, the journaled notes are used.
+    """
+    thresholds = {"onset_threshold": onset_threshold, "frame_threshold": frame_threshold,
+                  "min_note_seconds": min_note}
+    try:
+        _check_compute_device(device)
+        score = _check_score_options(bpm, time_signature, note_length)
+    except PianonotesError as exc:
+        raise _fail(str(exc))
+    _recover(take, model, output, overwrite, thresholds, score, device=device)
+
+
+def _recover(take_dir, model, output, overwrite, thresholds, score=None, *, device: str = "cpu") -> None:
     from pianonotes.live.journal import latest_take
     from pianonotes.live.outputs import check_outputs, check_record, copy_recording, write_outputs
     from pianonotes.live.recovery import mark_recovered, recover, take_meta
@@ -132,7 +188,7 @@ def _recover(take_dir, model, output, overwrite, thresholds, score=None) -> None
     console = _console()
     try:
         folder = Path(take_dir) if take_dir is not None else latest_take()
-        rec = recover(folder, model=model, **thresholds)
+        rec = recover(folder, model=model, device=device, **thresholds)
         if output:
             outputs = check_outputs(output, overwrite=overwrite)
         else:  # the take's own outputs: a crashed take never wrote them, so a file there is another one's
@@ -140,8 +196,7 @@ def _recover(take_dir, model, output, overwrite, thresholds, score=None) -> None
         record = check_record(rec.record, overwrite=overwrite) if rec.record else None
         written = write_outputs(rec.notes, outputs, title=outputs[0].stem, pedals=rec.pedals, **(score or {}))
         if record is not None:
-            written.append(copy_recording(folder / "audio.wav", record, int(take_meta(folder)
-                                                                                 .get("sample_rate", C.SAMPLE_RATE))))
+            written.append(copy_recording(folder, record, int(take_meta(folder).get("sample_rate", C.SAMPLE_RATE))))
         unmarked = mark_recovered(folder, written)
     except PianonotesError as exc:
         raise _fail(str(exc))
@@ -155,8 +210,8 @@ def _recover(take_dir, model, output, overwrite, thresholds, score=None) -> None
         console.print(f"wrote {p}")
 
 
-def _listen(device, samplerate, model, output, record, plain, input_file, fast, duration, overwrite,
-            thresholds, score=None) -> None:
+def _listen(input_device, samplerate, model, output, record, plain, input_file, fast, duration, overwrite,
+            thresholds, score=None, *, device: str = "cpu") -> None:
     from pianonotes.live.devices import choose_samplerate, resolve_device
     from pianonotes.live.journal import Journal
     from pianonotes.live.outputs import check_outputs, check_record, copy_recording, write_outputs
@@ -176,7 +231,7 @@ def _listen(device, samplerate, model, output, record, plain, input_file, fast, 
 
         cfg_path, _ = checkpoint.resolve(model)
         # one thread, no spinning: 50 ms steps of a few frames each; the rest of the CPU is the capture's
-        transcriber = Transcriber.from_checkpoint(cfg_path, device="cpu", threads=1, overrides=thresholds)
+        transcriber = Transcriber.from_checkpoint(cfg_path, device=device, threads=1, overrides=thresholds)
         options = transcriber.options
         engine_rate = int(transcriber.frontend.sample_rate)
         if input_file is not None:
@@ -186,7 +241,7 @@ def _listen(device, samplerate, model, output, record, plain, input_file, fast, 
             # still gets it resampled); without, at the model's rate, exactly as `transcribe` reads it
             source = FileSource(input_file, audio_info(input_file)[0] if record_path else engine_rate, fast=fast)
         else:
-            dev = resolve_device(device)
+            dev = resolve_device(input_device)
             # with --record the device's own rate comes first: the recording keeps it
             native = int(dev.default_samplerate) if record_path and dev.default_samplerate > 0 else engine_rate
             rate = choose_samplerate(dev, samplerate, native)
@@ -224,7 +279,10 @@ def _listen(device, samplerate, model, output, record, plain, input_file, fast, 
             msg.print(f"listening to {source.label}; q or Ctrl-C stops and saves")
             from pianonotes.cli.liveview import run_plain
 
-            run_plain(session, sys.stdout)
+            from rich.markup import escape
+
+            # a failed journal is said as it happens (the summary below says what it cost)
+            run_plain(session, sys.stdout, warn=lambda w: msg.print(f"warning: {escape(w)}"))
         else:
             from pianonotes.cli.liveview import LiveView, run_screen
 
@@ -243,12 +301,12 @@ def _listen(device, samplerate, model, output, record, plain, input_file, fast, 
         journal.update_meta(status="complete", written=[str(p) for p in written])
     except PianonotesError as exc:
         raise _fail(f"{exc}; the take is kept in {journal.folder}: "
-                    f"pianonotes listen --recover {journal.folder}"
+                    f"pianonotes recover {journal.folder}"
                     + (f" (its journal failed after {journal.samples / journal.sample_rate:.1f} s)"
                        if journal.failed else ""))
     except KeyboardInterrupt:
         raise _fail(f"interrupted while saving; the take is kept in {journal.folder}: "
-                    f"pianonotes listen --recover {journal.folder}", 130)
+                    f"pianonotes recover {journal.folder}", 130)
     mins, secs = divmod(result.seconds, 60)
     msg.print(f"take: {len(result.notes)} notes in {int(mins)}:{secs:04.1f}"
               + (f", {result.dropped} audio blocks dropped" if result.dropped else ""))
@@ -272,9 +330,11 @@ def _listen(device, samplerate, model, output, record, plain, input_file, fast, 
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``devices`` and ``listen`` to ``app`` (a no-op when they are already there)."""
+    """Add ``devices``, ``listen`` and ``recover`` to ``app`` (a no-op for those already there)."""
     names = {c.name or (c.callback.__name__ if c.callback else None) for c in app.registered_commands}
     if "devices" not in names:
         app.command("devices")(devices)
-    if "listen" not in names:
-        app.command("listen")(listen)
+    if "listen" not in names:  # extra arguments: the take folder of the old `listen --recover TAKE`
+        app.command("listen", context_settings={"allow_extra_args": True})(listen)
+    if "recover" not in names:
+        app.command("recover")(recover_command)

@@ -8,6 +8,7 @@ The screen (refreshed whenever the worker publishes, at least 20 times a second)
     sounding  C4 ▇▇▇▇▅ 93%  E4 ▇▇▇▂  71% ...
     level ▕████████░░░░░░░░▏ -23 dB  elapsed 01:23.4  notes 42
     latency 48 ms (+100 ms look-ahead)  dropped 0
+    warning: the take journal in ... failed ... (only once the journal failed: the take goes on)
     q stop and save · Ctrl-C stop and save
 
 The keyboard needs 52 columns plus a margin; narrower terminals get the text lines only.
@@ -19,7 +20,7 @@ import contextlib
 import os
 import sys
 import threading
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 from pianonotes import constants as C
 from pianonotes.notes import pitch_name
@@ -28,7 +29,6 @@ BLACK_PC = {1, 3, 6, 8, 10}
 WHITE_KEYS = [p for p in range(C.MIN_PITCH, C.MAX_PITCH + 1) if p % 12 not in BLACK_PC]  # 52
 KEYBOARD_MIN_WIDTH = len(WHITE_KEYS) + 2  # margin + 52 keys + the label C8
 ROLL_ROWS = 8
-ROLL_SECONDS = 4.0
 BAR = " ▁▂▃▄▅▆▇█"
 KEYS_HELP = "q stop and save · Ctrl-C stop and save"
 
@@ -135,7 +135,7 @@ def _vbar(fraction: float, width: int = 5) -> str:
 class LiveView:
     """Builds the screen for a :class:`pianonotes.live.Snapshot`; pure (no I/O), easy to test."""
 
-    def __init__(self, *, title: str, lookahead_ms: float | None = None, roll_seconds: float = ROLL_SECONDS,
+    def __init__(self, *, title: str, lookahead_ms: float | None = None, roll_seconds: float = C.ROLL_SECONDS,
                  roll_rows: int = ROLL_ROWS):
         self.title = title
         self.lookahead_ms = lookahead_ms
@@ -155,6 +155,8 @@ class LiveView:
             lines += self._keyboard(snap)
         lines.append(self._sounding(snap, width))
         lines += self._status(snap, width)
+        if getattr(snap, "warning", None):  # wraps: the reason is at the end of the line
+            lines.append(Text(f"warning: {snap.warning}", style="bold yellow"))
         lines.append(Text(KEYS_HELP, style="dim", no_wrap=True, overflow="ellipsis"))
         return Group(*lines)
 
@@ -323,8 +325,12 @@ def format_event(ev, keys: KeyTracker | None = None) -> str:
             f"confidence {ev.confidence:.2f}")
 
 
-def run_plain(session, out: IO, *, refresh_seconds: float = C.LIVE_UPDATE_SECONDS) -> None:
-    """Print one line per note event until the session ends."""
+def run_plain(session, out: IO, *, refresh_seconds: float = C.LIVE_UPDATE_SECONDS,
+              warn: Callable[[str], None] | None = None) -> None:
+    """Print one line per note event until the session ends; ``warn(text)`` once for each new warning of
+    the session's snapshots (a failed journal), as soon as the worker publishes it."""
+    warned: set[str] = set()
+
     def on_key(c: str) -> None:
         if c in ("q", "Q"):
             session.stop()
@@ -341,5 +347,9 @@ def run_plain(session, out: IO, *, refresh_seconds: float = C.LIVE_UPDATE_SECOND
             if events:
                 out.flush()
             session.mark_shown()
+            warning = getattr(session.snapshot(), "warning", None)
+            if warning and warning not in warned and warn is not None:
+                warned.add(warning)
+                warn(warning)
             if finished:
                 break

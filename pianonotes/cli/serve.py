@@ -39,6 +39,9 @@ def serve(
     from pianonotes.serve import core, server
 
     out = console()
+    if not host.strip():  # "" binds every interface: that must be asked for by name
+        raise fail("--host is empty; pass --host 127.0.0.1 (this machine only) or --host 0.0.0.0 (every "
+                   "interface) explicitly")
     if not 0 <= port <= 65535:
         raise fail("--port must be between 0 and 65535")
     for name, value in (("--max-upload-mb", max_upload_mb), ("--max-upload-minutes", max_upload_minutes),
@@ -94,7 +97,7 @@ def serve(
         pass
     finally:
         sock.close()
-    out.print("stopped; takes are kept in the cache (pianonotes listen --recover rebuilds an interrupted one)")
+    out.print("stopped; takes are kept in the cache (pianonotes recover rebuilds an interrupted one)")
 
 
 def register(app: typer.Typer) -> None:

@@ -13,7 +13,13 @@ The spectrogram is often one frame longer than the MIDI matrix: both are cut to 
 ``features/`` folders and pieces without performances are skipped and counted, never fatal.
 
 Splits are by piece, never by frame: a YAML file ``{train: [...], valid: [...], test: [...]}`` in the
-format of the dataset's code repository, or a deterministic split from a hash of the piece name.
+format of the dataset's code repository (its ``valid`` key is read as the ``validation`` split, the one
+name this package uses; ``validation:`` is accepted too), or a deterministic split from a hash of the
+piece name.
+
+:class:`MsmdOptions` is what ``pianonotes train --msmd`` passes down (folder, split, preset, filters,
+caps); :class:`MsmdPerformance` is one rendered performance of a piece (not to be confused with
+:class:`pianonotes.datasets.synth.performance.Performance`, a MIDI performance to render).
 
 :class:`MsmdFrontEnd` recomputes the dataset's features from audio (madmom 0.16.1's
 ``LogarithmicFilteredSpectrogram`` as the dataset's code configured it), so a network trained on MSMD
@@ -50,9 +56,11 @@ ATTRIBUTION = (
     "Learning Audio-Sheet Music Correspondences for Cross-Modal Retrieval and Piece Identification, "
     f"TISMIR 1(1), 2018; https://zenodo.org/records/{ZENODO_RECORD}"
 )
-SPLIT_NAMES = ("train", "valid", "test")
+SPLIT_NAMES = ("train", "validation", "test")
+# The split files of the dataset's code repository name the validation split "valid".
+SPLIT_FILE_ALIASES = {"valid": "validation"}
 SPLIT_SALT = "pianonotes-msmd-split-v1"
-HASH_SPLIT_FRACTIONS = {"test": 0.20, "valid": 0.05}  # rest: train (the dataset's all_split: 354/19/94)
+HASH_SPLIT_FRACTIONS = {"test": 0.20, "validation": 0.05}  # rest: train (the dataset's all_split: 354/19/94)
 
 _SUFFIXES = {"spec": "_spec.npy", "midi": "_midi.npy", "notes": "_notes.npy", "onsets": "_onsets.npy"}
 _REQUIRED = ("spec", "midi", "notes")
@@ -98,8 +106,9 @@ def parse_performance_name(name: str) -> PerformanceName:
 
 
 @dataclasses.dataclass(frozen=True)
-class Performance:
-    """One performance folder with its feature files (by kind: spec, midi, notes, onsets)."""
+class MsmdPerformance:
+    """One rendered MSMD performance: its folder, its parsed name and its feature files by kind
+    (``spec``, ``midi``, ``notes``, optionally ``onsets``; see the module doc for their shapes)."""
 
     folder: Path
     parsed: PerformanceName
@@ -127,7 +136,7 @@ class Scan:
     """What :func:`scan` found: usable performances by piece, and counts of what it skipped."""
 
     root: Path
-    pieces: dict[str, list[Performance]]
+    pieces: dict[str, list[MsmdPerformance]]
     counts: dict[str, int]
 
 
@@ -168,12 +177,12 @@ def scan(root: str | os.PathLike) -> Scan:
     root = find_root(root)
     counts = dict(pieces=0, pieces_without_performances=0, performances=0, performances_without_features=0,
                   performances_incomplete=0, performances_bad_name=0)
-    pieces: dict[str, list[Performance]] = {}
+    pieces: dict[str, list[MsmdPerformance]] = {}
     for piece_dir in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
         counts["pieces"] += 1
         perf_root = piece_dir / "performances"
         perf_dirs = sorted(d for d in perf_root.iterdir() if d.is_dir()) if perf_root.is_dir() else []
-        usable: list[Performance] = []
+        usable: list[MsmdPerformance] = []
         for d in perf_dirs:
             counts["performances"] += 1
             try:
@@ -187,7 +196,7 @@ def scan(root: str | os.PathLike) -> Scan:
             elif not all(k in files for k in _REQUIRED):
                 counts["performances_incomplete"] += 1
             else:
-                usable.append(Performance(d, parsed, files))
+                usable.append(MsmdPerformance(d, parsed, files))
         if not perf_dirs:
             counts["pieces_without_performances"] += 1
         if usable:
@@ -206,8 +215,8 @@ class Filter:
     tempo_min: float = 0.0
     tempo_max: float = math.inf
 
-    def accepts(self, perf: Performance | PerformanceName) -> bool:
-        p = perf.parsed if isinstance(perf, Performance) else perf
+    def accepts(self, perf: MsmdPerformance | PerformanceName) -> bool:
+        p = perf.parsed if isinstance(perf, MsmdPerformance) else perf
         if self.soundfonts is not None and p.soundfont not in self.soundfonts:
             return False
         eps = 1e-9
@@ -239,34 +248,123 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def _soundfont_list(value) -> tuple[str, ...] | None:
-    if value is None or value == "":
+def _soundfont_list(value, name: str) -> tuple[str, ...] | None:
+    """A comma list or a sequence of soundfont names as a tuple (None for none)."""
+    if value is None:
         return None
-    items = value.split(",") if isinstance(value, str) else list(value)
-    out = tuple(s.strip() for s in items if str(s).strip())
+    if isinstance(value, str):
+        items = value.split(",")
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        items = list(value)
+    else:
+        raise PianonotesError(f"MSMD option {name} is {value!r}; give soundfont names (a comma list)")
+    out = tuple(v.strip() for v in items if v.strip())
     return out or None
 
 
-def resolve_filters(opts: Mapping[str, Any]) -> tuple[str, Filter, Filter]:
-    """(preset name, train filter, evaluation filter) from options: ``preset`` then explicit overrides
-    ``soundfonts``, ``tempo_min``, ``tempo_max`` (training) and ``eval_soundfonts``, ``eval_tempo_min``,
-    ``eval_tempo_max`` (validation and test)."""
-    name = opts.get("preset") or "all"
-    if name not in PRESETS:
-        raise PianonotesError(f"unknown MSMD preset '{name}'; choose one of {', '.join(PRESETS)}")
-    preset = PRESETS[name]
-    tr, ev = preset.train, preset.evaluate
-    tr = _override(tr, opts.get("soundfonts"), opts.get("tempo_min"), opts.get("tempo_max"))
-    ev = _override(ev, opts.get("eval_soundfonts"), opts.get("eval_tempo_min"), opts.get("eval_tempo_max"))
-    return name, tr, ev
+# The options and the command-line flags that set them (for the error messages).
+_FLAGS = {"root": "--msmd", "split_file": "--split", "preset": "--preset", "soundfonts": "--soundfonts",
+          "tempo_min": "--tempo-min", "tempo_max": "--tempo-max", "eval_soundfonts": "--eval-soundfonts",
+          "eval_tempo_min": "eval_tempo_min", "eval_tempo_max": "eval_tempo_max",
+          "limit_hours": "--limit-hours", "val_seconds": "val_seconds"}
 
 
-def _override(f: Filter, soundfonts, tmin, tmax) -> Filter:
-    sf = _soundfont_list(soundfonts)
+@dataclasses.dataclass(frozen=True)
+class MsmdOptions:
+    """What ``pianonotes train --msmd`` trains and validates on; checked when made (one PianonotesError
+    naming the option). The checkpoint records it as ``train_config.msmd`` (:meth:`to_dict`, read back
+    by :meth:`from_dict`).
+
+    A filter option left None takes the preset's value; a cap left None means no cap.
+    """
+
+    #: The dataset folder: the unpacked ``msmd_aug_v1-1_no-audio`` folder or the folder holding it.
+    root: str
+    #: Split YAML ``{train, valid (or validation), test}`` of piece names; None: the hash split by piece.
+    split_file: str | None = None
+    #: A key of :data:`PRESETS`: ``all`` (every soundfont and tempo) or ``authors`` (the authors' protocol).
+    preset: str = "all"
+    #: Training performances: only these soundfonts (a comma list is accepted and split).
+    soundfonts: tuple[str, ...] | None = None
+    #: Training performances: the tempo-ratio range, inclusive (1.0: the score's tempo; 0.9: 10 % slower).
+    tempo_min: float | None = None
+    tempo_max: float | None = None
+    #: Validation and test performances: only these soundfonts, and their tempo-ratio range.
+    eval_soundfonts: tuple[str, ...] | None = None
+    eval_tempo_min: float | None = None
+    eval_tempo_max: float | None = None
+    #: Training audio cap, in hours (a subset spread over all pieces); None: all of it.
+    limit_hours: float | None = None
+    #: Validation audio cap, in seconds; None: the whole validation split.
+    val_seconds: float | None = None
+
+    def __post_init__(self):
+        fix = object.__setattr__  # frozen: normalized once, here
+        if isinstance(self.root, os.PathLike):
+            fix(self, "root", os.fspath(self.root))
+        if not isinstance(self.root, str) or not self.root.strip():
+            raise PianonotesError("no MSMD folder given: pass --msmd PATH (the unpacked dataset)")
+        if isinstance(self.split_file, os.PathLike):
+            fix(self, "split_file", os.fspath(self.split_file))
+        if self.split_file is not None and (not isinstance(self.split_file, str) or not self.split_file):
+            raise PianonotesError(f"MSMD split file {self.split_file!r}: give the path of a split YAML")
+        if self.preset not in PRESETS:
+            raise PianonotesError(f"unknown MSMD preset '{self.preset}'; choose one of {', '.join(PRESETS)}")
+        for name in ("soundfonts", "eval_soundfonts"):
+            fix(self, name, _soundfont_list(getattr(self, name), _FLAGS[name]))
+        for name in ("tempo_min", "tempo_max", "eval_tempo_min", "eval_tempo_max"):
+            fix(self, name, _number(getattr(self, name), _FLAGS[name], "a tempo ratio above 0 (1.0: as notated)"))
+        for name, unit in (("limit_hours", "hours"), ("val_seconds", "seconds")):
+            fix(self, name, _number(getattr(self, name), _FLAGS[name], f"a number of {unit} above 0"))
+        for lo, hi in (("tempo_min", "tempo_max"), ("eval_tempo_min", "eval_tempo_max")):
+            a, b = getattr(self, lo), getattr(self, hi)
+            if a is not None and b is not None and a > b:
+                raise PianonotesError(f"MSMD tempo range {a}-{b} is empty; min must not exceed max")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (soundfont tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "MsmdOptions":
+        """From :meth:`to_dict` (or the dict older checkpoints wrote: the same keys, some left out, a
+        null preset)."""
+        if not isinstance(d, Mapping):
+            raise PianonotesError(f"MSMD options must be a mapping, not {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise PianonotesError(f"unknown MSMD option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        kw = dict(d)
+        kw.setdefault("root", "")  # the missing folder is the one-line error of __post_init__
+        if kw.get("preset") is None:
+            kw.pop("preset", None)
+        return cls(**kw)
+
+
+def _number(value, flag: str, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise PianonotesError(f"MSMD {flag} {value!r}: give {what}")
+    return float(value)
+
+
+def resolve_filters(opts: MsmdOptions) -> tuple[str, Filter, Filter]:
+    """(preset name, train filter, evaluation filter): the preset's filters with the explicit overrides
+    of ``opts`` (``soundfonts``, ``tempo_min``, ``tempo_max`` for training; ``eval_soundfonts``,
+    ``eval_tempo_min``, ``eval_tempo_max`` for validation and test)."""
+    preset = PRESETS[opts.preset]
+    tr = _override(preset.train, opts.soundfonts, opts.tempo_min, opts.tempo_max)
+    ev = _override(preset.evaluate, opts.eval_soundfonts, opts.eval_tempo_min, opts.eval_tempo_max)
+    return opts.preset, tr, ev
+
+
+def _override(f: Filter, soundfonts: tuple[str, ...] | None, tmin: float | None, tmax: float | None) -> Filter:
     out = dataclasses.replace(
-        f, soundfonts=sf if sf is not None else f.soundfonts,
-        tempo_min=float(tmin) if tmin is not None else f.tempo_min,
-        tempo_max=float(tmax) if tmax is not None else f.tempo_max)
+        f, soundfonts=soundfonts if soundfonts is not None else f.soundfonts,
+        tempo_min=tmin if tmin is not None else f.tempo_min,
+        tempo_max=tmax if tmax is not None else f.tempo_max)
     if out.tempo_min > out.tempo_max:
         raise PianonotesError(
             f"MSMD tempo range {out.tempo_min}-{out.tempo_max} is empty; min must not exceed max")
@@ -275,7 +373,9 @@ def _override(f: Filter, soundfonts, tmin, tmax) -> Filter:
 
 # ------------------------------------------------------------------------------------------------ splits
 def load_split_file(path: str | os.PathLike) -> dict[str, list[str]]:
-    """A split YAML ``{train: [piece...], valid: [...], test: [...]}`` (missing keys: empty lists)."""
+    """A split YAML ``{train: [piece...], valid: [...], test: [...]}`` as ``{train, validation, test}``
+    (the dataset's ``valid`` key is the ``validation`` split; ``validation:`` is read too; missing keys:
+    empty lists)."""
     try:
         import yaml
     except ImportError as exc:  # pragma: no cover - pyyaml is in the train extra
@@ -287,8 +387,14 @@ def load_split_file(path: str | os.PathLike) -> dict[str, list[str]]:
         raise PianonotesError(f"cannot read split file {p}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
         raise PianonotesError(f"split file {p} is not valid YAML: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(data, dict) or not any(k in data for k in SPLIT_NAMES):
+    keys = (*SPLIT_NAMES, *SPLIT_FILE_ALIASES)
+    if not isinstance(data, dict) or not any(k in data for k in keys):
         raise PianonotesError(f"split file {p} must map train/valid/test to lists of piece names")
+    for alias, name in SPLIT_FILE_ALIASES.items():
+        if alias in data and name in data:
+            raise PianonotesError(f"split file {p} has both '{alias}' and '{name}' (the same split); keep one")
+        if alias in data:
+            data = {(name if k == alias else k): v for k, v in data.items()}
     out: dict[str, list[str]] = {}
     for k in SPLIT_NAMES:
         v = data.get(k) or []
@@ -305,18 +411,18 @@ def load_split_file(path: str | os.PathLike) -> dict[str, list[str]]:
 
 
 def hash_split(piece: str) -> str:
-    """The split ('train', 'valid' or 'test') of a piece in the default split: a hash of its name alone,
-    so adding or removing pieces never moves another piece."""
+    """The split ('train', 'validation' or 'test') of a piece in the default split: a hash of its name
+    alone, so adding or removing pieces never moves another piece."""
     h = int.from_bytes(hashlib.sha256(f"{SPLIT_SALT}:{piece}".encode()).digest()[:8], "big") / 2.0 ** 64
     if h < HASH_SPLIT_FRACTIONS["test"]:
         return "test"
-    if h < HASH_SPLIT_FRACTIONS["test"] + HASH_SPLIT_FRACTIONS["valid"]:
-        return "valid"
+    if h < HASH_SPLIT_FRACTIONS["test"] + HASH_SPLIT_FRACTIONS["validation"]:
+        return "validation"
     return "train"
 
 
 def split_pieces(pieces: Iterable[str], split_file: str | os.PathLike | None = None) -> dict[str, list[str]]:
-    """Assign pieces to train/valid/test by ``split_file`` (pieces it omits are left out) or by hash."""
+    """Assign pieces to train/validation/test by ``split_file`` (pieces it omits are left out) or by hash."""
     pieces = sorted(pieces)
     out: dict[str, list[str]] = {k: [] for k in SPLIT_NAMES}
     if split_file is not None:
@@ -332,8 +438,8 @@ def split_pieces(pieces: Iterable[str], split_file: str | os.PathLike | None = N
 
 
 # --------------------------------------------------------------------------------------------- loading
-def load_performance(perf: Performance):
-    """One performance as a :class:`pianonotes.nn.data.Recording` at 20 frames/s.
+def load_performance(perf: MsmdPerformance):
+    """One performance as a :class:`pianonotes.datasets.recordings.Recording` at 20 frames/s.
 
     features: the stored spectrogram (T, 92) float16; frame: MIDI matrix ``> 0`` for keys 21-108; onset
     and velocity at frame ``ceil(onset / 0.05)`` of each note (the frame the dataset's MIDI matrix and
@@ -381,7 +487,7 @@ def _load_npy(path: Path) -> np.ndarray:
         raise PianonotesError(f"cannot read {path}: {exc}; the download may be damaged") from exc
 
 
-def select(scan_result: Scan, pieces: Iterable[str], flt: Filter) -> list[Performance]:
+def select(scan_result: Scan, pieces: Iterable[str], flt: Filter) -> list[MsmdPerformance]:
     """Performances of ``pieces`` that pass ``flt``, in a stable order."""
     out = []
     for p in sorted(pieces):
@@ -389,36 +495,33 @@ def select(scan_result: Scan, pieces: Iterable[str], flt: Filter) -> list[Perfor
     return out
 
 
-def training_data(opts: Mapping[str, Any], on_event: Callable[[str, dict], None] | None = None):
-    """Train and validation recordings for ``pianonotes train --msmd``.
+def training_data(opts: MsmdOptions, on_event: Callable[[str, dict], None] | None = None):
+    """Train and validation recordings for ``pianonotes train --msmd`` (see :class:`MsmdOptions`).
 
-    ``opts``: ``root`` (dataset folder), ``split_file`` (YAML or None: hash split by piece), ``preset``
-    ('authors' or 'all'; default 'all'), optional filter overrides (see :func:`resolve_filters`),
-    ``limit_hours`` (training audio cap) and ``val_seconds`` (validation audio cap).
-
-    Returns (train recordings, validation recordings ('valid' split), front end config, data description).
+    Returns (train recordings, validation recordings (the ``validation`` split), front end config, data
+    description); ``on_event('loading', {'done', 'total'})`` after each performance is loaded.
     """
-    if not opts.get("root"):
-        raise PianonotesError("no MSMD folder given: pass --msmd PATH (the unpacked dataset)")
-    sc = scan(opts["root"])
+    if not isinstance(opts, MsmdOptions):
+        raise PianonotesError(f"MSMD options must be MsmdOptions, not {type(opts).__name__}")
+    sc = scan(opts.root)
     preset, train_f, eval_f = resolve_filters(opts)
-    split_file = opts.get("split_file")
+    split_file = opts.split_file
     parts = split_pieces(sc.pieces, split_file)
     train_perfs = select(sc, parts["train"], train_f)
-    val_perfs = select(sc, parts["valid"], eval_f)
+    val_perfs = select(sc, parts["validation"], eval_f)
     if not train_perfs:
         raise PianonotesError(
             f"no MSMD training performances in {sc.root} with preset '{preset}' "
             f"(soundfonts {train_f.soundfonts or 'all'}, tempo {train_f.tempo_min}-{train_f.tempo_max}); "
             "check the folder, the split file and the filters")
-    limit = float(opts["limit_hours"]) * 3600 if opts.get("limit_hours") else None
+    limit = opts.limit_hours * 3600 if opts.limit_hours is not None else None
     if limit is not None:  # a capped subset spread over all pieces, not the first ones alphabetically
         train_perfs.sort(key=lambda p: hashlib.sha256(f"{SPLIT_SALT}:{p.name}".encode()).digest())
-    val_limit = float(opts["val_seconds"]) if opts.get("val_seconds") else None
+    val_limit = opts.val_seconds
     total = len(train_perfs) + len(val_perfs)
     done = 0
 
-    def load_all(perfs: list[Performance], cap: float | None) -> list:
+    def load_all(perfs: list[MsmdPerformance], cap: float | None) -> list:
         nonlocal done
         recs = []
         seconds = 0.0
@@ -457,12 +560,12 @@ def training_data(opts: Mapping[str, Any], on_event: Callable[[str, dict], None]
         "counts": counts,
         "train_pieces": len({p.piece for p in train_perfs[: len(train)]}),
         "train_performances": len(train),
-        "valid_pieces": len({p.piece for p in val_perfs[: len(val)]}),
-        "valid_performances": len(val),
+        "validation_pieces": len({p.piece for p in val_perfs[: len(val)]}),
+        "validation_performances": len(val),
         "test_pieces": len(parts["test"]),
         "soundfonts": sorted({p.soundfont for p in train_perfs[: len(train)]}),
         "train_hours": round(sum(r.n_frames for r in train) / FPS / 3600, 3),
-        "valid_hours": round(sum(r.n_frames for r in val) / FPS / 3600, 3),
+        "validation_hours": round(sum(r.n_frames for r in val) / FPS / 3600, 3),
     }
     return train, val, MsmdFrontEnd().to_dict(), desc
 

@@ -19,31 +19,29 @@ import numpy as np
 
 from pianonotes import constants as C
 from pianonotes.errors import PianonotesError
+from pianonotes.features import FrontEnd
 from pianonotes.notes import Note
 
 
 @dataclasses.dataclass
 class Recording:
-    """One labelled recording at the front end's frame rate (``fps`` frames per second).
-
-    features: (T, F) float16 front-end features, or ``None`` when only ``audio`` is kept (training with
-    online acoustics computes the features per window). frame: (T, 88) uint8 sounding (pedal-extended)
-    key state; onset: (T, 88) uint8 onset frames; velocity: (T, 88) uint8 at onsets; key: (T, 88) uint8
-    key down (not extended by the pedal); pedal: (T,) uint8 sustain pedal down. audio: mono int16 at the
-    front end's sample rate (optional). notes: the labels; pedals: sustain intervals (seconds).
+    """One labelled recording at the front end's frame rate (``fps`` frames per second: 50 for
+    AudioNet's front end, 20 for MSMD's); T frames, frame ``t`` covering ``t / fps`` seconds on. Key
+    columns are MIDI pitches 21-108 (column ``pitch - 21``).
     """
 
-    name: str
-    features: np.ndarray | None
-    frame: np.ndarray
-    onset: np.ndarray
-    velocity: np.ndarray
-    notes: list[Note]
-    key: np.ndarray | None = None
-    pedal: np.ndarray | None = None
-    pedals: list = dataclasses.field(default_factory=list)
-    audio: np.ndarray | None = None
-    has_pedal_labels: bool = False
+    name: str  # where it came from: "SPLIT/SHARD" in a dataset, the file stem, an MSMD performance name
+    features: np.ndarray | None  # (T, F) float16 front-end features; None when only ``audio`` is kept
+    #                              (training with online acoustics computes them per window)
+    frame: np.ndarray  # (T, 88) uint8 0/1: the key sounds (its note extended by the sustain pedal)
+    onset: np.ndarray  # (T, 88) uint8 0/1: a note starts in this frame
+    velocity: np.ndarray  # (T, 88) uint8 MIDI velocity 1-127 at onset frames, 0 elsewhere
+    notes: list[Note]  # the labels (seconds), sorted
+    key: np.ndarray | None = None  # (T, 88) uint8 0/1: the key is held down (not extended by the pedal)
+    pedal: np.ndarray | None = None  # (T,) uint8 0/1: the sustain pedal is down
+    pedals: list = dataclasses.field(default_factory=list)  # sustain intervals, PedalEvents in seconds
+    audio: np.ndarray | None = None  # (n,) int16 mono audio at the front end's sample rate (optional)
+    has_pedal_labels: bool = False  # key/pedal come from real pedal labels (else the pedal loss skips it)
 
     @property
     def n_frames(self) -> int:
@@ -168,15 +166,14 @@ def _shard_labels(js: Path, pedal_event) -> tuple[list[Note], list]:
     return notes, pedals
 
 
-def _cached_features(path: Path, frontend) -> np.ndarray | None:
+def _cached_features(path: Path, frontend: FrontEnd) -> np.ndarray | None:
     """The cached features at ``path``, or None when there are none or they are unusable (cut short,
     not an array, another front end's width): the caller computes them again and replaces the file."""
     try:
         feats = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError):
         return None
-    n = getattr(frontend, "n_features", None)
-    if feats.ndim != 2 or feats.dtype != np.float16 or (n is not None and feats.shape[1] != n):
+    if feats.ndim != 2 or feats.dtype != np.float16 or feats.shape[1] != frontend.n_features:
         return None
     return feats
 
@@ -236,15 +233,55 @@ def read_labels(path: str | os.PathLike) -> list[Note]:
     path = Path(path)
     if path.suffix.lower() != ".tsv":
         return read_midi(path)
+    return _read_tsv_labels(path)
+
+
+TSV_HELP = ("give onset, offset, pitch and an optional velocity column (seconds, seconds, MIDI 21-108, 1-127), "
+            "separated by tabs or spaces, with an optional header line")
+
+
+def _read_tsv_labels(path: Path) -> list[Note]:
+    """``onset offset pitch [velocity]`` rows (whitespace-separated; ``#`` comments, an optional header
+    line). Any row that is not that (two columns, text, a fractional or out-of-range pitch, NaN) is an
+    error naming the file and line: a file of the wrong layout once scored as a piece without notes.
+    Zero-length notes are dropped, velocities clamped to 1-127 (as before); more columns are ignored."""
+    import math
+
     try:
-        rows = np.loadtxt(path, ndmin=2, comments="#", usecols=(0, 1, 2, 3))
-    except ValueError:
+        text = path.read_text(encoding="utf-8-sig", errors="replace")
+    except OSError as exc:
+        raise PianonotesError(f"cannot read labels {path}: {exc.strerror or exc}") from None
+
+    def bad(n: int, why: str) -> PianonotesError:
+        return PianonotesError(f"{path}: line {n} is not `onset offset pitch [velocity]` ({why}); {TSV_HELP}")
+
+    notes, first = [], True
+    for n, line in enumerate(text.splitlines(), 1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
         try:
-            rows = np.loadtxt(path, ndmin=2, comments="#", usecols=(0, 1, 2, 3), skiprows=1)
-        except ValueError as exc:
-            raise PianonotesError(f"cannot read labels {path}: {exc}; give onset, offset, pitch, velocity "
-                                  "columns (an optional header line)") from None
-    return [Note(float(a), float(b), int(p), int(min(max(v, 1), 127))) for a, b, p, v in rows if b > a]
+            values = [float(f) for f in fields[:4]]
+        except ValueError:
+            if first and len(fields) >= 3:  # a header line (onset offset pitch ...)
+                first = False
+                continue
+            raise bad(n, f"{len(fields)} column{'s' if len(fields) != 1 else ''}" if len(fields) < 3
+                      else f"'{line.strip()[:60]}' is not numbers") from None
+        first = False
+        if len(values) < 3:
+            raise bad(n, f"{len(values)} column{'s' if len(values) != 1 else ''}")
+        if not all(math.isfinite(v) for v in values):
+            raise bad(n, "NaN or infinite values")
+        onset, offset, pitch = values[:3]
+        velocity = values[3] if len(values) > 3 else C.DEFAULT_VELOCITY
+        if onset < 0:
+            raise bad(n, f"onset {onset:g} s is negative")
+        if pitch != int(pitch) or not C.MIN_PITCH <= pitch <= C.MAX_PITCH:
+            raise bad(n, f"pitch {pitch:g} is not a piano key's MIDI number")
+        if offset > onset:
+            notes.append(Note(onset, offset, int(pitch), int(min(max(velocity, 1), 127))))
+    return notes
 
 
 def labelled_recordings(folder: str | os.PathLike, frontend, *, seconds_per_file: float | None = None) -> list[Recording]:

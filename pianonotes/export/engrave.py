@@ -4,8 +4,8 @@ Pages: verovio lays the score out on A4 pages.
 
 * ``.svg``: one file per page, ``out.svg``, ``out-2.svg``, ``out-3.svg``, ...
 * ``.png``: the same naming, one image per page (150 dpi, white background).
-* ``.pdf``: one PDF holding every page (each page's SVG is drawn by cairosvg onto one shared cairo PDF
-  surface, so no PDF merger or MuseScore is needed).
+* ``.pdf``: one PDF holding every page (cairosvg's ``svg2pdf`` draws each page's SVG as a one-page PDF;
+  pypdf joins them; no MuseScore is needed).
 
 PNG and PDF need the ``cairosvg`` package (the ``render`` extra) and the system cairo library (Debian
 ``libcairo2``). MuseScore 3 (``mscore3 -o out.pdf in.musicxml``) gives another, slower route to PDF
@@ -209,29 +209,22 @@ def _cairosvg():
 
 
 def _write_pdf(pages: list[str], path: Path, *, overwrite: bool, progress: Progress | None = None) -> None:
-    """All pages in one PDF: each SVG drawn onto one shared cairo PDF surface, page by page."""
+    """All pages in one PDF: cairosvg's ``svg2pdf`` draws each SVG page as a one-page PDF, pypdf joins them."""
+    import io
+
     cairosvg = _cairosvg()
-    import cairocffi
-    from cairosvg.parser import Tree
-    from cairosvg.surface import PDFSurface
-
-    shared: dict[str, cairocffi.PDFSurface] = {}
-
-    class _Page(PDFSurface):
-        def _create_surface(self, width, height):
-            if "pdf" not in shared:
-                shared["pdf"] = cairocffi.PDFSurface(self.output, width, height)
-            else:
-                shared["pdf"].set_size(width, height)
-            return shared["pdf"], width, height
-
-    del cairosvg
-    with atomic_path(path, overwrite=overwrite) as tmp:
+    try:
+        from pypdf import PdfReader, PdfWriter
+    except ImportError as exc:
+        raise PianonotesError(f"PDF output needs pypdf ({exc}); pip install pypdf, or write .svg or .png") from exc
+    with atomic_path(path, overwrite=overwrite) as tmp:  # refuses an existing file before any drawing
+        writer = PdfWriter()
         for i, svg in enumerate(pages, 1):
-            page = _Page(Tree(bytestring=svg.encode("utf-8")), str(tmp), _svg_dpi())
-            page.context.show_page()
+            one = cairosvg.svg2pdf(bytestring=svg.encode("utf-8"), dpi=_svg_dpi())
+            writer.append(PdfReader(io.BytesIO(one)))
             _report(progress, "pages", i / len(pages))
-        shared["pdf"].finish()
+        with open(tmp, "wb") as f:
+            writer.write(f)
 
 
 def engrave(

@@ -1,11 +1,10 @@
 """Notes (seconds) to a readable piano score (music21), and MusicXML files.
 
-The score is built directly rather than through music21's generic MIDI import (see
-``/work/shared/recipes/notation.md``): a tracked beat grid with meter and pickup
-(:mod:`pianonotes.export.beats`), onsets quantized to that grid (so the tempo may follow rubato), a
-hand split that follows the music, chords of equal onsets, note values chosen for readability,
-key-aware spelling, then ``makeNotation`` for measures, ties across barlines and beams. Time zero of
-the score is the bar line at or before the first note; a pickup becomes a short measure 0.
+The score is built directly rather than through music21's generic MIDI import: a tracked beat grid
+with meter and pickup (:mod:`pianonotes.export.beats`), onsets quantized to that grid (so the tempo
+may follow rubato), a hand split that follows the music, chords of equal onsets, note values chosen for
+readability, key-aware spelling, then ``makeNotation`` for measures, ties across barlines and beams.
+Time zero of the score is the bar line at or before the first note; a pickup becomes a short measure 0.
 """
 
 from __future__ import annotations
@@ -174,7 +173,7 @@ def _is_dyadic(x: Fraction) -> bool:
     return d & (d - 1) == 0
 
 
-def _pieces(start: Fraction, end: Fraction) -> list[tuple[Fraction, Fraction]]:
+def _split_at_beats(start: Fraction, end: Fraction) -> list[tuple[Fraction, Fraction]]:
     """Split a span at whole beats when an end is off the binary grid (a tuplet), so every piece has
     a duration MusicXML can write."""
     if _is_dyadic(start) and _is_dyadic(end):
@@ -257,7 +256,7 @@ def _fill_staff(staff, events: list[tuple[Fraction, Fraction, list[int]]], total
             return
         for s0, e0 in _rest_spans(a, b, beat, bar):
             whole = (bar.bar_at(s0) if isinstance(bar, _Bars) else (s0 - s0 % bar, bar)) == (s0, e0 - s0)
-            for s, e in _pieces(s0, e0):
+            for s, e in _split_at_beats(s0, e0):
                 r = note.Rest()
                 r.quarterLength = e - s
                 r.fullMeasure = whole  # said here: asking music21 would search the whole staff per rest
@@ -266,7 +265,7 @@ def _fill_staff(staff, events: list[tuple[Fraction, Fraction, list[int]]], total
     for start, end, pitches in events:
         if start > cursor:
             rest(cursor, start)
-        parts = _pieces(start, end)
+        parts = _split_at_beats(start, end)
         for i, (s, e) in enumerate(parts):
             ps = [_pitch(m, table) for m in pitches]
             if len(ps) == 1:

@@ -1,8 +1,20 @@
-"""The crash-safe journal of a take: audio WAV, note events and take.json in ``<cache>/takes/<timestamp>/``."""
+"""The crash-safe journal of a take, in ``<cache>/takes/<timestamp>/``:
+
+* ``audio.f32``: the audio as raw float32, little-endian, mono, at ``sample_rate`` (take.json also names the
+  file, ``audio``, and its format, ``audio_format`` ``"f32le"``). No header: after a crash the samples are
+  simply the file's size // 4, so there is nothing to repair.
+* ``events.jsonl``: one JSON object a line, note starts and finished notes.
+* ``take.json``: model, outputs requested, sample rate, status (written atomically).
+
+Takes journaled before format ``pianonotes-take-v2`` hold ``audio.wav`` (float32 WAV) instead;
+:func:`take_audio_path`, :func:`read_journal_audio` and :func:`iter_journal_audio` read both (libsndfile reads a
+WAV whose header a crash left at zero length to the end of the file).
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
 import shutil
@@ -16,9 +28,14 @@ from pianonotes.errors import PianonotesError
 from pianonotes.fileio import cache_dir
 from pianonotes.notes import Note
 
-JOURNAL_FLUSH_SECONDS = 0.5  # the audio and events journal reach the OS at least this often
+JOURNAL_FLUSH_SECONDS = 0.5  # events reach the OS, and the audio (in the OS per block) the disk, this often
 KEEP_TAKES = 10  # completed takes kept in the cache; older ones are pruned at the start of a take
 MEMORY_AUDIO_SAMPLES = 2 * 3600 * 16000  # float32 samples kept for --record once the journal fails: 460 MB (2 h at 16 kHz, 40 min at 48)
+TAKE_FORMAT = "pianonotes-take-v2"
+AUDIO_FILE = "audio.f32"  # raw float32, little-endian, mono: samples = size // 4
+AUDIO_FORMAT = "f32le"
+LEGACY_AUDIO_FILE = "audio.wav"  # float32 WAV, takes journaled before pianonotes-take-v2
+_SAMPLE_BYTES = 4
 
 
 def takes_dir() -> Path:
@@ -58,13 +75,11 @@ class Journal:
     the take: the journal records why in :attr:`error` (:meth:`warning` says it in one line), stops
     writing, and keeps the rest of the audio in memory when the take is to be recorded (``keep_audio``,
     by default when ``meta`` names a ``record``), so :meth:`audio_blocks` still yields the whole take.
-    What reached the disk before the failure stays there for ``--recover``.
+    What reached the disk before the failure stays there for ``pianonotes recover``.
     """
 
     def __init__(self, folder: str | os.PathLike | None, sample_rate: int,
                  meta: dict[str, Any] | None = None, *, keep_audio: bool | None = None):
-        import soundfile as sf
-
         if folder is None:
             root = takes_dir()
             try:
@@ -86,25 +101,25 @@ class Journal:
             raise PianonotesError(f"cannot create the take folder {self.folder}: {exc.strerror}") from exc
         self.sample_rate = int(sample_rate)
         self.meta = dict(meta or {})
-        self.meta.update({"format": "pianonotes-take-v1", "sample_rate": self.sample_rate,
+        self.meta.update({"format": TAKE_FORMAT, "sample_rate": self.sample_rate, "audio": AUDIO_FILE,
+                          "audio_format": AUDIO_FORMAT, "channels": 1,
                           "status": "recording", "started": _dt.datetime.now().isoformat(timespec="seconds")})
         self.keep_audio = bool(self.meta.get("record")) if keep_audio is None else bool(keep_audio)
-        self.audio_path = self.folder / "audio.wav"
+        self.audio_path = self.folder / AUDIO_FILE
         self.events_path = self.folder / "events.jsonl"
-        self._wav = self._events = None
+        self._audio = self._events = None
         try:
             self._write_meta()
-            self._wav = sf.SoundFile(os.fspath(self.audio_path), "w", samplerate=self.sample_rate, channels=1,
-                                     format="WAV", subtype="FLOAT")
+            self._audio = open(self.audio_path, "xb", buffering=0)  # unbuffered: each block reaches the OS whole
             self._events = open(self.events_path, "a", encoding="utf-8")
-        except (PianonotesError, OSError, RuntimeError) as exc:
-            if self._wav is not None:
-                _quietly(self._wav.close)
+        except (PianonotesError, OSError) as exc:
+            if self._audio is not None:
+                _quietly(self._audio.close)
             shutil.rmtree(self.folder, ignore_errors=True)
             reason = str(exc) if isinstance(exc, PianonotesError) else _write_failure(exc, self.folder.parent)
             raise PianonotesError(f"cannot start the take journal in {self.folder}: {reason}; free some space "
                                   "or set PIANONOTES_CACHE to another folder") from exc
-        self.samples = 0  # audio samples that reached the journal WAV
+        self.samples = 0  # audio samples written whole to the journal audio
         self.error: str | None = None  # why journaling stopped (None while it works)
         self._memory: list[np.ndarray] = []  # audio after a failure, when keep_audio
         self.memory_samples = 0
@@ -123,10 +138,10 @@ class Journal:
             held = self.journaled_samples() / self.sample_rate
             self.error = (f"the take journal in {self.folder} failed after {held:.1f} s of audio "
                           f"({_write_failure(exc, self.folder)})")
-        for f in (self._wav, self._events):
+        for f in (self._audio, self._events):
             if f is not None:
                 _quietly(f.close)  # what cannot be flushed is lost from the journal, not from the take
-        self._wav = self._events = None
+        self._audio = self._events = None
 
     @property
     def failed(self) -> bool:
@@ -135,12 +150,12 @@ class Journal:
     def write_audio(self, audio: np.ndarray) -> None:
         if not len(audio):
             return
-        if self._wav is not None and not self._closed:
+        if self._audio is not None and not self._closed:
             try:
-                self._wav.write(audio)
+                self._append(audio)
                 self.samples += len(audio)
                 return
-            except Exception as exc:  # LibsndfileError on a full disk, OSError, ...
+            except Exception as exc:  # OSError (ENOSPC, EIO, a vanished folder), ...
                 self._failed(exc)
         if self.keep_audio and self.error is not None:
             room = MEMORY_AUDIO_SAMPLES - self.memory_samples
@@ -149,6 +164,16 @@ class Journal:
                 self._memory.append(kept)
                 self.memory_samples += len(kept)
             self.lost_samples += len(audio) - len(kept)
+
+    def _append(self, audio: np.ndarray) -> None:
+        """Write the samples to the audio file, all of them or raise (a short write is retried, so a full
+        disk raises ENOSPC after writing what fitted)."""
+        data = memoryview(np.ascontiguousarray(audio, "<f4").reshape(-1)).cast("B")
+        while len(data):
+            n = self._audio.write(data)
+            if not n:
+                raise OSError(errno.EIO, "the journal audio file took no bytes")
+            data = data[n:]
 
     def _event(self, ev: dict[str, Any]) -> None:
         if self._events is not None and not self._closed:
@@ -165,10 +190,10 @@ class Journal:
 
     def maybe_flush(self, *, force: bool = False) -> None:
         now = time.monotonic()
-        if self._wav is None or self._closed or not (force or now - self._last_flush >= JOURNAL_FLUSH_SECONDS):
+        if self._audio is None or self._closed or not (force or now - self._last_flush >= JOURNAL_FLUSH_SECONDS):
             return
         try:
-            self._wav.flush()  # libsndfile updates the WAV header on sync
+            os.fsync(self._audio.fileno())  # the audio is in the OS already (unbuffered); this is the disk
             self._events.flush()
         except Exception as exc:
             self._failed(exc)
@@ -187,32 +212,23 @@ class Journal:
     def close(self, *, status: str = "complete", **extra: Any) -> None:
         if self._closed:
             return
-        for f in (self._wav, self._events):
+        for f in (self._audio, self._events):
             if f is not None:
                 try:
                     f.close()
                 except Exception as exc:
                     self._failed(exc)
-        self._wav = self._events = None
+        self._audio = self._events = None
         self._closed = True
         if self.error is not None:
             extra["journal_error"] = self.error
         self.update_meta(status=status, seconds=round(self.samples / self.sample_rate, 3), **extra)
 
     def audio_blocks(self, block: int = 1 << 18) -> Iterator[np.ndarray]:
-        """The take's audio: what the journal WAV holds (only what was written whole), then what was kept
-        in memory after the journal failed. Call after :meth:`close`."""
-        offset = _wav_data_offset(self.audio_path)
-        if offset is not None and self.samples:
-            with open(self.audio_path, "rb") as f:  # raw: the header of a failed journal may be stale
-                f.seek(offset)
-                left = self.samples
-                while left > 0:
-                    data = np.frombuffer(f.read(4 * min(left, block)), "<f4")
-                    if not len(data):
-                        break
-                    yield data.astype(np.float32)
-                    left -= len(data)
+        """The take's audio: what the journal audio holds (only the blocks written whole), then what was
+        kept in memory after the journal failed. Call after :meth:`close`."""
+        if self.samples:
+            yield from iter_journal_audio(self.audio_path, block, limit=self.samples)
         yield from self._memory
 
     def warning(self) -> str | None:
@@ -222,14 +238,13 @@ class Journal:
         kept = "" if not self.keep_audio else (
             f"; the recording lacks the last {self.lost_samples / self.sample_rate:.1f} s (memory limit)"
             if self.lost_samples else "; the recording was kept in memory")
-        return (f"{self.error}; the take went on and its outputs hold all of it{kept}, but `listen --recover` "
+        return (f"{self.error}; the take went on and its outputs hold all of it{kept}, but `pianonotes recover` "
                 f"could only rebuild the first {self.journaled_samples() / self.sample_rate:.1f} s")
 
     def journaled_samples(self) -> int:
-        """Samples the journal WAV holds (what ``--recover`` reads: also the part of a block cut short)."""
-        offset = _wav_data_offset(self.audio_path)
+        """Samples the journal audio holds (what ``pianonotes recover`` reads: also the part of a block cut short)."""
         try:
-            on_disk = (self.audio_path.stat().st_size - offset) // 4 if offset is not None else 0
+            on_disk = self.audio_path.stat().st_size // _SAMPLE_BYTES
         except OSError:
             on_disk = 0
         return max(self.samples, on_disk)
@@ -243,7 +258,7 @@ def _quietly(fn) -> None:
 
 
 def _write_failure(exc: BaseException, folder: Path) -> str:
-    """Why a write in ``folder`` failed, in words (libsndfile only says "System error")."""
+    """Why a write in ``folder`` failed, in words (libsndfile, for --record, only says "System error")."""
     from pianonotes.fileio import disk_full
 
     if isinstance(exc, OSError) and exc.strerror:
@@ -258,36 +273,62 @@ def _note_dict(n: Note) -> dict[str, Any]:
             "velocity": n.velocity, "confidence": n.confidence}
 
 
-def _wav_data_offset(path: str | os.PathLike) -> int | None:
-    """Where the samples of a RIFF/WAVE file start (None: not a WAV file, or no data chunk)."""
+def take_audio_path(take: str | os.PathLike) -> Path:
+    """The journal audio of take folder ``take``: ``audio.f32``, or the ``audio.wav`` of a take journaled
+    before pianonotes-take-v2."""
+    take = Path(take)
+    if not (take / AUDIO_FILE).exists() and (take / LEGACY_AUDIO_FILE).exists():
+        return take / LEGACY_AUDIO_FILE
+    return take / AUDIO_FILE
+
+
+def iter_journal_audio(path: str | os.PathLike, block: int = 1 << 18, *,
+                       limit: int | None = None) -> Iterator[np.ndarray]:
+    """The samples of a take's journal audio in float32 blocks of up to ``block``; ``path`` is the take
+    folder or its audio file (``audio.f32``, or an old take's ``audio.wav``). At most ``limit`` samples.
+    A missing or unreadable file holds no samples; a sample cut short by a crash is left out."""
+    path = Path(path)
+    if path.is_dir():
+        path = take_audio_path(path)
+    left = float("inf") if limit is None else int(limit)
+    if path.suffix.lower() == ".wav":
+        yield from _legacy_wav_blocks(path, block, left)
+        return
     try:
-        with open(path, "rb") as f:
-            if f.read(4) != b"RIFF" or not f.read(4) or f.read(4) != b"WAVE":
-                return None
-            while True:
-                head = f.read(8)
-                if len(head) < 8:
-                    return None
-                if head[:4] == b"data":
-                    return f.tell()
-                size = int.from_bytes(head[4:], "little")
-                f.seek(size + (size & 1), os.SEEK_CUR)
+        f = open(path, "rb")
     except OSError:
-        return None
+        return
+    with f:
+        while left > 0:
+            raw = f.read(_SAMPLE_BYTES * int(min(left, block)))
+            data = np.frombuffer(raw[: len(raw) // _SAMPLE_BYTES * _SAMPLE_BYTES], "<f4")
+            if not len(data):
+                break
+            yield data.astype(np.float32)
+            left -= len(data)
+
+
+def _legacy_wav_blocks(path: Path, block: int, left: float) -> Iterator[np.ndarray]:
+    import soundfile as sf
+
+    try:
+        f = sf.SoundFile(os.fspath(path))
+    except Exception:  # missing, not a WAV, no data chunk
+        return
+    with f:
+        while left > 0:
+            try:
+                data = f.read(int(min(left, block)), dtype="float32", always_2d=True)[:, 0]
+            except Exception:
+                break
+            if not len(data):
+                break
+            yield np.ascontiguousarray(data)
+            left -= len(data)
 
 
 def read_journal_audio(path: str | os.PathLike) -> np.ndarray:
-    """The samples of a journal WAV, also when a crash left its header stale (reads to end of file)."""
-    path = Path(path)
-    raw = path.read_bytes() if path.exists() else b""
-    if len(raw) < 12 or raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
-        return np.zeros(0, np.float32)
-    pos = 12
-    while pos + 8 <= len(raw):
-        cid, size = raw[pos: pos + 4], int.from_bytes(raw[pos + 4: pos + 8], "little")
-        if cid == b"data":
-            body = raw[pos + 8:]
-            body = body[: len(body) // 4 * 4]
-            return np.frombuffer(body, "<f4").astype(np.float32)
-        pos += 8 + size + (size & 1)
-    return np.zeros(0, np.float32)
+    """All samples of a take's journal audio (``path``: the take folder or its audio file; see
+    :func:`iter_journal_audio`), also after a crash."""
+    blocks = list(iter_journal_audio(path))
+    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)

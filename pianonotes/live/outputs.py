@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator, Sequence
-
-import numpy as np
+from typing import Sequence
 
 from pianonotes.errors import PianonotesError
-from pianonotes.live.journal import Journal, _write_failure, read_journal_audio
+from pianonotes.live.journal import Journal, _write_failure, iter_journal_audio
 from pianonotes.notes import Note
 
 
@@ -57,9 +55,10 @@ def write_outputs(notes: Sequence[Note], outputs: Sequence[str | os.PathLike], *
                      time_signature=time_signature, overwrite=True, pedals=pedals, note_length=note_length)
 
 
-def copy_recording(journal_wav: Journal | str | os.PathLike, dest: str | os.PathLike, sample_rate: int) -> Path:
-    """Copy the journal audio to ``dest`` atomically, in blocks (converted when not .wav). Given the
-    :class:`Journal` of a take, also the audio it kept in memory after a failure."""
+def copy_recording(journal: Journal | str | os.PathLike, dest: str | os.PathLike, sample_rate: int) -> Path:
+    """Copy a take's journal audio to ``dest`` atomically, in blocks (float32 WAV, or converted to .flac/.ogg).
+    ``journal``: the :class:`Journal` of a take (then also the audio it kept in memory after a failure), a take
+    folder, or its audio file (``audio.f32``, or an old take's ``audio.wav``)."""
     import soundfile as sf
 
     from pianonotes.fileio import atomic_path
@@ -69,25 +68,10 @@ def copy_recording(journal_wav: Journal | str | os.PathLike, dest: str | os.Path
         with atomic_path(dest) as tmp:
             with sf.SoundFile(os.fspath(tmp), "w", samplerate=sample_rate, channels=1,
                               subtype="FLOAT" if dest.suffix.lower() == ".wav" else None) as out:
-                blocks = (journal_wav.audio_blocks() if isinstance(journal_wav, Journal)
-                          else _journal_blocks(journal_wav))
+                blocks = journal.audio_blocks() if isinstance(journal, Journal) else iter_journal_audio(journal)
                 for block in blocks:
                     out.write(block)
     except RuntimeError as exc:  # libsndfile's errors (a full disk)
         raise PianonotesError(f"cannot write {dest}: {_write_failure(exc, dest.parent)}; "
                               "check the folder and free space") from exc
     return dest
-
-
-def _journal_blocks(path: str | os.PathLike, block: int = 1 << 18) -> Iterator[np.ndarray]:
-    import soundfile as sf
-
-    try:
-        with sf.SoundFile(os.fspath(path)) as f:
-            while True:
-                data = f.read(block, dtype="float32")
-                if not len(data):
-                    break
-                yield data
-    except Exception:  # header of a crashed take: read raw
-        yield read_journal_audio(path)

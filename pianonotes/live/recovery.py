@@ -1,4 +1,4 @@
-"""Rebuilding a take from its journal after a crash (``listen --recover``)."""
+"""Rebuilding a take from its journal after a crash (``pianonotes recover``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from pianonotes import constants as C
 from pianonotes.errors import PianonotesError
-from pianonotes.live.journal import read_journal_audio
+from pianonotes.live.journal import AUDIO_FORMAT, read_journal_audio, take_audio_path
 from pianonotes.notes import Note
 
 
@@ -40,9 +40,14 @@ def take_meta(folder: str | os.PathLike) -> dict[str, Any]:
 
     sr = meta.get("sample_rate", C.SAMPLE_RATE)
     if isinstance(sr, bool) or not isinstance(sr, (int, float)) or not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
-        raise PianonotesError(f"{path} is corrupt: sample_rate is {sr!r} (the rate of the take's audio.wav: "
+        raise PianonotesError(f"{path} is corrupt: sample_rate is {sr!r} (the rate of the take's journal audio: "
                               f"the model's, {C.SAMPLE_RATE} Hz, or the device's with --record); correct it and run "
-                              "--recover again")
+                              "pianonotes recover again")
+    fmt = meta.get("audio_format", AUDIO_FORMAT)  # absent in takes journaled before pianonotes-take-v2
+    if fmt != AUDIO_FORMAT:
+        raise PianonotesError(f"{path} names audio_format {fmt!r}; this pianonotes reads {AUDIO_FORMAT!r} journal "
+                              "audio (raw float32, little-endian, mono): recover it with the pianonotes that "
+                              "recorded it")
     return meta
 
 
@@ -78,15 +83,15 @@ def recover(folder: str | os.PathLike, *, model: str | os.PathLike | None = None
             min_note_seconds: float | None = None) -> RecoveredTake:
     """Rebuild a take's notes from its journal.
 
-    ``method``: ``"audio"`` re-transcribes the journal WAV with the take's model (or ``model``): the same
-    notes the live take would have given for that audio; ``"journal"`` reads the note events; ``"auto"``
-    tries the audio first and falls back to the events (no audio, or no model). Thresholds not given are
-    the ones the take used.
+    ``method``: ``"audio"`` re-transcribes the journal audio (``audio.f32``, or an old take's ``audio.wav``)
+    with the take's model (or ``model``): the same notes the live take would have given for that audio;
+    ``"journal"`` reads the note events; ``"auto"`` tries the audio first and falls back to the events (no
+    audio, or no model). Thresholds not given are the ones the take used.
     """
     folder = Path(folder)
     meta = take_meta(folder)
     sr = int(meta.get("sample_rate", C.SAMPLE_RATE))
-    audio = read_journal_audio(folder / "audio.wav")
+    audio = read_journal_audio(take_audio_path(folder))
     seconds = len(audio) / sr
     notes: list[Note] | None = None
     pedals = None
@@ -99,7 +104,7 @@ def recover(folder: str | os.PathLike, *, model: str | os.PathLike | None = None
             from pianonotes.transcribe import Transcriber
 
             options = DecodeOptions.for_model(
-                {"decode": meta.get("decode") or {}}, onset_threshold=onset_threshold,
+                meta.get("decode") or {}, onset_threshold=onset_threshold,
                 frame_threshold=frame_threshold, min_note_seconds=min_note_seconds) if meta.get("decode") else None
             tr = Transcriber.from_checkpoint(model if model is not None else meta.get("model"), device=device,
                                              options=options, overrides=dict(

@@ -20,9 +20,6 @@ from pianonotes.live.journal import Journal
 from pianonotes.live.sources import QUEUE_SECONDS, MicrophoneSource, _Source
 from pianonotes.notes import Note
 
-ROLL_SECONDS = 6.0  # notes kept for the view's piano roll
-
-
 @dataclasses.dataclass
 class Snapshot:
     """What the view shows, published by the worker (times in seconds of audio since the start)."""
@@ -31,13 +28,14 @@ class Snapshot:
     level_db: float = -120.0  # RMS of the last update, dBFS
     peak: float = 0.0
     active: tuple[tuple[int, float, float], ...] = ()  # (pitch, onset, confidence) sounding now
-    recent: tuple[Note, ...] = ()  # finished notes of the last ROLL_SECONDS
+    recent: tuple[Note, ...] = ()  # finished notes that ended in the last C.ROLL_SECONDS
     n_notes: int = 0
     dropped: int = 0
     latency_ms: float | None = None  # median processing latency: lookahead-completing block to screen
     onset_latency_ms: float | None = None  # median onset-audio-to-screen latency
     version: int = 0
     done: bool = False
+    warning: str | None = None  # set as soon as something goes wrong that does not stop the take (the journal)
 
 
 @dataclasses.dataclass
@@ -52,15 +50,19 @@ class NoteEvent:
 
 @dataclasses.dataclass
 class TakeResult:
-    notes: list[Note]
-    seconds: float
-    dropped: int
-    folder: Path | None
-    error: str | None = None
+    """A finished take, as :meth:`LiveSession.finish` returns it."""
+
+    notes: list[Note]  # every note of the take, sorted; times in seconds of audio since the take's start
+    seconds: float  # audio the engine received, in seconds (at the engine's sample rate)
+    dropped: int  # audio blocks lost: the queue was full, or the device reported an input overflow
+    folder: Path | None  # the take's journal folder (None without a journal)
+    error: str | None = None  # why the take ended early (a device unplugged...), else None
+    # per note shown, in milliseconds: from the block that completed its look-ahead to the screen, and
+    # from the arrival of its onset's audio to the screen (both measured by mark_shown)
     latencies_ms: list[float] = dataclasses.field(default_factory=list)
     onset_latencies_ms: list[float] = dataclasses.field(default_factory=list)
-    worker_cpu_seconds: float = 0.0
-    wall_seconds: float = 0.0
+    worker_cpu_seconds: float = 0.0  # CPU time the worker thread used, in seconds
+    wall_seconds: float = 0.0  # wall-clock seconds from start() to finish()
 
 
 class LiveSession:
@@ -179,7 +181,7 @@ class LiveSession:
                 if not ended and rest > 0 and self.queue.empty():
                     self._stop.wait(rest)
             self.source.stop()
-            if not getattr(self.source, "fast", False) and not self._at_limit():
+            if not self.source.fast and not self._at_limit():
                 # audio captured before the stop is part of the take
                 rest, _ = self._drain(0.0, until_empty=True)
                 if rest:
@@ -312,7 +314,7 @@ class LiveSession:
     def _publish(self, *, level_db: float | None = None, peak: float | None = None,
                  done: bool = False) -> None:
         elapsed = self.engine.samples_in / self.sr
-        while self._recent and self._recent[0].offset < elapsed - ROLL_SECONDS:
+        while self._recent and self._recent[0].offset < elapsed - C.ROLL_SECONDS:
             self._recent.popleft()
         old = self._snap
         lat = _median(self.latencies_ms[-200:])
@@ -324,11 +326,17 @@ class LiveSession:
             active=tuple(self.engine.decoder.active()) if not done else (),
             recent=tuple(self._recent),
             n_notes=len(self._notes) + (0 if done else len(self._announced)),
-            dropped=self.source.dropped + getattr(self.source, "overflows", 0),
-            latency_ms=lat, onset_latency_ms=olat, version=old.version + 1, done=done)
+            dropped=self.source.dropped + self.source.overflows,
+            latency_ms=lat, onset_latency_ms=olat, version=old.version + 1, done=done,
+            warning=self._warning())
         with self._lock:
             self._snap = snap
         self._updated.set()
+
+    def _warning(self) -> str | None:
+        """The journal's failure (a full cache disk), from the update it happened in: the take goes on."""
+        error = self.journal.error if self.journal is not None else None
+        return None if error is None else f"{error}; the take goes on and its outputs will hold all of it"
 
     # ---- result
     def finish(self, timeout: float | None = None) -> TakeResult:
@@ -339,10 +347,10 @@ class LiveSession:
         if self.journal is not None:
             self.journal.close(status="finished", notes=len(notes), error=self.error,
                                dropped_blocks=self.source.dropped)
-        return TakeResult(notes, self.engine.samples_in / self.sr, self.source.dropped + getattr(
-            self.source, "overflows", 0), self.journal.folder if self.journal else None, self.error,
-            list(self.latencies_ms), list(self.onset_latencies_ms), self._cpu,
-            time.monotonic() - self._t_start)
+        return TakeResult(notes, self.engine.samples_in / self.sr, self.source.dropped + self.source.overflows,
+                          self.journal.folder if self.journal else None, self.error,
+                          list(self.latencies_ms), list(self.onset_latencies_ms), self._cpu,
+                          time.monotonic() - self._t_start)
 
 
 def _median(xs: Sequence[float]) -> float | None:

@@ -23,6 +23,8 @@ class _Source:
 
     def __init__(self) -> None:
         self.dropped = 0  # blocks lost because the queue was full (or PortAudio reported an overflow)
+        self.overflows = 0  # input overflows the device reported (a microphone's; 0 for the others)
+        self.fast = False  # True: as fast as the worker takes it (a file with --fast), not real time
         self.error: str | None = None  # set when the source failed (device unplugged...)
         self.queue: queue.Queue = queue.Queue()
 
@@ -111,17 +113,26 @@ class MicrophoneSource(_Source):
             self._stream = None
 
 
+def check_decodes(path: str | os.PathLike) -> None:
+    """Decode the whole file once (at its own rate: no resampling; 10 s at a time: bounded memory) and raise
+    what :func:`pianonotes.audio.iter_audio_blocks` would raise later: no samples (a header-only WAV), a
+    truncated or damaged stream (a FLAC cut short), NaN or infinite samples. A file played into a take
+    must fail before the take (its journal, its outputs) exists, not after an empty take was written."""
+    from pianonotes.audio import audio_info, iter_audio_blocks
+
+    for _ in iter_audio_blocks(path, audio_info(path)[0], block_seconds=10.0):
+        pass
+
+
 class FileSource(_Source):
     """Plays an audio file into the pipeline at real-time pace (like a microphone: a full queue drops
     blocks) or, with ``fast``, as fast as the worker consumes it (nothing dropped)."""
 
     def __init__(self, path: str | os.PathLike, samplerate: int, *, fast: bool = False,
                  block_seconds: float = FILE_BLOCK_SECONDS):
-        from pianonotes.audio import audio_info
-
         super().__init__()
         self.path = Path(path)
-        audio_info(self.path)  # fails early with a clear message
+        check_decodes(self.path)  # fails before the take starts, with the line `transcribe` gives
         self.samplerate = int(samplerate)
         self.fast = fast
         self.block = max(1, int(round(block_seconds * self.samplerate)))

@@ -234,7 +234,7 @@ async def _record(ws: WebSocket, store: core.TakeStore, model: core.Model, limit
         kind = start.get("type") if isinstance(start, dict) else None
         if kind == "resume":
             rec, generation = core.resume(str(start.get("take", "")), str(start.get("key", "")))
-            old, rec.socket = getattr(rec, "socket", None), ws
+            old, rec.socket = rec.socket, ws
             if old is not None:  # a socket the server had not yet seen die: it no longer owns the take
                 try:
                     await old.close(code=4000)

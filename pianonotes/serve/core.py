@@ -1,7 +1,7 @@
 """The server's work without the web framework: the model, takes, recordings and uploads.
 
 Everything here is plain Python and threads, so it is tested without a socket too. A take is a
-``listen`` journal folder (``live.takes_dir()/<id>/``: ``take.json``, ``audio.wav``, ``events.jsonl``)
+``listen`` journal folder (``live.takes_dir()/<id>/``: ``take.json``, ``audio.f32``, ``events.jsonl``)
 plus ``out/take.<fmt>`` built by :func:`pianonotes.export.write_notes`. Take ids are folder names made
 by :class:`pianonotes.live.Journal`; a client id is only ever compared with the names listed in that
 folder, never joined into a path unchecked.
@@ -71,17 +71,14 @@ class Model:
     def engine(self):
         return self.transcriber.engine()
 
-    def _config(self, key: str):
-        cfg = self.transcriber.config  # a dict, or an inference.ModelConfig with the same fields
-        return cfg.get(key) if isinstance(cfg, dict) else getattr(cfg, key, None)
-
     @property
     def lookahead_ms(self) -> float:
-        if self._config("lookahead_seconds"):
-            return 1000.0 * float(self._config("lookahead_seconds"))
-        fps = float(self.transcriber.frontend.fps)
-        return 1000.0 * (int(self._config("future_frames") or 0) / fps
-                         + float(getattr(self.transcriber.frontend, "lookahead_seconds", 0.0)))
+        """How far past a frame's time its output depends on audio (network + front end), in ms."""
+        cfg = self.transcriber.config  # an inference.ModelConfig: load_network fills in the context
+        if cfg.lookahead_seconds is not None:
+            return 1000.0 * float(cfg.lookahead_seconds)
+        fe = self.transcriber.frontend
+        return 1000.0 * ((cfg.future_frames or 0) / float(fe.fps) + float(fe.lookahead_seconds))
 
     @property
     def decode(self) -> dict[str, float]:
@@ -93,23 +90,16 @@ class Model:
 def load_model(path: str | os.PathLike | None = None) -> Model:
     """The one place the server builds its model: the shipped checkpoint, or ``path``.
 
-    Uses the same public constructor as ``transcribe`` (``Transcriber.from_checkpoint`` where it
-    exists, else ``Transcriber(path)``), on the CPU, so a recording, an upload and ``pianonotes
-    transcribe`` run identical engines.
+    Uses the same public constructor as ``transcribe`` (``Transcriber.from_checkpoint``), on the CPU, so
+    a recording, an upload and ``pianonotes transcribe`` run identical engines.
     """
-    import inspect
-
     from pianonotes.nn import checkpoint
     from pianonotes.transcribe import Transcriber
 
     cfg_path, _ = checkpoint.resolve(path)
-    make = getattr(Transcriber, "from_checkpoint", Transcriber)
-    kwargs: dict[str, Any] = {"device": "cpu"}
-    if "threads" in inspect.signature(make).parameters:
-        # one inference thread per recording (each LiveSession worker calls the network itself):
-        # connections run in parallel, and no runtime thread pool spins between the 20 ms updates
-        kwargs["threads"] = 1
-    model = Model(make(cfg_path, **kwargs), cfg_path)
+    # one inference thread per recording (each LiveSession worker calls the network itself):
+    # connections run in parallel, and no runtime thread pool spins between the 20 ms updates
+    model = Model(Transcriber.from_checkpoint(cfg_path, device="cpu", threads=1), cfg_path)
     _warm_up(model)
     return model
 
@@ -176,6 +166,8 @@ class TakeStore:
 
     def info(self, folder: Path) -> dict[str, Any]:
         """What the page shows of a take."""
+        from pianonotes.live.journal import take_audio_path
+
         meta = self.meta(folder)
         status = meta.get("status", "?")
         if folder.name in self.building:
@@ -191,7 +183,7 @@ class TakeStore:
                 "status": status, "seconds": meta.get("seconds"), "notes": meta.get("notes"),
                 "interrupted": bool(meta.get("interrupted")), "started": meta.get("started"),
                 "downloads": downloads, "pages": pages, "errors": meta.get("build_errors") or {},
-                "recoverable": (folder / "audio.wav").exists() and (
+                "recoverable": take_audio_path(folder).exists() and (
                     status in ("interrupted", "finished", "failed")
                     or (status == "complete" and bool(meta.get("interrupted")) and not meta.get("recovered")))}
 
@@ -248,7 +240,7 @@ class TakeStore:
 
     def recover(self, take_id: str) -> dict[str, Any]:
         """Rebuild an interrupted take from its journal (re-transcribing its audio like
-        ``listen --recover``), then its outputs."""
+        ``pianonotes recover``), then its outputs."""
         from pianonotes.live.recovery import recover
 
         folder = self.folder(take_id)
@@ -330,14 +322,41 @@ def live_recordings() -> int:
 
 
 class _ProbeEngine:
-    """The Engine as LiveSession uses it, keeping the latest frame's key probabilities for the page."""
+    """An :class:`pianonotes.engine.Engine` as LiveSession uses it (the same push/finish and the
+    attributes below, passed through), keeping the latest frame's key probabilities for the page."""
 
     def __init__(self, engine):
-        self._engine = engine
-        self.last_frame = np.zeros(C.N_KEYS, np.float32)
+        from pianonotes.engine import Engine
 
-    def __getattr__(self, name):
-        return getattr(self._engine, name)
+        if not isinstance(engine, Engine):
+            raise TypeError(f"_ProbeEngine wraps an Engine, not {type(engine).__name__}")
+        self._engine = engine
+        self.last_frame = np.zeros(C.N_KEYS, np.float32)  # (88,) float32 key probabilities
+
+    # what LiveSession reads of its engine
+    @property
+    def sample_rate(self) -> int:
+        return self._engine.sample_rate
+
+    @property
+    def frontend(self):
+        return self._engine.frontend
+
+    @property
+    def latency_frames(self) -> int:
+        return self._engine.latency_frames
+
+    @property
+    def samples_in(self) -> int:
+        return self._engine.samples_in
+
+    @property
+    def frames_out(self) -> int:
+        return self._engine.frames_out
+
+    @property
+    def decoder(self):
+        return self._engine.decoder
 
     def push(self, audio):
         upd = self._engine.push(audio)
@@ -435,6 +454,7 @@ class Recording:
         self._state_lock = threading.Lock()
         self._resumed = threading.Event()
         self.generation = 0
+        self.socket: Any = None  # the WebSocket that owns the take now (set by the web app)
         import secrets
 
         self.resume_key = secrets.token_urlsafe(16)

@@ -25,26 +25,38 @@ def _pairs(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
     return out
 
 
-def evaluate(model_path, data: Sequence[os.PathLike], *, split: str = "test", device: str = "auto",
+def is_dataset(path: Path, split: str = "test") -> bool:
+    """A dataset folder (``data synth``'s layout: a manifest, or split subfolders), not recordings + labels."""
+    return path.is_dir() and ((path / "manifest.json").exists() or (path / split).is_dir())
+
+
+def evaluate(model_path, data: Sequence[os.PathLike], *, split: str | None = None, device: str = "auto",
              options: DecodeOptions | None = None, overrides: dict | None = None,
              output: os.PathLike | None = None, limit_seconds: float | None = None) -> dict:
     """Metrics of a checkpoint over dataset folders (their ``split``) and/or audio files with MIDI beside.
 
-    Returns {'overall': {...}, 'per_recording': [...], 'per_pitch': {...}, ...}; with ``output`` writes
-    the JSON and a PNG plot (F1 by pitch, errors by octave / semitone distance) beside it.
+    ``split`` (default ``test``) only applies to dataset folders: given without one, it is an error (it
+    was once ignored without a word for a single file). Returns {'overall': {...}, 'per_recording': [...],
+    'per_pitch': {...}, ...}; with ``output`` writes the JSON and a PNG plot (F1 by pitch, errors by
+    octave / semitone distance) beside it.
     """
     from pianonotes.decode import decode_pedal
     from pianonotes.training.metrics import aggregate, pedal_scores, per_pitch, recall_by_group, transcription_scores
     from pianonotes.datasets.recordings import labelled_audio_pairs, load_split, recording_from_audio
     from pianonotes.transcribe import Transcriber
 
+    paths = [Path(p) for p in data]
+    if split is not None and not any(is_dataset(p, split) for p in paths):
+        raise PianonotesError(f"--split {split} only applies to a dataset folder (with a manifest.json or a "
+                              f"{split}/ folder); {', '.join(p.name or str(p) for p in paths)} "
+                              f"{'is' if len(paths) == 1 else 'are'} not one: drop --split")
+    split = split or "test"
     tr = Transcriber.from_checkpoint(model_path, device=device, options=options, overrides=overrides)
     options, cfg, fe = tr.options, tr.config, tr.frontend
     recs = []
-    paths = [Path(p) for p in data]
     for p in paths:
         if p.is_dir():
-            if (p / "manifest.json").exists() or (p / split).is_dir():
+            if is_dataset(p, split):
                 recs += load_split(p, split, fe, limit_seconds=limit_seconds)
             else:  # a folder of recordings with same-named MIDI/TSV labels (beside, or audio/ + midi/|tsv/)
                 recs += [recording_from_audio(a, m, fe) for a, m in labelled_audio_pairs(p)]

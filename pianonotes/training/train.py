@@ -19,35 +19,44 @@ import numpy as np
 
 from pianonotes import constants as C
 from pianonotes.errors import PianonotesError
+from pianonotes.datasets.msmd import MsmdOptions
 from pianonotes.datasets.recordings import labelled_recordings, load_split
 from pianonotes.training.batches import ComboLookup, WindowSampler, audio_batch, batch_arrays, combo_vocab
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    data: str | None = None
-    out: str = "runs/audionet"
-    arch: str = "audionet"
-    epochs: float = 10.0
-    max_steps: int | None = None
-    batch_size: int = 16
+    """One training run, as ``pianonotes train`` sets it; recorded whole in every checkpoint's JSON as
+    ``train_config`` (:meth:`to_dict`; :meth:`from_dict` reads it back).
+
+    Units: a *step* is one optimizer update over ``batch_size`` windows per process; a *window* is
+    ``window`` output frames (at the front end's frame rate: 50 frames/s for AudioNet's, 20 for MSMD's)
+    plus the network's context; audio amounts are in hours or seconds of the recordings.
+    """
+
+    data: str | None = None  # dataset folder made by `pianonotes data synth` (ignored with msmd)
+    out: str = "runs/audionet"  # folder of the checkpoints (best, last, their -state) and metrics.jsonl
+    arch: str = "audionet"  # a key of pianonotes.nn.archs.ARCHS
+    epochs: float = 10.0  # passes over the training windows (fractions allowed); max_steps overrides it
+    max_steps: int | None = None  # stop after this many steps (0: only the initial checkpoint)
+    batch_size: int = 16  # windows per step, per process
     window: int = 200  # output frames per training window
     lr: float | None = None  # default: 1e-3 AdamW (audionet), 0.01 SGD (seed-mlp, linear)
-    weight_decay: float = 1e-4
-    warmup_steps: int = 200
-    device: str = "auto"
-    seed: int = 0
-    save_every: int = 500
+    weight_decay: float = 1e-4  # AdamW's decoupled weight decay
+    warmup_steps: int = 200  # steps of linear learning-rate warm-up before the cosine decay (AudioNet)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0  # seeds the weights, the window order and the online acoustics
+    save_every: int = 500  # steps between resumable checkpoints (last, and best after validation)
     val_every: int = 0  # steps; 0: at each save
-    val_seconds: float = 600.0  # validation audio used during training
-    limit_hours: float | None = None  # use only this much training audio
-    workers: int = 0
+    val_seconds: float = 600.0  # seconds of validation audio scored during training
+    limit_hours: float | None = None  # use only this many hours of training audio
+    workers: int = 0  # DataLoader worker processes (0: batches built in the training process)
     onset_weight: float = 3.0  # loss weight of the onset head
     onset_pos_weight: float = 5.0  # BCE weight of onset positives
     max_classes: int = 35531  # combination vocabulary of the seed's models
-    arch_config: dict = dataclasses.field(default_factory=dict)
-    msmd: dict | None = None  # MSMD options (pianonotes.msmd) instead of a synthetic dataset
-    train_split: str = "train"
+    arch_config: dict = dataclasses.field(default_factory=dict)  # keyword arguments of the architecture
+    msmd: MsmdOptions | None = None  # train on MSMD (pianonotes.datasets.msmd) instead of a synthetic dataset
+    train_split: str = "train"  # sub-folders of `data` to train and validate on
     val_split: str = "validation"
     online_augment: bool = False  # real acoustics drawn afresh per window (pianonotes.datasets.synth.acoustics)
     rooms: str | None = None  # room bank file (default: the cache's, made by `pianonotes data rooms`)
@@ -58,7 +67,17 @@ class TrainConfig:
     pedal_weight: float = 0.5  # loss weight of the sustain-pedal head (AudioNet v2)
 
     def to_dict(self) -> dict:
+        """JSON-ready: every field, ``msmd`` as :meth:`MsmdOptions.to_dict` (tuples as lists)."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """From :meth:`to_dict` (a checkpoint's ``train_config``); keys of other versions are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        if kw.get("msmd") is not None:
+            kw["msmd"] = MsmdOptions.from_dict(kw["msmd"])
+        return cls(**kw)
 
 
 def load_data(cfg: TrainConfig, frontend=None, on_event: Callable | None = None):
@@ -366,7 +385,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
         warm = warm_start(model, cfg.init_from)
         emit("warm_start", warm)
     past, future = int(model.past), int(model.future)
-    combo = getattr(model, "kind", "") == "combo"
+    combo = model.kind == "combo"  # every architecture of nn.archs declares its kind
     combo_lookup = ComboLookup(vocab) if combo else None
     is_seed = cfg.arch in ("seed-mlp", "linear")
     base_lr = cfg.lr or (0.01 if is_seed else 1e-3)

@@ -18,6 +18,38 @@ TICKS_PER_SECOND = 960  # midi_bytes writes 480 ticks per beat at 120 bpm
 TAIL_SECONDS = 1.5  # silence after each clip: release and decay
 
 
+_PRCTL = []  # libc's prctl, looked up once in the parent (never dlopen between fork and exec)
+
+
+def die_with_parent():
+    """A ``preexec_fn`` that makes a child process end when the process that started it dies (Linux:
+    PR_SET_PDEATHSIG with SIGKILL; the child keeps it across exec), or None where that is not available.
+    A render worker killed by a signal once left its fluidsynth rendering on until the piece was done."""
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    if not _PRCTL:
+        try:
+            import ctypes
+
+            _PRCTL.append(ctypes.CDLL(None, use_errno=True).prctl)
+        except (OSError, AttributeError):
+            _PRCTL.append(None)
+    prctl = _PRCTL[0]
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
 def fluidsynth_binary() -> str:
     exe = shutil.which("fluidsynth")
     if not exe:
@@ -101,7 +133,7 @@ def render(keys, pedals, total: float, soundfont: str, program: int, sample_rate
             mid.save(mpath)
             cmd = [fluidsynth_binary(), "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.6", "-r", str(sample_rate),
                    "-O", "float", "-T", "wav", "-F", wpath, soundfont, mpath]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=die_with_parent())
             if proc.returncode != 0 or not os.path.exists(wpath):
                 raise PianonotesError(f"fluidsynth failed on {soundfont}: {proc.stderr.strip()[:200]}")
             if "not a soundfont" in proc.stderr.lower() or "failed to load" in proc.stderr.lower():
