@@ -222,6 +222,30 @@ def test_recording_over_the_socket_equals_transcribe(server, clips, expected):
     assert take["id"] in [t["id"] for t in _json(server, "/api/takes")[1]["takes"]]
 
 
+def test_a_full_journal_disk_is_reported_while_the_take_goes_on(server, clips, expected, monkeypatch):
+    """The journal's disk fills after the first block (ENOSPC at the boundary): the socket's updates carry
+    the warning during the take, and the take still ends with every note."""
+    import errno
+    import os
+
+    from pianonotes.live.journal import Journal
+
+    real_append = Journal._append
+    calls = {"n": 0}
+
+    def append(self, data):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_append(self, data)
+
+    monkeypatch.setattr(Journal, "_append", append)
+    updates, done = _stream(server, clips[0])
+    warned = [u["warning"] for u in updates if u.get("warning")]
+    assert warned and "No space left" in warned[0], [u.get("warning") for u in updates][:5]
+    assert done["take"]["notes"] == len(expected[clips[0]])
+
+
 def test_int16_blocks_equal_transcribe_of_the_16_bit_file(server, clips, model, tmp_path):
     audio, _ = sf.read(clips[1], dtype="float32")
     pcm16 = tmp_path / "bass16.wav"

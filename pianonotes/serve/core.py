@@ -567,7 +567,8 @@ class Recording:
                 "starts": [[round(e.time, 4), e.pitch, e.velocity, round(e.confidence, 3)] for e in starts],
                 "notes": finished, "n_notes": snap.n_notes, "dropped": snap.dropped,
                 "latency_ms": None if snap.latency_ms is None else round(snap.latency_ms, 1),
-                "onset_latency_ms": None if snap.onset_latency_ms is None else round(snap.onset_latency_ms, 1)}
+                "onset_latency_ms": None if snap.onset_latency_ms is None else round(snap.onset_latency_ms, 1),
+                "warning": snap.warning}  # e.g. the journal's disk is full: the take goes on, the page says so
 
     def mark_shown(self) -> None:
         self.session.mark_shown()

@@ -228,6 +228,10 @@ function onMessage(m) {
       $("elapsed").textContent = `${mins}:${secs}`;
       $("n-notes").textContent = String(m.n_notes);
       $("dropped").textContent = String(m.dropped);
+      if (m.warning && live.warning !== m.warning) {  // shown once, while the take goes on
+        live.warning = m.warning;
+        setStatus(`warning: ${m.warning}`, true);
+      }
     });
   } else if (m.type === "done") {
     setStatus(`saved take ${m.take.id}: ${m.take.notes} notes` +
