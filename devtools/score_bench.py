@@ -85,7 +85,7 @@ def fit_accents(pieces, bars: int = 16, l2: float = 1.0) -> list[float]:
     performed); returns the weights of the z-scored features."""
     import numpy as np
 
-    from pianonotes.export import beats as B
+    from pianonotes.export import beats
 
     X, y = [], []
     for i, (path, kind, qpm) in enumerate(pieces):
@@ -102,7 +102,7 @@ def fit_accents(pieces, bars: int = 16, l2: float = 1.0) -> list[float]:
         beat = Fraction(m.beat_ql)
         for performed in (False, True):
             notes, sec = perform(truth, qpm, performed, seed=1000 + i)
-            ev = B.onset_events(notes)
+            ev = beats.onset_events(notes)
             lo = min(o for o, _, _ in truth.notes)
             hi = max(o for o, _, _ in truth.notes)
             k0, k1 = math.floor(lo / beat), math.ceil(hi / beat)
@@ -110,7 +110,7 @@ def fit_accents(pieces, bars: int = 16, l2: float = 1.0) -> list[float]:
             times = np.asarray([sec(float(k * beat)) for k in ks])
             if len(times) < 8:
                 continue
-            X.append(B.beat_features(ev, times))
+            X.append(beats.beat_features(ev, times))
             y.append(np.asarray([k % m.beats_per_bar == 0 for k in ks], dtype=float))
     X = np.concatenate(X)
     y = np.concatenate(y)
@@ -124,7 +124,7 @@ def fit_accents(pieces, bars: int = 16, l2: float = 1.0) -> list[float]:
     acc = float(np.mean(((Xb @ w) > 0) == (y > 0.5)))
     print(f"fitted on {len(y)} beats ({int(y.sum())} downbeats) of {len(pieces)} pieces; "
           f"training accuracy {acc:.3f}")
-    for name, v in zip(B.FEATURES + ("(intercept)",), w):
+    for name, v in zip(beats.FEATURES + ("(intercept)",), w):
         print(f"  {name:12s} {v:+.3f}")
     return [round(float(v), 3) for v in w[:-1]]
 
@@ -353,7 +353,7 @@ def bar_training_cases(bars: int = 16) -> list[tuple]:
     the score's meter with downbeat F1 >= 0.9)."""
     from music21 import corpus
 
-    from pianonotes.export import beats as B
+    from pianonotes.export import beats
 
     pieces = training_pieces()
     have = {p for p, _, _ in pieces} | {p for p, _, _ in PIECES}
@@ -372,15 +372,15 @@ def bar_training_cases(bars: int = 16) -> list[tuple]:
             continue
         for performed in (False, True):
             notes, sec = perform(truth, qpm, performed, seed=seed)
-            e = B.bar_evidence(notes)
+            e = beats.bar_evidence(notes)
             if e is None or not e.hyps:
                 continue
             ref = reference_downbeats(truth, sec)
             first, last = notes[0].onset, max(n.onset for n in notes)
             ok = []
             for b, ph, gi in e.hyps:
-                m = (B.COMPOUND_METERS if e.subdivision == 3 else B.SIMPLE_METERS)[b]
-                g = B._grid_from(e.grids[gi], m, e.first_beats[gi], ph, e.first, e.last_onset)
+                m = (beats.COMPOUND_METERS if e.subdivision == 3 else beats.SIMPLE_METERS)[b]
+                g = beats._grid_from(e.grids[gi], m, e.first_beats[gi], ph, e.first, e.last_onset)
                 est = [float(t) for t in g.downbeats() if first - 0.1 <= t <= last + 0.1]
                 ok.append(str(m) == truth.meter and _f1(est, ref) >= 0.9)
             cases.append((truth.meter, e.subdivision, e.hyps, e.H, ok))
@@ -392,10 +392,10 @@ def fit_bars(cases, l2: float = 0.3) -> tuple[list[float], dict]:
     the feature weights), each meter weighing the same in total; returns (BAR_WEIGHTS, BAR_BIAS)."""
     import numpy as np
 
-    from pianonotes.export import beats as B
+    from pianonotes.export import beats
 
-    keys = sorted(B.BAR_BIAS)
-    nf = len(B.BAR_FEATURES)
+    keys = sorted(beats.BAR_BIAS)
+    nf = len(beats.BAR_FEATURES)
     usable = [c for c in cases if any(c[4])]
     count = Counter(c[0] for c in usable)
     data = []

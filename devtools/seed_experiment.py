@@ -43,7 +43,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.errors import PianonotesError
 from pianonotes.datasets.recordings import Recording, _notes_from_json, frontend_key, key_and_pedal_targets, targets_from_notes
 from pianonotes.training.batches import ComboLookup, WindowSampler, batch_arrays, combo_vocab
@@ -176,13 +176,13 @@ def masked_audionet_loss(res: dict, frame, onset, velocity, mask, *, onset_weigh
     averaged over the frames where ``mask`` (B, T) is 1 only: the other frames contribute nothing, not
     even to the gradient. Returns (loss, parts)."""
     import torch
-    from torch.nn import functional as F
+    from torch.nn import functional
 
     m = mask.float().unsqueeze(-1)  # (B, T, 1)
     denom = (m.sum() * frame.shape[-1]).clamp(min=1)
     pw = torch.tensor(onset_pos_weight, device=frame.device)
-    l_on = (F.binary_cross_entropy_with_logits(res["onset"].float(), onset, pos_weight=pw, reduction="none") * m).sum() / denom
-    l_fr = (F.binary_cross_entropy_with_logits(res["frame"].float(), frame, reduction="none") * m).sum() / denom
+    l_on = (functional.binary_cross_entropy_with_logits(res["onset"].float(), onset, pos_weight=pw, reduction="none") * m).sum() / denom
+    l_fr = (functional.binary_cross_entropy_with_logits(res["frame"].float(), frame, reduction="none") * m).sum() / denom
     w = onset * m
     l_ve = ((res["velocity"].float() - velocity) ** 2 * w).sum() / w.sum().clamp(min=1)
     loss = onset_weight * l_on + l_fr + 0.5 * l_ve
@@ -194,7 +194,7 @@ def _combo_frames(recs, splits, part: int) -> tuple[np.ndarray, np.ndarray]:
     xs = [r.features[sp == part] for r, sp in zip(recs, splits)]
     ys = [r.frame[sp == part] for r, sp in zip(recs, splits)]
     x = np.concatenate(xs).astype(np.float32) if xs else np.zeros((0, 1), np.float32)
-    y = np.concatenate(ys) if ys else np.zeros((0, C.N_KEYS), np.uint8)
+    y = np.concatenate(ys) if ys else np.zeros((0, constants.N_KEYS), np.uint8)
     return x, y
 
 
@@ -204,7 +204,7 @@ def train_combo(model, opt, x: np.ndarray, y: np.ndarray, *, steps: int, batch: 
     classes. Returns the loss curve: one row per ``steps / 20`` steps, with ``curve()`` at
     ``curve_points`` evenly spaced steps."""
     import torch
-    from torch.nn import functional as F
+    from torch.nn import functional
 
     model.train()
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -218,7 +218,7 @@ def train_combo(model, opt, x: np.ndarray, y: np.ndarray, *, steps: int, batch: 
             order, pos = rng.permutation(len(x)), 0
         idx = torch.from_numpy(order[pos:pos + batch])
         pos += batch
-        loss = F.cross_entropy(model.net(xt[idx]), yt[idx], ignore_index=-100)
+        loss = functional.cross_entropy(model.net(xt[idx]), yt[idx], ignore_index=-100)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -299,7 +299,7 @@ def predict(model, feats: np.ndarray, *, chunk: int = 2000) -> dict[str, np.ndar
     model.eval()
     if getattr(model, "kind", "") != "combo":
         probs = infer_features(model, feats)
-        return dict(probs, keys=probs["frame"] >= C.FRAME_THRESHOLD)
+        return dict(probs, keys=probs["frame"] >= constants.FRAME_THRESHOLD)
     vocab = model.vocab.cpu().numpy() > 0.5
     fr, on, keys = [], [], []
     padded = np.concatenate([np.zeros((model.past, feats.shape[1]), np.float32), feats])
@@ -336,7 +336,7 @@ def note_counts(ref, est, fps: float, n_frames: int, mask: np.ndarray | None = N
         iv = lambda ns: np.array([[n.onset, n.offset] for n in ns], float)  # noqa: E731
         hz = lambda ns: 440.0 * 2 ** ((np.array([n.pitch for n in ns], float) - 69) / 12)  # noqa: E731
         for i, j in mir_eval.transcription.match_notes(iv(ref), hz(ref), iv(est), hz(est),
-                                                       onset_tolerance=C.ONSET_TOLERANCE, offset_ratio=None):
+                                                       onset_tolerance=constants.ONSET_TOLERANCE, offset_ratio=None):
             matched_r[i] = matched_e[j] = True
     return {"n_ref": int(rs.sum()), "n_est": int(es.sum()), "tp_ref": int((matched_r & rs).sum()),
             "tp_est": int((matched_e & es).sum())}

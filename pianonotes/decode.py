@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.errors import PianonotesError
 from pianonotes.notes import Note, PedalEvent
 
@@ -40,11 +40,11 @@ class DecodeOptions:
     """
 
     #: Onset probability at or above which a note starts on a key.
-    onset_threshold: float = C.ONSET_THRESHOLD
+    onset_threshold: float = constants.ONSET_THRESHOLD
     #: Frame (key sounding) probability at or above which a started note goes on sounding.
-    frame_threshold: float = C.FRAME_THRESHOLD
+    frame_threshold: float = constants.FRAME_THRESHOLD
     #: Notes shorter than this (seconds, onset to sounding end) are dropped.
-    min_note_seconds: float = C.MIN_NOTE_SECONDS
+    min_note_seconds: float = constants.MIN_NOTE_SECONDS
     #: v2 models: the key-down probability below which the key counts as released (``Note.release``).
     key_threshold: float = 0.5
     #: v2 models: the sustain pedal is down from a frame whose pedal probability reaches ``pedal_on``
@@ -91,9 +91,9 @@ class DecodeOptions:
                 raise PianonotesError(f"the checkpoint's decode.{key} is {d.get(key)!r}, not a number; "
                                       "re-download or retrain it") from None
         base = cls()
-        return cls(pick(onset_threshold, "onset_threshold", C.ONSET_THRESHOLD),
-                   pick(frame_threshold, "frame_threshold", C.FRAME_THRESHOLD),
-                   pick(min_note_seconds, "min_note_seconds", C.MIN_NOTE_SECONDS),
+        return cls(pick(onset_threshold, "onset_threshold", constants.ONSET_THRESHOLD),
+                   pick(frame_threshold, "frame_threshold", constants.FRAME_THRESHOLD),
+                   pick(min_note_seconds, "min_note_seconds", constants.MIN_NOTE_SECONDS),
                    pick(None, "key_threshold", base.key_threshold), pick(None, "pedal_on", base.pedal_on),
                    pick(None, "pedal_off", base.pedal_off), pick(None, "min_pedal_seconds", base.min_pedal_seconds))
 
@@ -152,11 +152,11 @@ class StreamingDecoder:
     def reset(self) -> None:
         """Forget every frame pushed, the open notes and the pedal intervals."""
         self.n = 0  # frames consumed
-        self.prev_on = np.zeros(C.N_KEYS, bool)
-        self.active_start = np.full(C.N_KEYS, -1, np.int64)
-        self.active_conf = np.zeros(C.N_KEYS, np.float32)
-        self.active_vel = np.zeros(C.N_KEYS, np.float32)
-        self._key_up = np.zeros((0, C.N_KEYS), bool)  # key-down prob below threshold, from frame _key_from
+        self.prev_on = np.zeros(constants.N_KEYS, bool)
+        self.active_start = np.full(constants.N_KEYS, -1, np.int64)
+        self.active_conf = np.zeros(constants.N_KEYS, np.float32)
+        self.active_vel = np.zeros(constants.N_KEYS, np.float32)
+        self._key_up = np.zeros((0, constants.N_KEYS), bool)  # key-down prob below threshold, from frame _key_from
         self._key_from = 0
         self._pedal = StreamingPedal(self.fps, self.opt, time_offset=self.t0)
         self.pedals: list[PedalEvent] = []
@@ -169,20 +169,20 @@ class StreamingDecoder:
     def active(self) -> list[tuple[int, float, float]]:
         """Sounding keys now: (pitch, onset seconds, confidence)."""
         ks = np.nonzero(self.active_start >= 0)[0]
-        return [(int(k) + C.MIN_PITCH, self.t0 + self.active_start[k] / self.fps, float(self.active_conf[k]))
+        return [(int(k) + constants.MIN_PITCH, self.t0 + self.active_start[k] / self.fps, float(self.active_conf[k]))
                 for k in ks]
 
     def _note(self, k: int, a: int, b: int, conf: float, vel: float) -> Note | None:
         if (b - a) / self.fps < self.opt.min_note_seconds - 1e-9 or b <= a:
             return None
-        v = int(np.clip(round(vel * 127), 1, 127)) if vel > 0 else C.DEFAULT_VELOCITY
+        v = int(np.clip(round(vel * 127), 1, 127)) if vel > 0 else constants.DEFAULT_VELOCITY
         key_off = None
         if len(self._key_up):
             lo, hi = a + 1 - self._key_from, b - self._key_from
             ups = np.nonzero(self._key_up[max(lo, 0):max(hi, 0), k])[0]
             r = (max(lo, 0) + int(ups[0]) + self._key_from) if len(ups) else b
             key_off = self.t0 + max(r, a + 1) / self.fps
-        return Note(self.t0 + a / self.fps, self.t0 + b / self.fps, int(k) + C.MIN_PITCH, v, key_offset=key_off,
+        return Note(self.t0 + a / self.fps, self.t0 + b / self.fps, int(k) + constants.MIN_PITCH, v, key_offset=key_off,
                     confidence=round(float(conf), 4))
 
     def push(self, frame: np.ndarray | Mapping[str, np.ndarray], onset: np.ndarray | None = None,
@@ -362,8 +362,8 @@ class Activations:
                     raise PianonotesError(f"{what}: no {' or '.join(repr(k) for k in missing)} array in it")
                 names = [k for k in ("frame", "onset", "velocity") if k in z.files]
                 shapes = {k: _npz_member_shape(z, k) for k in names}
-                if shapes["frame"] is not None and (len(shapes["frame"]) != 2 or shapes["frame"][1] != C.N_KEYS):
-                    raise PianonotesError(f"{what}: 'frame' has shape {shapes['frame']}, expected (frames, {C.N_KEYS})")
+                if shapes["frame"] is not None and (len(shapes["frame"]) != 2 or shapes["frame"][1] != constants.N_KEYS):
+                    raise PianonotesError(f"{what}: 'frame' has shape {shapes['frame']}, expected (frames, {constants.N_KEYS})")
                 for k in names:
                     if shapes[k] is not None and shapes[k] != shapes["frame"]:
                         raise PianonotesError(f"{what}: '{k}' has shape {shapes[k]}, 'frame' {shapes['frame']}")
@@ -372,7 +372,7 @@ class Activations:
                                               f"{cls.MAX_FRAMES}); transcribe the recording again")
                 arrays = {k: np.asarray(z[k]) for k in names}
                 extra = {}
-                for k, width in (("key", C.N_KEYS), ("pedal", 1)):  # the v2 heads, when saved
+                for k, width in (("key", constants.N_KEYS), ("pedal", 1)):  # the v2 heads, when saved
                     if f"extra_{k}" in z.files:
                         want = (arrays["frame"].shape[0], width)
                         if _npz_member_shape(z, f"extra_{k}") != want:
@@ -391,8 +391,8 @@ class Activations:
             detail = "" if "pickle" in str(exc) else f": {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
             raise PianonotesError(f"{what}{detail}") from exc
         for k, a in arrays.items():
-            if a.ndim != 2 or a.shape != arrays["frame"].shape or a.shape[1] != C.N_KEYS:
-                raise PianonotesError(f"{what}: '{k}' has shape {a.shape}, expected (frames, {C.N_KEYS})")
+            if a.ndim != 2 or a.shape != arrays["frame"].shape or a.shape[1] != constants.N_KEYS:
+                raise PianonotesError(f"{what}: '{k}' has shape {a.shape}, expected (frames, {constants.N_KEYS})")
             if a.dtype.kind not in "fiu" or not np.all(np.isfinite(a)):
                 raise PianonotesError(f"{what}: '{k}' holds {'non-numbers' if a.dtype.kind not in 'fiu' else 'NaN or inf'}")
         if fps.shape != () or fps.dtype.kind not in "fiu" or not (0 < float(fps) <= 1000):

@@ -12,7 +12,7 @@ import dataclasses
 import os
 from typing import Iterable, Sequence
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.errors import PianonotesError
 
 _NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
@@ -36,12 +36,12 @@ class Note:
     onset: float
     offset: float
     pitch: int
-    velocity: int = C.DEFAULT_VELOCITY
+    velocity: int = constants.DEFAULT_VELOCITY
     key_offset: float | None = None
     confidence: float = 1.0
 
     def __post_init__(self) -> None:
-        if not (C.MIN_PITCH <= self.pitch <= C.MAX_PITCH):
+        if not (constants.MIN_PITCH <= self.pitch <= constants.MAX_PITCH):
             raise PianonotesError(f"pitch {self.pitch} is outside the piano (21-108)")
         if not (1 <= self.velocity <= 127):
             raise PianonotesError(f"velocity {self.velocity} is outside 1-127")
@@ -199,10 +199,10 @@ def read_midi_with_pedal(path: str | os.PathLike) -> tuple[list[Note], list[Peda
                 if stack:
                     on, vel = stack.pop(0)
                     key_notes.append((on, t, msg.note, vel))
-            elif msg.type == "control_change" and msg.control == C.SUSTAIN_CC:
-                if msg.value >= C.SUSTAIN_ON and pedal_down is None:
+            elif msg.type == "control_change" and msg.control == constants.SUSTAIN_CC:
+                if msg.value >= constants.SUSTAIN_ON and pedal_down is None:
                     pedal_down = t
-                elif msg.value < C.SUSTAIN_ON and pedal_down is not None:
+                elif msg.value < constants.SUSTAIN_ON and pedal_down is not None:
                     if t > pedal_down:
                         pedals.append(PedalEvent(pedal_down, t))
                     pedal_down = None
@@ -214,7 +214,7 @@ def read_midi_with_pedal(path: str | os.PathLike) -> tuple[list[Note], list[Peda
     if pedal_down is not None and t > pedal_down:
         pedals.append(PedalEvent(pedal_down, t))
     key_notes = [
-        n for n in key_notes if C.MIN_PITCH <= n[2] <= C.MAX_PITCH and n[1] > n[0]
+        n for n in key_notes if constants.MIN_PITCH <= n[2] <= constants.MAX_PITCH and n[1] > n[0]
     ]
     return apply_sustain(key_notes, pedals), pedals
 
@@ -249,8 +249,8 @@ def midi_track_bytes(
         events.append((on_t, 2, mido.Message("note_on", note=n.pitch, velocity=n.velocity)))
         events.append((off_t, 0, mido.Message("note_off", note=n.pitch, velocity=0)))
     for p in pedals:
-        events.append((tick(p.start), 1, mido.Message("control_change", control=C.SUSTAIN_CC, value=127)))
-        events.append((tick(p.end), 1, mido.Message("control_change", control=C.SUSTAIN_CC, value=0)))
+        events.append((tick(p.start), 1, mido.Message("control_change", control=constants.SUSTAIN_CC, value=127)))
+        events.append((tick(p.end), 1, mido.Message("control_change", control=constants.SUSTAIN_CC, value=0)))
     events.sort(key=lambda e: (e[0], e[1]))
     track = mido.MidiTrack()
     track.append(mido.MetaMessage("track_name", name="Piano", time=0))

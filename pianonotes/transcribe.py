@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.decode import Activations, DecodeOptions
 from pianonotes.errors import PianonotesError
 from pianonotes.notes import Note, PedalEvent
@@ -21,10 +21,16 @@ BLOCK_SECONDS = 30.0
 
 @dataclasses.dataclass
 class Transcription:
-    source: str
-    notes: list[Note]
-    seconds: float  # audio duration
-    compute_seconds: float
+    """One recording transcribed: what :meth:`Transcriber.transcribe_file` (and ``transcribe_blocks``)
+    return. Note and pedal times are seconds from the start of the file (an excerpt keeps them absolute:
+    ``time_offset``)."""
+
+    source: str  # the file (or the caller's label for the blocks)
+    notes: list[Note]  # sorted by onset; each with its sounding end and, v2 models, its key release
+    seconds: float  # duration of the audio transcribed (the excerpt's), in seconds
+    compute_seconds: float  # wall-clock seconds the front end, network and decoder took
+    # with keep_activations: the network's probabilities at the model's frame rate, (T, 88) float16 per
+    # head (v2's pedal (T, 1)), with the decoding options used
     activations: Activations | None = None
     pedals: list[PedalEvent] = dataclasses.field(default_factory=list)  # the sustain pedal (v2 models)
 
@@ -40,10 +46,10 @@ def expand_inputs(items: Sequence[str], *, recursive: bool = False) -> list[Path
         p = Path(item)
         if p.is_dir():
             pattern = "**/*" if recursive else "*"
-            found = sorted(q for q in p.glob(pattern) if q.is_file() and q.suffix.lower() in C.AUDIO_EXTENSIONS)
+            found = sorted(q for q in p.glob(pattern) if q.is_file() and q.suffix.lower() in constants.AUDIO_EXTENSIONS)
             if not found:
                 raise PianonotesError(
-                    f"no audio files ({', '.join(C.AUDIO_EXTENSIONS)}) in folder {p}"
+                    f"no audio files ({', '.join(constants.AUDIO_EXTENSIONS)}) in folder {p}"
                     + ("" if recursive else "; use --recursive to search subfolders"))
             out += found
         elif p.exists():
@@ -105,8 +111,10 @@ class Transcriber:
 
     @property
     def model(self):
-        """The torch module (torch backend only)."""
-        return getattr(self.network, "model", None)
+        """The torch module (torch backend only; None on ONNX Runtime)."""
+        from pianonotes.inference import TorchNetwork
+
+        return self.network.model if isinstance(self.network, TorchNetwork) else None
 
     def notice(self) -> str | None:
         """A one-line hint for the user when the network runs on the slower PyTorch fallback."""
@@ -222,7 +230,7 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-# A worker process costs about 0.75 CPU seconds to start (imports, model): by default a batch gets one
+# A worker process costs about 0.4 CPU seconds to start (imports, model): by default a batch gets one
 # more worker per this much audio (at ~150x real time per core, about a second of work).
 WORKER_MIN_SECONDS = 120.0
 
@@ -260,14 +268,19 @@ def process_file(transcriber: Transcriber | None, path: Path, outputs: Sequence[
                     raise PianonotesError(f"{o} exists; pass --overwrite to replace it")
         if settings.from_activations:
             acts = Activations.load(path)
-            options = DecodeOptions.for_model({"decode": acts.decode_defaults}, **dict(settings.overrides))
+            options = DecodeOptions.for_model(acts.decode_defaults, **dict(settings.overrides))
             notes, pedals = acts.decode(options), acts.decode_pedal(options)
             seconds, xrt = len(acts.frame) / acts.fps, 0.0
             title = path.name[: -len(".npz")] if path.name.endswith(".npz") else path.stem
         else:
-            res = transcriber.transcribe_file(path, start=settings.start, end=settings.end,
-                                              keep_activations=settings.save_activations is not None,
-                                              on_progress=on_progress)
+            prefetch = _prefetch_writers(outputs)
+            try:
+                res = transcriber.transcribe_file(path, start=settings.start, end=settings.end,
+                                                  keep_activations=settings.save_activations is not None,
+                                                  on_progress=on_progress)
+            finally:
+                if prefetch is not None:
+                    prefetch.join()
             notes, pedals, seconds, xrt = res.notes, res.pedals, res.seconds, res.x_real_time
             if settings.save_activations:
                 res.activations.save(settings.save_activations)
@@ -289,6 +302,39 @@ def process_file(transcriber: Transcriber | None, path: Path, outputs: Sequence[
         return FileResult(path, error=str(exc))
 
 
+# Modules that writing an output imports on first use (mido brings importlib.metadata and email: 45 ms).
+_WRITER_MODULES = {"midi": ("numpy.fft", "pianonotes.export.midi", "mido"), "musicxml": ("numpy.fft", "music21"),
+                   "engraved": ("numpy.fft", "music21")}
+
+
+def _prefetch_writers(outputs: Sequence[Path]):
+    """Import the modules that writing ``outputs`` will need on a background thread, while the file is
+    transcribed: decoding, the FFTs and ONNX Runtime release the GIL, so these imports (which hold it)
+    take the other core instead of adding to the wall time. The started thread, or None."""
+    import sys
+    import threading
+
+    from pianonotes.export import FORMATS
+
+    names = [m for o in outputs for m in _WRITER_MODULES.get(FORMATS.get(Path(o).suffix.lower(), ""), ())]
+    names = [m for m in dict.fromkeys(names) if m not in sys.modules]
+    if not names:
+        return None
+
+    def load() -> None:
+        import importlib
+
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except Exception:  # the writer imports it again and reports the error
+                return
+
+    thread = threading.Thread(target=load, name="pianonotes-prefetch", daemon=True)
+    thread.start()
+    return thread
+
+
 _WORKER: dict = {}
 
 
@@ -298,6 +344,10 @@ def _worker_init(settings: BatchSettings, threads: int) -> None:
                                                              overrides=dict(settings.overrides))
     except PianonotesError as exc:
         _WORKER["error"] = str(exc)
+
+
+def _worker_ready() -> None:
+    """A no-op task: its result comes once the worker process is up (the initializer has run)."""
 
 
 def _worker_file(path: Path, outputs: list[Path], settings: BatchSettings) -> FileResult:
@@ -312,11 +362,14 @@ def run_batch(plan: dict[Path, list[Path]], settings: BatchSettings, *, jobs: in
               on_export: Callable[[Path, str, float], None] | None = None) -> Iterator[FileResult]:
     """Process every input of ``plan`` ({input: outputs}); yields each :class:`FileResult` when it is done.
 
-    ``jobs`` > 1 runs that many worker processes (each loads the model once, with cores / jobs ONNX
-    Runtime threads); the files' outputs are the same as with one process. With one job the files run
-    here, through ``transcriber`` (loaded from ``settings`` when None). ``on_progress(path, seconds)``
-    reports audio seconds done within the current file, ``on_export(path, stage, fraction)`` how far
-    writing its outputs has got (:func:`process_file`; both with one job only).
+    ``jobs`` > 1 transcribes that many files at a time: this process and ``jobs - 1`` worker processes,
+    each with the model loaded once (cores / jobs ONNX Runtime threads), taking the next file as they
+    finish one; the files' outputs are the same as with one process. This process starts on the files
+    at once, while the workers start (about 0.4 CPU seconds each), and does the rest itself if a worker
+    dies. With one job the files run here, through ``transcriber`` (loaded from ``settings`` when None).
+    ``on_progress(path, seconds)`` reports audio seconds done within the current file,
+    ``on_export(path, stage, fraction)`` how far writing its outputs has got (:func:`process_file`; both
+    with one job only).
     """
     files = list(plan)
     jobs = max(1, min(int(jobs), len(files)))
@@ -329,19 +382,86 @@ def run_batch(plan: dict[Path, list[Path]], settings: BatchSettings, *, jobs: in
             ex = (lambda stage, f, path=path: on_export(path, stage, f)) if on_export else None
             yield process_file(transcriber, path, plan[path], settings, cb, ex)
         return
+    yield from _run_parallel(plan, settings, jobs)
+
+
+def _run_parallel(plan: dict[Path, list[Path]], settings: BatchSettings, jobs: int) -> Iterator[FileResult]:
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import queue
+    import threading
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     threads = max(1, default_jobs() // jobs)
-    ctx = multiprocessing.get_context("spawn")  # no state (threads, sessions, locks) inherited from here
-    pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(settings, threads))
-    try:
-        futures = {pool.submit(_worker_file, p, list(plan[p]), settings): p for p in files}
-        for fut in as_completed(futures):
+    try:  # this process's own share, with as many ONNX Runtime threads as each worker
+        here = Transcriber.from_checkpoint(settings.model, device=settings.device, threads=threads,
+                                           overrides=dict(settings.overrides))
+    except PianonotesError as exc:
+        for path in plan:
+            yield FileResult(path, error=str(exc))
+        return
+    todo = deque(plan)
+    lock = threading.Lock()
+    done: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def take() -> Path | None:
+        with lock:
+            return todo.popleft() if todo and not stop.is_set() else None
+
+    def feed() -> None:
+        """One worker's files, one at a time (a thread here per worker process); each file taken ends as
+        one item on ``done``: its result, or the exception for the main thread to raise. Files are taken
+        only once the worker has started (model loaded), so that none waits for it meanwhile."""
+        try:
+            pool.submit(_worker_ready).result()
+        except BaseException:  # a broken pool or an interrupted start: this process does the files
+            return
+        while (path := take()) is not None:
             try:
-                yield fut.result()
-            except BrokenProcessPool:
-                yield FileResult(futures[fut], error="its worker process died (out of memory?); run it again alone")
+                try:
+                    fut = pool.submit(_worker_file, path, list(plan[path]), settings)
+                except BrokenProcessPool:  # a worker died on another file: this process does this one
+                    with lock:
+                        todo.appendleft(path)
+                    done.put(None)  # wakes the main thread, which may be waiting for results
+                    return
+                try:
+                    done.put(fut.result())
+                except BrokenProcessPool:
+                    done.put(FileResult(path, error="its worker process died (out of memory?); run it again alone"))
+                    return
+            except BaseException as exc:  # handed to the main thread, which raises it
+                done.put(exc)
+                return
+
+    ctx = multiprocessing.get_context("spawn")  # no state (threads, sessions, locks) inherited from here
+    pool = ProcessPoolExecutor(jobs - 1, mp_context=ctx, initializer=_worker_init, initargs=(settings, threads))
+    feeders = [threading.Thread(target=feed, name=f"pianonotes-worker-{i}", daemon=True) for i in range(jobs - 1)]
+    try:
+        for t in feeders:
+            t.start()
+        n_left = len(plan)
+        while n_left:
+            path = take()
+            if path is not None:  # this process's next file, while the workers do theirs
+                n_left -= 1
+                yield process_file(here, path, plan[path], settings)
+            items = [done.get()] if path is None else []  # nothing left to take: wait for the workers
+            while True:  # and whatever else they finished meanwhile
+                try:
+                    items.append(done.get_nowait())
+                except queue.Empty:
+                    break
+            for item in items:
+                if isinstance(item, BaseException):
+                    raise item
+                if item is not None:
+                    n_left -= 1
+                    yield item
     finally:
+        stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
+        for t in feeders:
+            t.join()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.features.logspec import LogSpecFrontEnd
 from pianonotes.datasets.recordings import Recording, key_and_pedal_targets, targets_from_notes
 from pianonotes.training.batches import WindowSampler, audio_batch, batch_arrays, window_targets
@@ -14,7 +14,7 @@ from pianonotes.notes import Note, PedalEvent
 from pianonotes.datasets.synth.acoustics import NO_ONLINE_AUGMENT, OnlineAugment, augment_window, build_room_bank, detuned, load_room_bank
 
 FE = LogSpecFrontEnd()
-SR = C.SAMPLE_RATE
+SR = constants.SAMPLE_RATE
 
 
 def _recording(seconds=12.0, seed=0):

@@ -100,3 +100,16 @@ def test_the_layer_check_can_fail(tmp_path):
 def test_maintenance_tools_are_not_in_the_package():
     assert not (PKG / "tools").exists()
     assert (PKG.parent / "devtools" / "ship.py").exists()
+
+
+def test_no_single_letter_module_aliases():
+    """``import x as C`` hides what C is; modules are imported under their own names."""
+    roots = [PKG, PKG.parent / "devtools", PKG.parent / "tests"]
+    found = []
+    for root in roots:
+        for path in sorted(root.rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    found += [f"{path.relative_to(PKG.parent)}:{node.lineno} {a.name} as {a.asname}"
+                              for a in node.names if a.asname and len(a.asname) == 1]
+    assert not found, found

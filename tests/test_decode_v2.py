@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.decode import DecodeOptions, StreamingDecoder, decode, decode_pedal
 from pianonotes.errors import PianonotesError
 
@@ -14,13 +14,13 @@ FPS = 50.0
 
 
 def _acts(T=200):
-    z = np.zeros((T, C.N_KEYS), np.float32)
+    z = np.zeros((T, constants.N_KEYS), np.float32)
     return z.copy(), z.copy(), z.copy(), z.copy()
 
 
 def test_key_release_inside_a_pedalled_note():
     frame, onset, vel, key = _acts()
-    k = 60 - C.MIN_PITCH
+    k = 60 - constants.MIN_PITCH
     onset[10, k] = 0.9
     frame[10:120, k] = 0.9  # sounds until frame 120 (the pedal holds it)
     key[10:40, k] = 0.9  # the key came up at frame 40
@@ -39,7 +39,7 @@ def test_key_release_streaming_equals_offline():
     T = 600
     frame, onset, vel, key = _acts(T)
     for _ in range(40):
-        k, a = int(rng.integers(C.N_KEYS)), int(rng.integers(0, T - 60))
+        k, a = int(rng.integers(constants.N_KEYS)), int(rng.integers(0, T - 60))
         b = a + int(rng.integers(5, 60))
         r = int(rng.integers(a + 1, b + 1))
         onset[a, k], frame[a:b, k], key[a:r, k], vel[a, k] = 0.9, 0.8, 0.8, 0.6
@@ -75,7 +75,7 @@ def test_cc64_from_key_releases_round_trips_through_midi(tmp_path):
 
     frame, onset, vel, key = _acts()
     for pitch, a in ((60, 10), (64, 12)):
-        k = pitch - C.MIN_PITCH
+        k = pitch - constants.MIN_PITCH
         onset[a, k], frame[a:120, k], key[a:40, k], vel[a, k] = 0.9, 0.9, 0.9, 0.5
     notes = decode(frame, onset, vel, fps=FPS, key=key)
     path = tmp_path / "p.mid"
@@ -90,7 +90,7 @@ def test_saved_activations_keep_the_v2_heads(tmp_path):
     from pianonotes.decode import Activations
 
     frame, onset, vel, key = _acts()
-    k = 64 - C.MIN_PITCH
+    k = 64 - constants.MIN_PITCH
     onset[5, k], frame[5:100, k], key[5:30, k], vel[5, k] = 0.9, 0.9, 0.9, 0.5
     pedal = np.zeros((200, 1), np.float32)
     pedal[20:100] = 0.9
@@ -101,7 +101,7 @@ def test_saved_activations_keep_the_v2_heads(tmp_path):
     (note,) = back.decode()
     assert note.key_offset == pytest.approx(0.6) and note.offset == pytest.approx(2.0)
     np.savez(tmp_path / "b.npz", frame=frame, onset=onset, fps=np.array(FPS),
-             extra_key=np.zeros((7, C.N_KEYS), np.float16))  # a key head of the wrong length is refused
+             extra_key=np.zeros((7, constants.N_KEYS), np.float16))  # a key head of the wrong length is refused
     with pytest.raises(PianonotesError, match="extra_key"):
         Activations.load(tmp_path / "b.npz")
 

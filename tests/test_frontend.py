@@ -1,6 +1,7 @@
 import numpy as np
+import pytest
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.features import frontend_from_config
 from pianonotes.features.logspec import LogSpecFrontEnd, StreamingFrontEnd
 
@@ -11,7 +12,7 @@ def test_shapes_and_config_round_trip():
     fe = LogSpecFrontEnd()
     x = fe(np.zeros(16000 + 5, np.float32))
     assert x.shape == (fe.n_frames(16005), fe.n_features) == (51, fe.n_features)
-    assert fe.fps == C.FRAMES_PER_SECOND and fe.hop / fe.sample_rate <= 0.05
+    assert fe.fps == constants.FRAMES_PER_SECOND and fe.hop / fe.sample_rate <= 0.05
     assert frontend_from_config(fe.to_dict()) == fe
     assert np.all(x == 0)  # silence is exactly zero
 
@@ -46,7 +47,7 @@ def test_lookahead_bound():
     last_same = (cut - fe.lookahead) // fe.hop
     assert np.array_equal(fa[: last_same + 1], fb[: last_same + 1])
     assert not np.array_equal(fa[last_same + 1], fb[last_same + 1])
-    assert fe.lookahead_seconds <= C.MAX_LOOKAHEAD_SECONDS
+    assert fe.lookahead_seconds <= constants.MAX_LOOKAHEAD_SECONDS
 
 
 def test_separates_semitones_at_the_bottom_of_the_keyboard():
@@ -60,3 +61,179 @@ def test_separates_semitones_at_the_bottom_of_the_keyboard():
         peaks.append(int(np.argmax(x)))
     assert len(set(peaks)) == 3, peaks
     assert low.fmin <= 27.5
+
+
+# ------------------------------------------------------------ the FFT: scipy's pocketfft, loaded on its own
+def _fft_cases(rng):
+    """(input, axis) pairs: float32/float64, 1-3 dimensions, the front end's sizes, odd lengths, strided;
+    float16 and integers (converted as scipy.fft converts them)."""
+    cases = []
+    for dtype in (np.float32, np.float64):
+        for shape, axis in (((8192,), 0), ((4, 8192), 1), ((3, 2048), -1), ((999, 5), 0), ((2, 7, 64), 1),
+                            ((5, 1001), 1), ((1, 1), 1)):
+            cases.append(((rng.standard_normal(shape) * 100).astype(dtype), axis))
+        wide = rng.standard_normal((6, 4096)).astype(dtype)
+        cases += [(wide[:, ::2], 1), (wide.T, 0)]  # non-contiguous input
+    cases += [((rng.standard_normal((3, 2048)) * 100).astype(np.float16), 1),  # computed in float32
+              (rng.integers(-1000, 1000, (3, 500)), 1)]  # and float64
+    return cases
+
+
+def test_rfft_equals_scipy_fft_bit_for_bit_with_and_without_out():
+    import scipy.fft
+
+    from pianonotes.features import logspec
+
+    rng = np.random.default_rng(5)
+    for x, axis in _fft_cases(rng):
+        want = scipy.fft.rfft(x, axis=axis)
+        got = logspec._rfft(x, axis=axis)
+        assert got.dtype == want.dtype and got.shape == want.shape, (x.dtype, x.shape, axis)
+        assert np.array_equal(got, want), (x.dtype, x.shape, axis)
+        # into a buffer: the right one (written in place), a strided view, and one of the other precision
+        right = np.complex64 if x.dtype == np.float32 else np.complex128
+        other = np.complex128 if x.dtype == np.float32 else np.complex64
+        big = np.full(want.shape[:-1] + (2 * want.shape[-1],), np.nan, right)
+        for buf in (np.full(want.shape, np.nan, right), big[..., ::2], np.full(want.shape, np.nan, other)):
+            out = logspec._rfft(x, axis=axis, out=buf)
+            assert out is buf, (x.dtype, x.shape, axis, buf.dtype, buf.flags.c_contiguous)
+            assert np.array_equal(buf, want.astype(buf.dtype)), (x.dtype, x.shape, axis, buf.dtype)
+        assert np.isnan(big[..., 1::2]).all()  # nothing written between the view's elements
+    assert logspec._pocketfft_r2c() is None or callable(logspec._pocketfft_r2c())
+
+
+def test_fallback_to_scipy_fft_gives_the_same_features(monkeypatch):
+    """When this scipy lays pocketfft out differently (``_R2C == [None]``), scipy.fft.rfft computes the
+    same features; and the fallback is really the path taken."""
+    import scipy.fft
+
+    from pianonotes.features import logspec
+
+    fe = LogSpecFrontEnd()
+    rng = np.random.default_rng(6)
+    audio = np.concatenate([(rng.standard_normal(16000 * 3) * 0.1).astype(np.float32), sine(55.0, 1.0)])
+    if logspec._pocketfft_r2c() is None:
+        pytest.skip("this scipy has no pocketfft module where _load_pocketfft looks: the fallback is all there is")
+    direct = fe(audio)
+    calls = []
+    real_rfft = scipy.fft.rfft
+
+    def counting_rfft(*args, **kwargs):
+        calls.append(1)
+        return real_rfft(*args, **kwargs)
+
+    monkeypatch.setattr(logspec, "_R2C", [None])
+    monkeypatch.setattr(scipy.fft, "rfft", counting_rfft)
+    fallback = fe(audio)
+    assert calls  # scipy.fft computed them
+    assert fallback.dtype == direct.dtype == np.float32 and np.array_equal(fallback, direct)
+    x = rng.standard_normal((3, 2048)).astype(np.float32)
+    buf = np.empty((3, 1025), np.complex64)
+    assert logspec._rfft(x, axis=1, out=buf) is buf and np.array_equal(buf, real_rfft(x, axis=1))
+
+
+_NO_SCIPY_FFT = """
+import json, sys
+import numpy as np
+from pianonotes.features import logspec
+if {force_fallback}:
+    logspec._R2C[:] = [None]
+feats = logspec.LogSpecFrontEnd()(np.random.default_rng(0).standard_normal(32000).astype(np.float32) * 0.1)
+report = {{"direct": logspec._pocketfft_r2c() is not None, "scipy.fft": "scipy.fft" in sys.modules,
+           "frames": len(feats)}}
+import scipy.fft  # afterwards, scipy.fft itself still works: with the module already loaded, the same FFT
+x = np.random.default_rng(1).standard_normal((3, 8192)).astype(np.float32)
+report["same"] = bool(np.array_equal(scipy.fft.rfft(x, axis=1), logspec._rfft(x, axis=1)))
+print(json.dumps(report))
+"""
+
+
+def test_features_do_not_import_scipy_fft():
+    """A fresh process computes 2 s of features without importing scipy.fft (when the direct module
+    loads), and scipy.fft imported afterwards gives the same FFT. The same probe with the fallback forced
+    does see scipy.fft, so the probe can tell."""
+    import glob
+    import importlib.util
+    import json
+    import os
+    import subprocess
+    import sys
+
+    def probe(force_fallback: bool) -> dict:
+        p = subprocess.run([sys.executable, "-c", _NO_SCIPY_FFT.format(force_fallback=force_fallback)],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    fresh = probe(False)
+    assert fresh["frames"] == 100 and fresh["same"]
+    scipy_dir = importlib.util.find_spec("scipy").submodule_search_locations[0]
+    if glob.glob(os.path.join(scipy_dir, "fft", "_pocketfft", "pypocketfft.*")):  # the layout it expects
+        assert fresh["direct"]
+    if fresh["direct"]:  # (another scipy's layout: scipy.fft it is, and it is imported)
+        assert not fresh["scipy.fft"]
+    forced = probe(True)
+    assert not forced["direct"] and forced["scipy.fft"] and forced["same"]
+
+
+def _reference_features(fe: LogSpecFrontEnd, audio: np.ndarray) -> np.ndarray:
+    """The front end written out plainly, one frame at a time with scipy.fft: frame i of each band is
+    the band's n_fft samples that end ``lookahead`` samples after ``i * hop`` (zeros before the start and
+    after the end), periodic-Hann windowed; 2 / sum(window) times the rfft magnitudes, through the whole
+    (untrimmed) filterbank; then log1p(gain * x)."""
+    import scipy.fft
+
+    from pianonotes.features.logspec import log_filterbank
+
+    n = fe.n_frames(len(audio))
+    cols = []
+    for band in fe.bands:
+        fb = log_filterbank(band, fe.sample_rate)
+        k = np.arange(band.n_fft)
+        win = (0.5 - 0.5 * np.cos(2 * np.pi * k / band.n_fft)).astype(np.float32)
+        scale = np.float32(2.0 / win.sum())
+        out = np.empty((n, fb.shape[1]), np.float32)
+        for i in range(n):
+            start = i * fe.hop + fe.lookahead - band.n_fft  # the frame is audio[start: start + n_fft]
+            a, b = max(0, start), min(len(audio), start + band.n_fft)
+            frame = np.zeros(band.n_fft, np.float32)
+            frame[a - start: b - start] = audio[a:b]
+            mag = np.abs(scipy.fft.rfft(frame * win)) * scale
+            out[i] = mag @ fb
+        cols.append(out)
+    return np.log1p(fe.gain * np.concatenate(cols, axis=1)).astype(np.float32)
+
+
+def test_long_recording_equals_a_frame_by_frame_reference_and_streaming():
+    """70 s: many groups of frames through the reused FFT buffers and several products with the
+    filters, against the plain per-frame computation (float32 rounding apart); and streamed in random
+    blocks, the same frames."""
+    from pianonotes.features import logspec
+
+    fe = LogSpecFrontEnd()
+    rng = np.random.default_rng(7)
+    n = 16000 * 70 + 123
+    t = np.arange(n) / 16000
+    audio = (rng.standard_normal(n) * 0.05 * (1.2 + np.sin(2 * np.pi * 0.7 * t))).astype(np.float32)
+    audio += sine(110.0, n / 16000)[:n] * (t % 3 < 1)
+    feats = fe(audio)
+    n_frames = fe.n_frames(n)
+    assert feats.shape == (n_frames, fe.n_features) and feats.dtype == np.float32
+    assert n_frames * fe.bands[0].n_fft * 4 > 50 * logspec.FFT_FRAMES_BYTES  # many FFT buffer groups
+    assert n_frames > 4 * (4_000_000 // fe.bands[0].n_fft)  # several products with the filters
+    ref = _reference_features(fe, audio)
+    assert np.all(np.isfinite(feats)) and feats.max() > 1.0
+    np.testing.assert_allclose(feats, ref, rtol=0, atol=2e-6)  # a few float32 ulps of values up to ~5
+    # streaming, in random blocks (empty and one-sample ones too)
+    s = fe.streaming()
+    parts, i = [], 0
+    while i < n:
+        b = int(rng.choice([0, 1, 319, 320, 321, 4000, 50_000, 200_000]))
+        parts.append(s.push(audio[i: i + b]))
+        i += b
+    parts.append(s.flush())
+    streamed = np.concatenate(parts)
+    assert streamed.shape == feats.shape and streamed.dtype == np.float32
+    # Not bit for bit: BLAS rounds each frame's product with the filters differently depending on how many
+    # frames share the call, and a stream groups them by block (the code before the buffers did the same).
+    np.testing.assert_allclose(streamed, feats, rtol=0, atol=2e-6)

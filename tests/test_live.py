@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pianonotes import constants as C
+from pianonotes import constants
 
 SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
-SR = C.SAMPLE_RATE
+SR = constants.SAMPLE_RATE
 CLIP_SECONDS = 5.0
 ALSA_MIC = ('pcm.!default { type file slave.pcm "null" file "/dev/null" '
             'infile { @func getenv vars [ PN_TEST_RAW ] default "/dev/zero" } format "raw" }\n')
@@ -71,8 +71,8 @@ def ckpt(work) -> Path:
     cfg = {"arch": "audionet", "arch_config": {}, "n_features": fe.n_features, "frontend": fe.to_dict(),
            "fps": fe.fps, "past_frames": model.past, "future_frames": model.future,
            "lookahead_seconds": model.future / fe.fps + fe.lookahead_seconds,
-           "decode": {"onset_threshold": C.ONSET_THRESHOLD, "frame_threshold": C.FRAME_THRESHOLD,
-                      "min_note_seconds": C.MIN_NOTE_SECONDS}}
+           "decode": {"onset_threshold": constants.ONSET_THRESHOLD, "frame_threshold": constants.FRAME_THRESHOLD,
+                      "min_note_seconds": constants.MIN_NOTE_SECONDS}}
     return checkpoint.save(work / "random", model, cfg)
 
 
@@ -520,19 +520,19 @@ def test_journal_audio_is_raw_float32_that_a_kill_cannot_break(tmp_path):
 def test_journal_writes_each_block_at_once_and_syncs_on_flush(tmp_path, monkeypatch):
     """A block is in the file as soon as it is written (a SIGKILL loses none); the flush every
     JOURNAL_FLUSH_SECONDS syncs the audio to the disk (as libsndfile's sf_write_sync did)."""
-    from pianonotes.live import journal as J
+    from pianonotes.live import journal
 
     synced = []
     real_fsync = os.fsync
-    monkeypatch.setattr(J.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
-    j = J.Journal(tmp_path / "take", 16000)
+    monkeypatch.setattr(journal.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    j = journal.Journal(tmp_path / "take", 16000)
     j.write_audio(np.ones(100, np.float32))  # 400 bytes: a buffered file would still hold them
     assert j.audio_path.stat().st_size == 400 and j.journaled_samples() == 100
     j.maybe_flush()  # not yet due
     assert synced == []
     j.maybe_flush(force=True)
     assert synced == [j._audio.fileno()]
-    monkeypatch.setattr(J, "JOURNAL_FLUSH_SECONDS", 0.0)
+    monkeypatch.setattr(journal, "JOURNAL_FLUSH_SECONDS", 0.0)
     j.write_audio(np.zeros(10, np.float32))
     j.maybe_flush()
     assert len(synced) == 2
@@ -546,9 +546,9 @@ def test_journal_full_disk_keeps_what_fitted_and_the_rest_in_memory(tmp_path, mo
     reached the disk for `recover`, and the take's audio (kept in memory for --record) is whole and in order."""
     import errno
 
-    from pianonotes.live import journal as J
+    from pianonotes.live import journal
 
-    j = J.Journal(tmp_path / "take", 16000, {"record": "r.wav"})
+    j = journal.Journal(tmp_path / "take", 16000, {"record": "r.wav"})
     real_write = j._audio.write
     room = {"bytes": 4 * 250 + 2}  # 250 samples and half of one fit
 
@@ -574,7 +574,7 @@ def test_journal_full_disk_keeps_what_fitted_and_the_rest_in_memory(tmp_path, mo
     assert j.samples == 200 and j.journaled_samples() == 250
     j.close()
     np.testing.assert_array_equal(np.concatenate(list(j.audio_blocks())), audio)  # disk (whole blocks), memory
-    np.testing.assert_array_equal(J.read_journal_audio(j.folder), audio[:250])  # what `recover` gets
+    np.testing.assert_array_equal(journal.read_journal_audio(j.folder), audio[:250])  # what `recover` gets
     assert "the first 0.0 s" in j.warning() and "kept in memory" in j.warning()
     assert "No space left" in json.loads((j.folder / "take.json").read_text())["journal_error"]
 

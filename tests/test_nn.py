@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.decode import Activations, DecodeOptions, StreamingDecoder, decode
 from pianonotes.errors import PianonotesError
 from pianonotes.features.logspec import LogSpecFrontEnd
@@ -34,9 +34,9 @@ def test_shapes_and_lookahead(arch):
     T = 37
     x = torch.randn(2, model.past + T + model.future, fe.n_features)
     out = model(x)
-    assert out["frame"].shape == out["onset"].shape == (2, T, C.N_KEYS)
+    assert out["frame"].shape == out["onset"].shape == (2, T, constants.N_KEYS)
     lookahead = model.future / fe.fps + fe.lookahead_seconds
-    assert lookahead <= C.MAX_LOOKAHEAD_SECONDS + 1e-9
+    assert lookahead <= constants.MAX_LOOKAHEAD_SECONDS + 1e-9
     # the bound is real: changing input beyond `future` frames after an output does not change it
     x2 = x.clone()
     x2[:, model.past + 10 + model.future + 1:] += 1.0

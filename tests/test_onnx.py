@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.errors import PianonotesError
 from pianonotes.nn import checkpoint as ckpt
 from pianonotes.training.onnx import export_onnx
@@ -87,7 +87,7 @@ def _parity(stem, audio: np.ndarray) -> None:
     for k in a:
         assert a[k].shape == b[k].shape and a[k].shape[0] == len(feats)  # every head, e.g. v2's pedal (T, 1)
         if k in ("frame", "onset", "velocity", "key"):
-            assert a[k].shape[1] == C.N_KEYS
+            assert a[k].shape[1] == constants.N_KEYS
         assert np.max(np.abs(a[k] - b[k])) < 1e-4, k
     ra = ort_tr.transcribe_blocks([audio[i: i + 16000] for i in range(0, len(audio), 16000)])
     rb = torch_tr.transcribe_blocks([audio])
@@ -99,7 +99,7 @@ def _parity(stem, audio: np.ndarray) -> None:
 def test_shipped_onnx_equals_pytorch_on_the_example():
     from pianonotes.audio import load_audio
 
-    _parity(None, load_audio(EXAMPLE, C.SAMPLE_RATE))
+    _parity(None, load_audio(EXAMPLE, constants.SAMPLE_RATE))
 
 
 def test_random_checkpoint_onnx_equals_pytorch(random_onnx):

@@ -55,7 +55,7 @@ def ckpt_v2(work):  # noqa: F811
     """A random AudioNet v2 (key-down and pedal heads), saturated so that chunking never flips a decision."""
     import torch
 
-    from pianonotes import constants as C
+    from pianonotes import constants
     from pianonotes.features.logspec import LogSpecFrontEnd
     from pianonotes.nn import checkpoint
     from pianonotes.nn.archs import build
@@ -70,8 +70,8 @@ def ckpt_v2(work):  # noqa: F811
     cfg = {"arch": "audionet", "arch_config": {"pedal": True}, "n_features": fe.n_features,
            "frontend": fe.to_dict(), "fps": fe.fps, "past_frames": model.past, "future_frames": model.future,
            "lookahead_seconds": model.future / fe.fps + fe.lookahead_seconds,
-           "decode": {"onset_threshold": C.ONSET_THRESHOLD, "frame_threshold": C.FRAME_THRESHOLD,
-                      "min_note_seconds": C.MIN_NOTE_SECONDS}}
+           "decode": {"onset_threshold": constants.ONSET_THRESHOLD, "frame_threshold": constants.FRAME_THRESHOLD,
+                      "min_note_seconds": constants.MIN_NOTE_SECONDS}}
     return checkpoint.save(work / "random_v2", model, cfg)
 
 
@@ -116,3 +116,35 @@ def test_help_has_no_python_type_names(command, env):  # noqa: F811
     for name in ("<bool>", "<list[", "<str>", "<float>", "<path>"):
         assert name not in p.stdout
     assert "PATH" in p.stdout and "FLOAT" in p.stdout
+
+
+def test_a_takes_export_shows_its_stages_on_a_terminal(tmp_path):
+    """listen and recover write a take's outputs under an ExportDisplay: on a terminal each export stage is
+    shown (the score of a long take takes a while); off a terminal nothing is printed."""
+    import io
+
+    from conftest import four_then_three
+    from rich.console import Console
+
+    from pianonotes.cli.console import ExportDisplay
+    from pianonotes.live.outputs import write_outputs
+    from pianonotes.notes import Note
+
+    notes = [Note(0.5 + q * 0.6, 0.5 + (q + d) * 0.6 - 0.05, p, 80) for q, d, p in four_then_three()]
+    for terminal in (True, False):
+        buf = io.StringIO()
+        out = Console(file=buf, force_terminal=terminal, width=100)
+        stages = []
+        with ExportDisplay(out, "take.musicxml", enabled=out.is_terminal) as shown:
+            def progress(stage, fraction, shown=shown, stages=stages):
+                stages.append(stage)
+                shown.update(stage, fraction)
+
+            written = write_outputs(notes, [tmp_path / f"t{terminal}.musicxml", tmp_path / f"t{terminal}.mid"],
+                                    title="take", progress=progress)
+        assert len(written) == 2 and {"plan", "score", "musicxml"} <= set(stages)
+        text = buf.getvalue()
+        if terminal:
+            assert "take.musicxml: beats, meter and key" in text and "building the score" in text
+        else:
+            assert text == ""

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from test_download import server  # noqa: F401  (the loopback HTTP server fixture)
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.errors import PianonotesError
 from pianonotes.notes import PedalEvent, apply_sustain
 from pianonotes.datasets.synth import pianos, sampler
 from pianonotes.datasets.synth.pianos import SampleSet
 
-SR = C.SAMPLE_RATE
+SR = constants.SAMPLE_RATE
 
 
 def _hz(p: float) -> float:
@@ -319,15 +319,15 @@ def test_unreadable_soundfont_never_falls_back(tmp_path):
 def test_reserved_soundfont_is_checked_by_content(tmp_path, monkeypatch):
     from pianonotes.datasets.synth import dataset
 
-    reserved = C.RESERVED_SOUNDFONTS["musescore"]
+    reserved = constants.RESERVED_SOUNDFONTS["musescore"]
     if not pianos.Path(reserved).exists():
-        pytest.skip(f"{reserved} not installed ({C.RESERVED_SOUNDFONT_PACKAGE})")
+        pytest.skip(f"{reserved} not installed ({constants.RESERVED_SOUNDFONT_PACKAGE})")
     alias = tmp_path / "nice-piano.sf3"
     alias.symlink_to(reserved)  # the reserved piano under an innocent name
     with pytest.raises(PianonotesError, match="reserved"):
         dataset.soundfont_path(str(alias))
     # and the evaluation name must not quietly be a training soundfont (Debian's alternatives can do that)
-    train = next(p for p in C.TRAIN_SOUNDFONTS.values() if pianos.Path(p).exists())
-    monkeypatch.setitem(C.RESERVED_SOUNDFONTS, "musescore", train)
+    train = next(p for p in constants.TRAIN_SOUNDFONTS.values() if pianos.Path(p).exists())
+    monkeypatch.setitem(constants.RESERVED_SOUNDFONTS, "musescore", train)
     with pytest.raises(PianonotesError, match="training soundfont"):
         dataset.soundfont_path("musescore", evaluation_only=True)

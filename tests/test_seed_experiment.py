@@ -32,7 +32,7 @@ def test_frame_split_is_disjoint_and_60_20_20():
 
 def test_masked_loss_ignores_the_masked_frames():
     torch = pytest.importorskip("torch")
-    from torch.nn import functional as F
+    from torch.nn import functional
 
     g = torch.Generator().manual_seed(0)
     B, T, K = 2, 12, 88
@@ -68,8 +68,8 @@ def test_masked_loss_ignores_the_masked_frames():
     # an all-ones mask is train.py's unmasked loss
     ones = torch.ones(B, T)
     full, _ = SE.masked_audionet_loss(res, frame, onset, vel, ones)
-    ref = (3.0 * F.binary_cross_entropy_with_logits(res["onset"], onset, pos_weight=torch.tensor(5.0))
-           + F.binary_cross_entropy_with_logits(res["frame"], frame)
+    ref = (3.0 * functional.binary_cross_entropy_with_logits(res["onset"], onset, pos_weight=torch.tensor(5.0))
+           + functional.binary_cross_entropy_with_logits(res["frame"], frame)
            + 0.5 * ((res["velocity"] - vel) ** 2 * onset).sum() / onset.sum().clamp(min=1))
     assert full.item() == pytest.approx(ref.item(), rel=1e-5)
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pianonotes import constants as C
+from pianonotes import constants
 
 from conftest import FLUIDR3
 
@@ -240,4 +240,4 @@ def test_uploads_and_a_dropped_socket_recovered_in_the_page(server, browser, wor
     info = json.loads(urllib.request.urlopen(f"{server.url}/api/takes/{take}", timeout=30).read())
     assert info["recoverable"] is False and info["status"] == "complete" and info["seconds"] > 2.0
     assert set(CHORD) <= {n[2] for n in info["notes_list"]}
-    assert C.SAMPLE_RATE == 16000
+    assert constants.SAMPLE_RATE == 16000

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.errors import PianonotesError
 from pianonotes.notes import PedalEvent
 from pianonotes.datasets.synth.augment import NO_AUGMENT
 from pianonotes.datasets.synth.dataset import SynthConfig, synthesize
-from pianonotes.datasets.synth import sources as S
+from pianonotes.datasets.synth import sources
 from pianonotes.datasets.synth.render import render
 from pianonotes.datasets.synth.textures import GENERATORS, generate
 
@@ -69,9 +69,9 @@ def test_generated_textures_cover_every_key():
         for _ in range(6):
             perf, _ = generate(rng, 20.0, kind)
             seen |= set(perf.keys[:, 2].astype(int))
-            assert perf.keys[:, 2].min() >= C.MIN_PITCH and perf.keys[:, 2].max() <= C.MAX_PITCH
+            assert perf.keys[:, 2].min() >= constants.MIN_PITCH and perf.keys[:, 2].max() <= constants.MAX_PITCH
             assert np.all(perf.keys[:, 1] > perf.keys[:, 0])
-    assert seen == set(range(C.MIN_PITCH, C.MAX_PITCH + 1))
+    assert seen == set(range(constants.MIN_PITCH, constants.MAX_PITCH + 1))
 
 
 def _small_cfg(**kw):
@@ -94,11 +94,11 @@ def test_dataset_is_deterministic_and_labelled(tmp_path):
     labels = json.loads(files[1].read_text())
     audio, sr = sf.read(files[0])
     assert sr == SR and abs(len(audio) / sr - labels["seconds"]) < 0.01
-    assert labels["notes"] and all(C.MIN_PITCH <= n[2] <= C.MAX_PITCH for n in labels["notes"])
+    assert labels["notes"] and all(constants.MIN_PITCH <= n[2] <= constants.MAX_PITCH for n in labels["notes"])
     assert all(c["license"] for c in labels["clips"])
     assert m1["totals"]["validation"]["shards"] == len(files) // 2
     man = json.loads((tmp_path / "a" / "manifest.json").read_text())
-    assert man["config"]["seed"] == 3 and "licenses" in man and man["soundfonts"] == {"timgm6mb": C.TRAIN_SOUNDFONTS["timgm6mb"]}
+    assert man["config"]["seed"] == 3 and "licenses" in man and man["soundfonts"] == {"timgm6mb": constants.TRAIN_SOUNDFONTS["timgm6mb"]}
     # a different seed gives different audio
     synthesize(tmp_path / "c", _small_cfg(seed=4))
     assert files[0].read_bytes() != (tmp_path / "c" / "validation" / files[0].name).read_bytes()
@@ -155,35 +155,35 @@ def test_unwritable_output_is_a_clear_error(tmp_path):
 
 
 def test_corpus_fixture_is_read_with_its_splits():
-    pieces = S.corpus_pieces(MIDI_FIXTURES)
+    pieces = sources.corpus_pieces(MIDI_FIXTURES)
     assert sorted(p.split for p in pieces) == ["test", "train", "validation", "validation"]
-    perf = S.load_piece(next(p for p in pieces if p.ref.endswith("331.mid")))
+    perf = sources.load_piece(next(p for p in pieces if p.ref.endswith("331.mid")))
     assert len(perf.keys) > 300 and perf.pedals  # POP909: three tracks, CC64 on the piano channel
 
 
 def test_repository_corpus_is_found_first(monkeypatch):
     """In a checkout, the corpus is the repository's data/midi, wherever the checkout lies."""
     monkeypatch.delenv("PIANONOTES_MIDI_CORPUS", raising=False)
-    root = Path(S.__file__).resolve().parents[3]
+    root = Path(sources.__file__).resolve().parents[3]
     if not (root / "data" / "midi" / "manifest.csv").exists():
         pytest.skip("not a checkout with data/midi (an installed package)")
-    assert S.default_corpus_dir() == root / "data" / "midi"
+    assert sources.default_corpus_dir() == root / "data" / "midi"
     monkeypatch.setenv("PIANONOTES_MIDI_CORPUS", str(MIDI_FIXTURES))
-    assert S.default_corpus_dir() == MIDI_FIXTURES
-    assert S.weights_without_corpus({"corpus": 0.5, "textures": 0.5}, None) == ({"corpus": 0.5, "textures": 0.5}, None)
+    assert sources.default_corpus_dir() == MIDI_FIXTURES
+    assert sources.weights_without_corpus({"corpus": 0.5, "textures": 0.5}, None) == ({"corpus": 0.5, "textures": 0.5}, None)
 
 
 def test_weights_without_corpus(monkeypatch):
-    monkeypatch.setattr(S, "default_corpus_dir", lambda: None)
-    w, warning = S.weights_without_corpus({"corpus": 0.55, "music21": 0.1, "textures": 0.35}, None)
+    monkeypatch.setattr(sources, "default_corpus_dir", lambda: None)
+    w, warning = sources.weights_without_corpus({"corpus": 0.55, "music21": 0.1, "textures": 0.35}, None)
     assert w == {"corpus": 0.0, "music21": 0.1, "textures": 0.35} and "--midi-dir" in warning
-    assert S.weights_without_corpus({"corpus": 1.0}, None) == ({"corpus": 1.0}, None)  # nothing else: an error later
-    assert S.weights_without_corpus({"corpus": 1.0}, "/my/midi") == ({"corpus": 1.0}, None)
+    assert sources.weights_without_corpus({"corpus": 1.0}, None) == ({"corpus": 1.0}, None)  # nothing else: an error later
+    assert sources.weights_without_corpus({"corpus": 1.0}, "/my/midi") == ({"corpus": 1.0}, None)
 
 
 @needs_fluidsynth
 def test_corpus_only_without_corpus_is_an_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(S, "default_corpus_dir", lambda: None)
+    monkeypatch.setattr(sources, "default_corpus_dir", lambda: None)
     with pytest.raises(PianonotesError, match="no MIDI corpus"):
         synthesize(tmp_path / "o", _small_cfg(midi_dir=None, weights={"corpus": 1.0}))
 
@@ -193,7 +193,7 @@ def test_installed_package_renders_without_corpus(tmp_path):
     """As from a wheel (no data/midi, no ../shared): the default `data synth` renders music21 and textures
     and says in one line how to add the corpus."""
     site = tmp_path / "site"
-    shutil.copytree(Path(S.__file__).resolve().parents[2], site / "pianonotes", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(Path(sources.__file__).resolve().parents[2], site / "pianonotes", ignore=shutil.ignore_patterns("__pycache__"))
     env = {k: v for k, v in os.environ.items() if k != "PIANONOTES_MIDI_CORPUS"}
     env.update(PYTHONPATH=str(site), COLUMNS="100", NO_COLOR="1")
     out = tmp_path / "out"
@@ -213,7 +213,7 @@ def test_installed_package_renders_without_corpus(tmp_path):
 def test_the_wheel_leaves_the_midi_corpus_out(tmp_path):
     """data/midi (20 MB) is in the repository for `make data`, never in the installed package."""
     pytest.importorskip("setuptools")
-    root = Path(S.__file__).resolve().parents[3]
+    root = Path(sources.__file__).resolve().parents[3]
     if not (root / "data" / "midi" / "manifest.csv").exists():
         pytest.skip("not a checkout with data/midi")
     src = tmp_path / "src"
@@ -236,7 +236,7 @@ def test_the_wheel_leaves_the_midi_corpus_out(tmp_path):
 def test_whole_split_segments_cover_every_training_piece_once():
     from pianonotes.datasets.synth.dataset import corpus_segments
 
-    pieces = S.corpus_pieces(MIDI_FIXTURES)
+    pieces = sources.corpus_pieces(MIDI_FIXTURES)
     cfg = _small_cfg(whole_split=True, splits=("train",))
     segs = corpus_segments(pieces, cfg)
     train = [p for p in pieces if p.split == "train"]
@@ -248,7 +248,7 @@ def test_whole_split_segments_cover_every_training_piece_once():
             assert b.start == pytest.approx(a.start + a.seconds, abs=1e-3)  # consecutive, no gap, no overlap
         assert mine[-1].start + mine[-1].seconds == pytest.approx(piece.seconds, abs=1e-3)
         assert all(2.0 <= s.seconds <= 9.0 for s in mine)  # (4, 6) s clips; a short tail joins its neighbour
-        full = S.load_piece(piece)
+        full = sources.load_piece(piece)
         onsets = sum(len(full.excerpt(s.start, s.seconds).keys) for s in mine)
         assert onsets >= 0.98 * len(full.keys)  # every onset in exactly one clip (a few cut to < 10 ms)
     assert corpus_segments(pieces, cfg) == segs  # seeded

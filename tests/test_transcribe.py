@@ -290,3 +290,388 @@ def test_cli_shows_export_progress_and_still_writes(random_model, tmp_path):
     q = run_cli("transcribe", tmp_path / "in.wav", "-o", tmp_path / "q.mid", "--model", random_model, "-q",
                 env={"TTY_COMPATIBLE": "1"})
     assert q.returncode == 0 and "writing MIDI" not in q.stdout and (tmp_path / "q.mid").exists()
+
+
+# ------------------------------------------------------------------------ batches with worker processes
+@pytest.fixture(scope="module")
+def onnx_model(tmp_path_factory):
+    """A small random AudioNet exported to ONNX, so that worker processes start without torch."""
+    from pianonotes.training.onnx import export_onnx
+
+    path = random_checkpoint(tmp_path_factory.mktemp("onnx") / "rand",
+                             {"channels": [8, 8], "hidden": 64, "dilations": [1, 2, 4, 8]}, seed=3)
+    export_onnx(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def six_clips(tmp_path_factory):
+    src = tmp_path_factory.mktemp("clips")
+    for i, f in enumerate((262, 294, 330, 392, 440, 523)):
+        sf.write(src / f"clip{i}.wav", np.concatenate([sine(f, 0.6), sine(f * 1.5, 0.4)]), 16000)
+    return src
+
+
+def _plan(src: Path, out: Path) -> dict:
+    out.mkdir()
+    return {p: [out / f"{p.stem}.mid", out / f"{p.stem}.csv"] for p in sorted(src.glob("*.wav"))}
+
+
+@pytest.fixture(scope="module")
+def one_job_outputs(onnx_model, six_clips, tmp_path_factory):
+    """{output name: bytes} of the six clips transcribed in this process, one after the other."""
+    from pianonotes.transcribe import BatchSettings, run_batch
+
+    out = tmp_path_factory.mktemp("one-job") / "out"
+    results = list(run_batch(_plan(six_clips, out), BatchSettings(model=str(onnx_model), device="cpu"), jobs=1))
+    assert [r.error for r in results] == [None] * 6 and all(r.notes > 3 for r in results)
+    return {q.name: q.read_bytes() for q in out.iterdir()}
+
+
+def _finishes(fn, timeout: float):
+    """fn() on a thread; its result, or a failure (not a hang) when it is still running after ``timeout``."""
+    import threading
+
+    box = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the test
+            box["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), f"run_batch still running after {timeout} s (hung)"
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _child_of_this_process(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid()
+
+
+# Imported by the batch's worker processes (spawned: they find it on the sys.path they inherit): the
+# real initializer, then a hold where the test kills the worker: while it starts, or once it is on its
+# second file. The worker writes "pid path" to the marker file when it gets there.
+_WORKER_HOOKS = """
+import os, time
+from pathlib import Path
+
+
+def _arrived(marker, text):
+    Path(marker + ".tmp").write_text(text)
+    os.replace(marker + ".tmp", marker)
+    time.sleep(300)  # until the test kills this process
+
+
+def init(real_init, real_args, hold, marker):
+    if hold == "start":
+        _arrived(marker, f"{os.getpid()} -")
+    real_init(*real_args)
+    if hold == "second-file":
+        import pianonotes.transcribe as tmod
+
+        real, calls = tmod.process_file, []
+
+        def process_file(transcriber, path, *args, **kwargs):
+            calls.append(path)
+            if len(calls) == 2:
+                _arrived(marker, f"{os.getpid()} {path}")
+            return real(transcriber, path, *args, **kwargs)
+
+        tmod.process_file = process_file
+"""
+
+
+@pytest.fixture
+def worker_hooks(tmp_path, monkeypatch):
+    """The hooks module, importable here and in the workers (removed from sys.modules afterwards)."""
+    import importlib
+    import sys
+
+    name = "_pianonotes_test_worker_hooks"
+    (tmp_path / "hooks").mkdir()
+    (tmp_path / "hooks" / f"{name}.py").write_text(_WORKER_HOOKS)
+    monkeypatch.syspath_prepend(str(tmp_path / "hooks"))
+    yield importlib.import_module(name)
+    sys.modules.pop(name, None)
+
+
+def _recording_pool(hooks, hold: str | None, marker: Path):
+    """A ProcessPoolExecutor that records what it is given (``record``: pools made, the files, whether
+    each went to a worker whose start had been confirmed) and, with ``hold``, starts its workers through
+    ``hooks.init``."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    import pianonotes.transcribe as tmod
+
+    record = {"pools": 0, "files": [], "started": [], "ready": []}
+
+    class RecordingPool(ProcessPoolExecutor):
+        def __init__(self, *args, initializer=None, initargs=(), **kwargs):
+            record["pools"] += 1
+            if hold is not None:
+                initializer, initargs = hooks.init, (initializer, initargs, hold, str(marker))
+            super().__init__(*args, initializer=initializer, initargs=initargs, **kwargs)
+
+        def submit(self, fn, *args, **kwargs):
+            if fn is tmod._worker_file:
+                record["files"].append(args[0])
+                record["started"].append(bool(record["ready"]) and all(f.done() for f in record["ready"]))
+            fut = super().submit(fn, *args, **kwargs)
+            if fn is tmod._worker_ready:
+                record["ready"].append(fut)
+            return fut
+
+    return RecordingPool, record
+
+
+def _kill_when_held(monkeypatch, marker: Path, timeout: float = 30.0) -> dict:
+    """This process's first file waits (in this process only: the workers have their own copy of the
+    module) until a worker reaches its hold, then SIGKILLs that worker and goes on. Returns
+    {"pid": ..., "file": ...} of the kill."""
+    import signal
+    import time
+
+    import pianonotes.transcribe as tmod
+
+    real, killed = tmod.process_file, {}
+
+    def first_kills(*args, **kwargs):
+        if not killed:
+            killed["file"] = None
+            deadline = time.monotonic() + timeout
+            while not marker.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if marker.exists():
+                pid, path = marker.read_text().split(" ", 1)
+                assert _child_of_this_process(int(pid))  # a worker of this batch, nothing else
+                os.kill(int(pid), signal.SIGKILL)
+                killed.update(pid=int(pid), file=None if path == "-" else Path(path))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tmod, "process_file", first_kills)
+    return killed
+
+
+def test_worker_killed_mid_batch_one_error_the_rest_done_here(onnx_model, six_clips, one_job_outputs, worker_hooks,
+                                                              tmp_path, monkeypatch):
+    """jobs=2: the worker does a file and is SIGKILLed during its second; that file gets the worker-died
+    error, this process does all the others, every file has one result, and the outputs are jobs=1's."""
+    import concurrent.futures
+
+    from pianonotes.transcribe import BatchSettings, run_batch
+
+    marker = tmp_path / "held"
+    pool, record = _recording_pool(worker_hooks, "second-file", marker)
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", pool)
+    killed = _kill_when_held(monkeypatch, marker)
+    plan = _plan(six_clips, tmp_path / "out")
+    settings = BatchSettings(model=str(onnx_model), device="cpu")
+    results = _finishes(lambda: list(run_batch(plan, settings, jobs=2)), timeout=90)
+    assert record["pools"] == 1 and len(record["files"]) == 2 and killed["file"] == record["files"][1]
+    assert record["started"] == [True, True]  # files go to the worker only once it has started
+    assert sorted(r.path for r in results) == sorted(plan)  # each file exactly once
+    errors = [r for r in results if r.error]
+    assert [r.path for r in errors] == [killed["file"]]  # the file on the killed worker, only
+    assert "worker process died" in errors[0].error and not errors[0].written
+    assert next(r for r in results if r.path == record["files"][0]).error is None  # done by the worker
+    for r in results:
+        if r.error is None:
+            assert r.written == plan[r.path] and r.notes > 3
+            assert {w.name: w.read_bytes() for w in r.written} == {w.name: one_job_outputs[w.name] for w in r.written}
+
+
+def test_worker_killed_while_starting_this_process_does_every_file(onnx_model, six_clips, one_job_outputs,
+                                                                   worker_hooks, tmp_path, monkeypatch):
+    """jobs=2, the worker SIGKILLed while it starts: no file is lost or failed, this process does all six."""
+    import concurrent.futures
+
+    from pianonotes.transcribe import BatchSettings, run_batch
+
+    marker = tmp_path / "held"
+    pool, record = _recording_pool(worker_hooks, "start", marker)
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", pool)
+    killed = _kill_when_held(monkeypatch, marker)
+    plan = _plan(six_clips, tmp_path / "out")
+    results = _finishes(lambda: list(run_batch(plan, BatchSettings(model=str(onnx_model), device="cpu"), jobs=2)),
+                        timeout=90)
+    assert record["pools"] == 1 and "pid" in killed and record["files"] == []
+    assert sorted(r.path for r in results) == sorted(plan)
+    assert [r.error for r in results] == [None] * 6
+    assert {q.name: q.read_bytes() for q in (tmp_path / "out").iterdir()} == one_job_outputs
+
+
+def test_a_model_that_does_not_load_gives_each_file_an_error(six_clips, tmp_path, monkeypatch):
+    """jobs=3 with a checkpoint that does not load here: each file gets the error, no worker starts."""
+    import concurrent.futures
+
+    from pianonotes.transcribe import BatchSettings, run_batch
+
+    pool, record = _recording_pool(None, None, tmp_path / "unused")
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", pool)
+    plan = _plan(six_clips, tmp_path / "out")
+    settings = BatchSettings(model=str(tmp_path / "nowhere" / "model"), device="cpu")
+    results = _finishes(lambda: list(run_batch(plan, settings, jobs=3)), timeout=60)
+    assert [r.path for r in results] == list(plan)
+    assert all(r.error and "not found" in r.error and not r.written for r in results)
+    assert record["pools"] == 0  # no worker started for a batch that cannot run
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+# ---------------------------------------------------------- writer modules imported while transcribing
+def _comparable(outs) -> dict:
+    """{name: bytes} of written outputs, MusicXML without what differs between any two writes (music21's
+    random part and instrument ids, the encoding date)."""
+    import re
+
+    got = {}
+    for o in outs:
+        data = Path(o).read_bytes()
+        if Path(o).suffix == ".musicxml":
+            data = re.sub(rb'id="([PI])[0-9a-f]{32}"', rb'id="\1"', data)
+            data = re.sub(rb"<encoding-date>[^<]*</encoding-date>", b"", data)
+        got[Path(o).name] = data
+    return got
+
+
+def _without_prefetch(tr, wav: Path, outs: list, monkeypatch) -> dict:
+    """``_comparable`` outputs written by process_file with the prefetch turned off."""
+    import pianonotes.transcribe as tmod
+
+    with monkeypatch.context() as m:
+        m.setattr(tmod, "_prefetch_writers", lambda outputs: None)
+        res = tmod.process_file(tr, wav, outs, tmod.BatchSettings())
+    assert res.error is None and res.notes > 3
+    return _comparable(outs)
+
+
+@pytest.fixture(scope="module")
+def prefetch_input(tmp_path_factory):
+    wav = tmp_path_factory.mktemp("prefetch") / "in.wav"
+    sf.write(wav, np.concatenate([sine(262, 1.0), sine(330, 1.0) + sine(523, 1.0)]), 16000)
+    return wav
+
+
+def test_prefetch_imports_on_a_thread_done_before_writing_same_outputs(onnx_model, prefetch_input, tmp_path,
+                                                                       monkeypatch):
+    """A not-yet-imported writer module (a probe standing in for mido) is imported on the prefetch thread
+    while the file is transcribed; the thread has finished before the outputs are written; the outputs
+    are byte for byte those written without the prefetch."""
+    import sys
+    import uuid
+
+    import pianonotes.export
+    import pianonotes.transcribe as tmod
+
+    probe = f"_pianonotes_probe_{uuid.uuid4().hex[:8]}"
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / f"{probe}.py").write_text(
+        "import threading, time\nTHREAD = threading.current_thread().name\ntime.sleep(0.2)\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+    monkeypatch.setattr(tmod, "_WRITER_MODULES", {"midi": (probe,) + tmod._WRITER_MODULES["midi"],
+                                                  "musicxml": tmod._WRITER_MODULES["musicxml"]})
+    threads, at_write = [], []
+    real_prefetch, real_write_all = tmod._prefetch_writers, pianonotes.export.write_all
+
+    def spy_prefetch(outputs):
+        threads.append(real_prefetch(outputs))
+        return threads[-1]
+
+    def spy_write_all(*args, **kwargs):
+        at_write.append((probe in sys.modules, [t.is_alive() for t in threads if t is not None]))
+        return real_write_all(*args, **kwargs)
+
+    tr = Transcriber(onnx_model, device="cpu")
+    outs = [tmp_path / "a" / "in.mid", tmp_path / "a" / "in.musicxml", tmp_path / "a" / "in.csv"]
+    outs[0].parent.mkdir()
+    try:
+        monkeypatch.setattr(tmod, "_prefetch_writers", spy_prefetch)
+        monkeypatch.setattr(pianonotes.export, "write_all", spy_write_all)
+        res = tmod.process_file(tr, prefetch_input, outs, tmod.BatchSettings())
+        loaded_on = getattr(sys.modules.get(probe), "THREAD", None)
+    finally:
+        sys.modules.pop(probe, None)
+    assert res.error is None and res.written == outs
+    assert len(threads) == 1 and threads[0] is not None and threads[0].name == "pianonotes-prefetch"
+    assert loaded_on == "pianonotes-prefetch"  # imported there, not by this thread
+    assert at_write == [(True, [False])]  # loaded, and the thread joined, before writing
+    with_prefetch = _comparable(outs)
+    monkeypatch.undo()
+    without = [tmp_path / "b" / o.name for o in outs]
+    without[0].parent.mkdir()
+    assert with_prefetch == _without_prefetch(tr, prefetch_input, without, monkeypatch)
+
+
+_FRESH_PREFETCH = """
+import json, sys
+from pathlib import Path
+import pianonotes.export
+import pianonotes.transcribe as tmod
+report = {"before": sorted(m for m in ("mido", "music21") if m in sys.modules)}
+threads = []
+real_prefetch, real_write_all = tmod._prefetch_writers, pianonotes.export.write_all
+def spy_prefetch(outputs):
+    threads.append(real_prefetch(outputs))
+    return threads[-1]
+def spy_write_all(*args, **kwargs):
+    report["at_write"] = sorted(m for m in ("mido", "music21") if m in sys.modules)
+    return real_write_all(*args, **kwargs)
+tmod._prefetch_writers, pianonotes.export.write_all = spy_prefetch, spy_write_all
+tr = tmod.Transcriber(MODEL, device="cpu")
+res = tmod.process_file(tr, Path(WAV), [Path(o) for o in OUTS], tmod.BatchSettings())
+report.update(error=res.error, threads=[t is not None for t in threads])
+print(json.dumps(report))
+"""
+
+
+def test_prefetch_in_a_fresh_process_writes_the_same_outputs(onnx_model, prefetch_input, tmp_path, monkeypatch):
+    """In a new process (mido and music21 not imported yet) the prefetch thread imports them while the
+    file is transcribed; the MIDI, MusicXML and CSV are byte for byte those written without it."""
+    import json
+    import subprocess
+    import sys
+
+    outs = [tmp_path / "a" / "in.mid", tmp_path / "a" / "in.musicxml", tmp_path / "a" / "in.csv"]
+    outs[0].parent.mkdir()
+    code = f"MODEL, WAV, OUTS = {str(onnx_model)!r}, {str(prefetch_input)!r}, {[str(o) for o in outs]!r}\n"
+    code += _FRESH_PREFETCH
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout.strip().splitlines()[-1])
+    assert report["before"] == [] and report["threads"] == [True] and report["error"] is None
+    assert report["at_write"] == ["mido", "music21"]
+    with_prefetch = _comparable(outs)
+    without = [tmp_path / "b" / o.name for o in outs]
+    without[0].parent.mkdir()
+    assert with_prefetch == _without_prefetch(Transcriber(onnx_model, device="cpu"), prefetch_input, without,
+                                              monkeypatch)
+
+
+def test_a_prefetch_whose_import_fails_changes_nothing(onnx_model, prefetch_input, tmp_path, monkeypatch):
+    import threading
+
+    import pianonotes.transcribe as tmod
+
+    missing = "pianonotes_no_such_module_for_the_prefetch"
+    monkeypatch.setattr(tmod, "_WRITER_MODULES", {k: (missing,) + v for k, v in tmod._WRITER_MODULES.items()})
+    raised, threads = [], []
+    monkeypatch.setattr(threading, "excepthook", raised.append)
+    real_prefetch = tmod._prefetch_writers
+    monkeypatch.setattr(tmod, "_prefetch_writers", lambda outputs: threads.append(real_prefetch(outputs)) or threads[-1])
+    tr = Transcriber(onnx_model, device="cpu")
+    outs = [tmp_path / "a" / "in.mid", tmp_path / "a" / "in.musicxml"]
+    outs[0].parent.mkdir()
+    res = tmod.process_file(tr, prefetch_input, outs, tmod.BatchSettings())
+    assert res.error is None and res.written == outs and res.notes > 3
+    assert len(threads) == 1 and threads[0] is not None and not threads[0].is_alive()  # it ran, and ended
+    assert raised == []  # the failed import stayed inside the prefetch thread
+    with_prefetch = _comparable(outs)
+    monkeypatch.undo()
+    without = [tmp_path / "b" / o.name for o in outs]
+    without[0].parent.mkdir()
+    assert with_prefetch == _without_prefetch(tr, prefetch_input, without, monkeypatch)

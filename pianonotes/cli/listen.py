@@ -15,8 +15,8 @@ from typing import List, Optional
 
 import typer
 
-from pianonotes import constants as C
-from pianonotes.cli.console import console, fail
+from pianonotes import constants
+from pianonotes.cli.console import ExportDisplay, console, fail
 from pianonotes.errors import PianonotesError
 from pianonotes.notes import NOTE_LENGTH_HELP
 
@@ -98,11 +98,11 @@ def listen(
                                       "recover [TAKE]` (kept as an alias)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     onset_threshold: Optional[float] = typer.Option(None, help="Onset probability that starts a note "
-                                                    f"(default: the model's, else {C.ONSET_THRESHOLD})."),
+                                                    f"(default: the model's, else {constants.ONSET_THRESHOLD})."),
     frame_threshold: Optional[float] = typer.Option(None, help="Key-down probability that sustains a note "
-                                                    f"(default: the model's, else {C.FRAME_THRESHOLD})."),
+                                                    f"(default: the model's, else {constants.FRAME_THRESHOLD})."),
     min_note: Optional[float] = typer.Option(None, help="Shortest note kept, in seconds "
-                                             f"(default: the model's, else {C.MIN_NOTE_SECONDS})."),
+                                             f"(default: the model's, else {constants.MIN_NOTE_SECONDS})."),
     bpm: Optional[float] = typer.Option(None, "--bpm", help="Constant tempo of the score and MIDI in quarter "
                                         "notes per minute (default: tracked, following rubato)."),
     time_signature: Optional[str] = typer.Option(None, "--time-signature", help="Meter of the score and MIDI, "
@@ -194,9 +194,11 @@ def _recover(take_dir, model, output, overwrite, thresholds, score=None, *, devi
         else:  # the take's own outputs: a crashed take never wrote them, so a file there is another one's
             outputs = check_outputs(rec.outputs or [folder / "take.mid"], overwrite=overwrite)
         record = check_record(rec.record, overwrite=overwrite) if rec.record else None
-        written = write_outputs(rec.notes, outputs, title=outputs[0].stem, pedals=rec.pedals, **(score or {}))
+        with ExportDisplay(console, outputs[0].name, enabled=console.is_terminal) as shown:
+            written = write_outputs(rec.notes, outputs, title=outputs[0].stem, pedals=rec.pedals,
+                                    progress=shown.update, **(score or {}))
         if record is not None:
-            written.append(copy_recording(folder, record, int(take_meta(folder).get("sample_rate", C.SAMPLE_RATE))))
+            written.append(copy_recording(folder, record, int(take_meta(folder).get("sample_rate", constants.SAMPLE_RATE))))
         unmarked = mark_recovered(folder, written)
     except PianonotesError as exc:
         raise _fail(str(exc))
@@ -294,8 +296,10 @@ def _listen(input_device, samplerate, model, output, record, plain, input_file, 
     result = session.finish()
     targets = outputs or [journal.folder / "take.mid"]
     try:
-        written = write_outputs(result.notes, targets, title=targets[0].stem,
-                                     pedals=list(session.engine.decoder.pedals), **(score or {}))
+        with ExportDisplay(out_console, targets[0].name, enabled=out_console.is_terminal) as shown:
+            written = write_outputs(result.notes, targets, title=targets[0].stem,
+                                    pedals=list(session.engine.decoder.pedals), progress=shown.update,
+                                    **(score or {}))
         if record_path is not None:
             written.append(copy_recording(journal, record_path, journal.sample_rate))
         journal.update_meta(status="complete", written=[str(p) for p in written])

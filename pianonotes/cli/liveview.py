@@ -22,11 +22,11 @@ import sys
 import threading
 from typing import IO, Callable, Iterator
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.notes import pitch_name
 
 BLACK_PC = {1, 3, 6, 8, 10}
-WHITE_KEYS = [p for p in range(C.MIN_PITCH, C.MAX_PITCH + 1) if p % 12 not in BLACK_PC]  # 52
+WHITE_KEYS = [p for p in range(constants.MIN_PITCH, constants.MAX_PITCH + 1) if p % 12 not in BLACK_PC]  # 52
 KEYBOARD_MIN_WIDTH = len(WHITE_KEYS) + 2  # margin + 52 keys + the label C8
 ROLL_ROWS = 8
 BAR = " ▁▂▃▄▅▆▇█"
@@ -110,7 +110,7 @@ def white_column(pitch: int) -> int:
     return WHITE_KEYS.index(pitch)
 
 
-_COLUMN = {p: white_column(p) for p in range(C.MIN_PITCH, C.MAX_PITCH + 1)}
+_COLUMN = {p: white_column(p) for p in range(constants.MIN_PITCH, constants.MAX_PITCH + 1)}
 
 
 def _bar(fraction: float, width: int) -> str:
@@ -135,7 +135,7 @@ def _vbar(fraction: float, width: int = 5) -> str:
 class LiveView:
     """Builds the screen for a :class:`pianonotes.live.Snapshot`; pure (no I/O), easy to test."""
 
-    def __init__(self, *, title: str, lookahead_ms: float | None = None, roll_seconds: float = C.ROLL_SECONDS,
+    def __init__(self, *, title: str, lookahead_ms: float | None = None, roll_seconds: float = constants.ROLL_SECONDS,
                  roll_rows: int = ROLL_ROWS):
         self.title = title
         self.lookahead_ms = lookahead_ms
@@ -192,7 +192,7 @@ class LiveView:
         labels = [" "] * (len(WHITE_KEYS) + 2)
         for i, p in enumerate(WHITE_KEYS):
             b = p + 1
-            if b <= C.MAX_PITCH and b % 12 in BLACK_PC:
+            if b <= constants.MAX_PITCH and b % 12 in BLACK_PC:
                 black.append("▐", style="bold magenta" if b in lit else "grey35")
             else:
                 black.append(" ")
@@ -299,7 +299,7 @@ def key_reader(on_key, stream: IO | None = None) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, old)
 
 
-def run_screen(session, console, view: LiveView, *, refresh_seconds: float = C.LIVE_UPDATE_SECONDS) -> None:
+def run_screen(session, console, view: LiveView, *, refresh_seconds: float = constants.LIVE_UPDATE_SECONDS) -> None:
     """Show the Rich Live screen until the session ends; q stops it."""
     from rich.live import Live
 
@@ -325,7 +325,7 @@ def format_event(ev, keys: KeyTracker | None = None) -> str:
             f"confidence {ev.confidence:.2f}")
 
 
-def run_plain(session, out: IO, *, refresh_seconds: float = C.LIVE_UPDATE_SECONDS,
+def run_plain(session, out: IO, *, refresh_seconds: float = constants.LIVE_UPDATE_SECONDS,
               warn: Callable[[str], None] | None = None) -> None:
     """Print one line per note event until the session ends; ``warn(text)`` once for each new warning of
     the session's snapshots (a failed journal), as soon as the worker publishes it."""

@@ -12,21 +12,21 @@ from typing import Optional
 
 import typer
 
-from pianonotes import serve as S
+from pianonotes import serve
 from pianonotes.cli.console import console, fail
 from pianonotes.errors import PianonotesError
 
 
 def serve(
-    host: str = typer.Option(S.DEFAULT_HOST, "--host", help="Address to listen on. Anything but a loopback "
+    host: str = typer.Option(serve.DEFAULT_HOST, "--host", help="Address to listen on. Anything but a loopback "
                              "address exposes the app to the network (a token is then required)."),
-    port: int = typer.Option(S.DEFAULT_PORT, "--port", help="TCP port (0: any free port)."),
+    port: int = typer.Option(serve.DEFAULT_PORT, "--port", help="TCP port (0: any free port)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint (default: the shipped AudioNet)."),
     no_browser: bool = typer.Option(False, "--no-browser", help="Do not open the page in a browser."),
-    max_upload_mb: float = typer.Option(S.MAX_UPLOAD_MB, "--max-upload-mb", help="Largest upload accepted."),
-    max_upload_minutes: float = typer.Option(S.MAX_UPLOAD_MINUTES, "--max-upload-minutes",
+    max_upload_mb: float = typer.Option(serve.MAX_UPLOAD_MB, "--max-upload-mb", help="Largest upload accepted."),
+    max_upload_minutes: float = typer.Option(serve.MAX_UPLOAD_MINUTES, "--max-upload-minutes",
                                              help="Longest uploaded recording accepted."),
-    max_take_minutes: float = typer.Option(S.MAX_TAKE_MINUTES, "--max-take-minutes",
+    max_take_minutes: float = typer.Option(serve.MAX_TAKE_MINUTES, "--max-take-minutes",
                                            help="A recording stops (and is saved) after this long."),
     certfile: Optional[Path] = typer.Option(None, "--certfile", help="Serve https with this PEM certificate "
                                             "(browsers allow the microphone on other machines only over https)."),

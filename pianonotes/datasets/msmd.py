@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.errors import PianonotesError
 from pianonotes.features.msmd import MsmdFrontEnd
 from pianonotes.fileio import cache_dir
@@ -461,21 +461,21 @@ def load_performance(perf: MsmdPerformance):
         raise PianonotesError(f"{perf.files['notes']}: expected (N, 5) note events, got {notes_arr.shape}")
     T = min(spec.shape[1], midi.shape[1])
     features = np.ascontiguousarray(spec[:, :T].T).astype(np.float16)
-    frame = np.ascontiguousarray(midi[C.MIN_PITCH: C.MAX_PITCH + 1, :T].T > 0).astype(np.uint8)
+    frame = np.ascontiguousarray(midi[constants.MIN_PITCH: constants.MAX_PITCH + 1, :T].T > 0).astype(np.uint8)
     onset = np.zeros_like(frame)
     velocity = np.zeros_like(frame)
     notes = []
     dt = 1.0 / FPS
     for onset_s, pitch, dur, vel in notes_arr[:, :4]:
         p = int(round(pitch))
-        if not (C.MIN_PITCH <= p <= C.MAX_PITCH) or not dur > 0:
+        if not (constants.MIN_PITCH <= p <= constants.MAX_PITCH) or not dur > 0:
             continue
         v = int(min(127, max(1, round(vel))))
         notes.append(Note(float(onset_s), float(onset_s + dur), p, v))
         f = int(np.ceil(onset_s / dt))
         if 0 <= f < T:
-            onset[f, p - C.MIN_PITCH] = 1
-            velocity[f, p - C.MIN_PITCH] = v
+            onset[f, p - constants.MIN_PITCH] = 1
+            velocity[f, p - constants.MIN_PITCH] = v
     notes.sort()
     return Recording(perf.name, features, frame, onset, velocity, notes)
 

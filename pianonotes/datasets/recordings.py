@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.errors import PianonotesError
 from pianonotes.features import FrontEnd
 from pianonotes.notes import Note
@@ -62,12 +62,12 @@ class Recording:
 
 def key_and_pedal_targets(notes: Sequence[Note], pedals, n_frames: int, fps: float) -> tuple[np.ndarray, np.ndarray]:
     """Key-down (T, 88) uint8 from key releases and pedal-down (T,) uint8 from the pedal intervals."""
-    key = np.zeros((n_frames, C.N_KEYS), np.uint8)
+    key = np.zeros((n_frames, constants.N_KEYS), np.uint8)
     for n in notes:
         a = int(round(n.onset * fps))
         b = max(a + 1, int(round(n.release * fps)))
         if a < n_frames:
-            key[a:b, n.pitch - C.MIN_PITCH] = 1
+            key[a:b, n.pitch - constants.MIN_PITCH] = 1
     ped = np.zeros(n_frames, np.uint8)
     for p in pedals:
         a, b = int(round(p.start * fps)), int(round(p.end * fps))
@@ -81,11 +81,11 @@ def targets_from_notes(notes: Sequence[Note], n_frames: int, fps: float) -> tupl
     A note is down in frames round(onset*fps) .. round(offset*fps)-1 (at least one frame); its onset is
     frame round(onset*fps).
     """
-    frame = np.zeros((n_frames, C.N_KEYS), np.uint8)
+    frame = np.zeros((n_frames, constants.N_KEYS), np.uint8)
     onset = np.zeros_like(frame)
     vel = np.zeros_like(frame)
     for n in notes:
-        k = n.pitch - C.MIN_PITCH
+        k = n.pitch - constants.MIN_PITCH
         a = int(round(n.onset * fps))
         b = max(a + 1, int(round(n.offset * fps)))
         if a >= n_frames:
@@ -214,7 +214,7 @@ def labelled_audio_pairs(folder: str | os.PathLike) -> list[tuple[Path, Path]]:
     label_dirs = [d for d in (folder / "midi", folder / "tsv", audio_dir) if d.is_dir()]
     pairs = []
     for a in sorted(audio_dir.iterdir()):
-        if a.suffix.lower() not in C.AUDIO_EXTENSIONS:
+        if a.suffix.lower() not in constants.AUDIO_EXTENSIONS:
             continue
         for d in label_dirs:
             hit = next((d / (a.stem + ext) for ext in (".mid", ".midi", ".tsv") if (d / (a.stem + ext)).is_file()), None)
@@ -274,10 +274,10 @@ def _read_tsv_labels(path: Path) -> list[Note]:
         if not all(math.isfinite(v) for v in values):
             raise bad(n, "NaN or infinite values")
         onset, offset, pitch = values[:3]
-        velocity = values[3] if len(values) > 3 else C.DEFAULT_VELOCITY
+        velocity = values[3] if len(values) > 3 else constants.DEFAULT_VELOCITY
         if onset < 0:
             raise bad(n, f"onset {onset:g} s is negative")
-        if pitch != int(pitch) or not C.MIN_PITCH <= pitch <= C.MAX_PITCH:
+        if pitch != int(pitch) or not constants.MIN_PITCH <= pitch <= constants.MAX_PITCH:
             raise bad(n, f"pitch {pitch:g} is not a piano key's MIDI number")
         if offset > onset:
             notes.append(Note(onset, offset, int(pitch), int(min(max(velocity, 1), 127))))

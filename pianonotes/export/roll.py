@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.errors import PianonotesError
 from pianonotes.fileio import atomic_path
 from pianonotes.notes import Note, pitch_name
@@ -42,7 +42,7 @@ def write_piano_roll(
     hi = max((n.pitch for n in notes), default=60 + 6)
     if hi - lo < 12:  # show at least an octave
         pad = (12 - (hi - lo) + 1) // 2
-        lo, hi = max(C.MIN_PITCH, lo - pad), min(C.MAX_PITCH, hi + pad)
+        lo, hi = max(constants.MIN_PITCH, lo - pad), min(constants.MAX_PITCH, hi + pad)
 
     width = min(30.0, max(8.0, 6.0 + (end - min(start, 0.0)) / 6.0))
     height = min(10.0, max(4.0, 2.0 + (hi - lo) * 0.08))

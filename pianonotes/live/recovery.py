@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.errors import PianonotesError
 from pianonotes.live.journal import AUDIO_FORMAT, read_journal_audio, take_audio_path
 from pianonotes.notes import Note
@@ -38,10 +38,10 @@ def take_meta(folder: str | os.PathLike) -> dict[str, Any]:
         raise PianonotesError(f"{path} is corrupt: not a JSON object")
     from pianonotes.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
-    sr = meta.get("sample_rate", C.SAMPLE_RATE)
+    sr = meta.get("sample_rate", constants.SAMPLE_RATE)
     if isinstance(sr, bool) or not isinstance(sr, (int, float)) or not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
         raise PianonotesError(f"{path} is corrupt: sample_rate is {sr!r} (the rate of the take's journal audio: "
-                              f"the model's, {C.SAMPLE_RATE} Hz, or the device's with --record); correct it and run "
+                              f"the model's, {constants.SAMPLE_RATE} Hz, or the device's with --record); correct it and run "
                               "pianonotes recover again")
     fmt = meta.get("audio_format", AUDIO_FORMAT)  # absent in takes journaled before pianonotes-take-v2
     if fmt != AUDIO_FORMAT:
@@ -74,7 +74,7 @@ def journal_notes(folder: str | os.PathLike, *, end: float | None = None) -> lis
     if end is not None:
         for pitch, (onset, conf) in open_.items():
             if end > onset:
-                done.append(Note(onset, end, pitch, C.DEFAULT_VELOCITY, confidence=conf))
+                done.append(Note(onset, end, pitch, constants.DEFAULT_VELOCITY, confidence=conf))
     return sorted(done)
 
 
@@ -90,7 +90,7 @@ def recover(folder: str | os.PathLike, *, model: str | os.PathLike | None = None
     """
     folder = Path(folder)
     meta = take_meta(folder)
-    sr = int(meta.get("sample_rate", C.SAMPLE_RATE))
+    sr = int(meta.get("sample_rate", constants.SAMPLE_RATE))
     audio = read_journal_audio(take_audio_path(folder))
     seconds = len(audio) / sr
     notes: list[Note] | None = None

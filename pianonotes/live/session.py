@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.audio import StreamResampler
 from pianonotes.errors import PianonotesError
 from pianonotes.live.journal import Journal
@@ -28,7 +28,7 @@ class Snapshot:
     level_db: float = -120.0  # RMS of the last update, dBFS
     peak: float = 0.0
     active: tuple[tuple[int, float, float], ...] = ()  # (pitch, onset, confidence) sounding now
-    recent: tuple[Note, ...] = ()  # finished notes that ended in the last C.ROLL_SECONDS
+    recent: tuple[Note, ...] = ()  # finished notes that ended in the last constants.ROLL_SECONDS
     n_notes: int = 0
     dropped: int = 0
     latency_ms: float | None = None  # median processing latency: lookahead-completing block to screen
@@ -74,7 +74,7 @@ class LiveSession:
     """
 
     def __init__(self, engine, source: _Source, *, journal: Journal | None = None,
-                 max_seconds: float | None = None, update_seconds: float = C.LIVE_UPDATE_SECONDS,
+                 max_seconds: float | None = None, update_seconds: float = constants.LIVE_UPDATE_SECONDS,
                  queue_seconds: float = QUEUE_SECONDS):
         self.engine = engine
         self.source = source
@@ -295,8 +295,8 @@ class LiveSession:
             if key in self._announced:
                 continue
             self._announced.add(key)
-            vel = float(dec.active_vel[pitch - C.MIN_PITCH])
-            velocity = int(np.clip(round(vel * 127), 1, 127)) if vel > 0 else C.DEFAULT_VELOCITY
+            vel = float(dec.active_vel[pitch - constants.MIN_PITCH])
+            velocity = int(np.clip(round(vel * 127), 1, 127)) if vel > 0 else constants.DEFAULT_VELOCITY
             self._announce(pitch, onset, conf, velocity)
 
     def _handle_notes(self, notes: Sequence[Note], *, announce: bool = True) -> None:
@@ -314,7 +314,7 @@ class LiveSession:
     def _publish(self, *, level_db: float | None = None, peak: float | None = None,
                  done: bool = False) -> None:
         elapsed = self.engine.samples_in / self.sr
-        while self._recent and self._recent[0].offset < elapsed - C.ROLL_SECONDS:
+        while self._recent and self._recent[0].offset < elapsed - constants.ROLL_SECONDS:
             self._recent.popleft()
         old = self._snap
         lat = _median(self.latencies_ms[-200:])

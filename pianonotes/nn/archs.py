@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
+from torch.nn import functional
 
-from pianonotes import constants as C
+from pianonotes import constants
 
 
 class AudioNet(nn.Module):
@@ -47,12 +47,12 @@ class AudioNet(nn.Module):
         self.proj = nn.Sequential(nn.Linear(c2 * f_out, hidden), nn.ReLU(), nn.Dropout(dropout))
         self.temporal = nn.ModuleList(nn.Conv1d(hidden, hidden, 3, dilation=d) for d in dilations)
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in dilations)
-        self.onset = nn.Linear(hidden, C.N_KEYS)
-        self.frame = nn.Linear(hidden + C.N_KEYS, C.N_KEYS)
-        self.velocity = nn.Linear(hidden, C.N_KEYS)
+        self.onset = nn.Linear(hidden, constants.N_KEYS)
+        self.frame = nn.Linear(hidden + constants.N_KEYS, constants.N_KEYS)
+        self.velocity = nn.Linear(hidden, constants.N_KEYS)
         self.has_pedal = bool(pedal)
         if self.has_pedal:  # v2 heads: key down (not pedal-extended) and the sustain pedal
-            self.key = nn.Linear(hidden + C.N_KEYS, C.N_KEYS)
+            self.key = nn.Linear(hidden + constants.N_KEYS, constants.N_KEYS)
             self.pedal = nn.Linear(hidden, 1)
         self.future = 3
         self.past = 3 + sum(2 * d for d in dilations)
@@ -63,7 +63,7 @@ class AudioNet(nn.Module):
         h = h.permute(0, 2, 1, 3).flatten(2)  # (b, t-6, c2*f/4)
         h = self.proj(h)
         for conv, norm in zip(self.temporal, self.norms):  # causal: output aligned to the last input
-            y = F.relu(conv(h.transpose(1, 2))).transpose(1, 2)
+            y = functional.relu(conv(h.transpose(1, 2))).transpose(1, 2)
             h = norm(h[:, h.shape[1] - y.shape[1]:] + y)
         onset = self.onset(h)
         h_on = torch.cat([h, torch.sigmoid(onset).detach()], dim=-1)
@@ -124,7 +124,7 @@ def build(arch: str, n_features: int, arch_config: dict | None = None) -> nn.Mod
                                   "re-download or retrain it") from None
     if arch in ("seed-mlp", "linear"):
         vocab = torch.as_tensor(cfg["vocab"], dtype=torch.float32) if "vocab" in cfg else torch.zeros(
-            cfg["n_classes"], C.N_KEYS)
+            cfg["n_classes"], constants.N_KEYS)
         hidden = () if arch == "linear" else tuple(cfg.get("hidden", (300, 1000, 600, 300)))
         return ComboNet(n_features, vocab, hidden)
     from pianonotes.errors import PianonotesError

@@ -28,7 +28,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketState
 
 from pianonotes.errors import PianonotesError
-from pianonotes.serve import core
+from pianonotes.serve import OUTPUT_FORMATS, core
 
 STATIC = Path(__file__).resolve().parent / "static"
 STATIC_FILES = {  # the only files the server reads on a client's behalf, by fixed name
@@ -123,7 +123,7 @@ def create_app(model: core.Model, *, bind_host: str = "127.0.0.1", token: str | 
     async def info(request: Request):
         return JSONResponse({
             "model": model.path.stem, "sample_rate": model.sample_rate, "lookahead_ms": model.lookahead_ms,
-            "formats": list(core.S.OUTPUT_FORMATS), "max_upload_bytes": limits.max_upload_bytes,
+            "formats": list(OUTPUT_FORMATS), "max_upload_bytes": limits.max_upload_bytes,
             "max_upload_seconds": limits.max_upload_seconds, "max_take_seconds": limits.max_take_seconds,
             "recording": core.live_recordings()})
 

@@ -25,8 +25,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pianonotes import constants as C
-from pianonotes import serve as S
+from pianonotes import constants
+from pianonotes import serve
 from pianonotes.errors import PianonotesError
 from pianonotes.notes import Note
 
@@ -48,12 +48,12 @@ _JOURNAL_LOCK = threading.Lock()
 class Limits:
     """What one client may ask of the server."""
 
-    max_upload_bytes: int = int(S.MAX_UPLOAD_MB * 1e6)
-    max_upload_seconds: float = S.MAX_UPLOAD_MINUTES * 60
-    max_take_seconds: float = S.MAX_TAKE_MINUTES * 60
-    max_recordings: int = S.MAX_RECORDINGS
-    max_block_seconds: float = S.MAX_BLOCK_SECONDS
-    resume_seconds: float = S.RESUME_SECONDS
+    max_upload_bytes: int = int(serve.MAX_UPLOAD_MB * 1e6)
+    max_upload_seconds: float = serve.MAX_UPLOAD_MINUTES * 60
+    max_take_seconds: float = serve.MAX_TAKE_MINUTES * 60
+    max_recordings: int = serve.MAX_RECORDINGS
+    max_block_seconds: float = serve.MAX_BLOCK_SECONDS
+    resume_seconds: float = serve.RESUME_SECONDS
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -175,7 +175,7 @@ class TakeStore:
         elif status == "recording" and not _recording_alive(folder.name):
             status = "interrupted"  # the server (or listen) died during the take: recover it
         out = folder / "out"
-        downloads = [f for f in S.OUTPUT_FORMATS if (out / f"take.{f}").exists()]
+        downloads = [f for f in serve.OUTPUT_FORMATS if (out / f"take.{f}").exists()]
         pages = 0
         while (out / ("take.svg" if pages == 0 else f"take-{pages + 1}.svg")).exists():
             pages += 1
@@ -198,8 +198,8 @@ class TakeStore:
 
     def output(self, take_id: str, fmt: str, page: int = 1) -> tuple[Path, str, str]:
         """(file, media type, download name) of one output; PianonotesError when there is none."""
-        if fmt not in S.OUTPUT_FORMATS:
-            raise PianonotesError(f"unknown format {fmt!r}; use one of {', '.join(S.OUTPUT_FORMATS)}")
+        if fmt not in serve.OUTPUT_FORMATS:
+            raise PianonotesError(f"unknown format {fmt!r}; use one of {', '.join(serve.OUTPUT_FORMATS)}")
         folder = self.folder(take_id)
         from pianonotes.export import page_path
 
@@ -272,7 +272,7 @@ def write_all_formats(out_dir: str, notes: list[Note], title: str, pedals: list 
     from pianonotes.export import write_notes
 
     errors: dict[str, str] = {}
-    for fmt in S.OUTPUT_FORMATS:
+    for fmt in serve.OUTPUT_FORMATS:
         path = Path(out_dir) / f"take.{fmt}"
         try:
             write_notes(path, notes, title=title, overwrite=True, pedals=pedals)
@@ -331,7 +331,7 @@ class _ProbeEngine:
         if not isinstance(engine, Engine):
             raise TypeError(f"_ProbeEngine wraps an Engine, not {type(engine).__name__}")
         self._engine = engine
-        self.last_frame = np.zeros(C.N_KEYS, np.float32)  # (88,) float32 key probabilities
+        self.last_frame = np.zeros(constants.N_KEYS, np.float32)  # (88,) float32 key probabilities
 
     # what LiveSession reads of its engine
     @property
@@ -366,7 +366,7 @@ class _ProbeEngine:
 
     def finish(self):
         upd = self._engine.finish()
-        self.last_frame = np.zeros(C.N_KEYS, np.float32)
+        self.last_frame = np.zeros(constants.N_KEYS, np.float32)
         return upd
 
 
@@ -423,7 +423,7 @@ class Recording:
 
         if fmt not in PCM_FORMATS:
             raise PianonotesError(f"unknown sample format {fmt!r}; send one of {', '.join(PCM_FORMATS)}")
-        lo, hi = S.CLIENT_RATES
+        lo, hi = serve.CLIENT_RATES
         if not isinstance(sample_rate, (int, float)) or not lo <= sample_rate <= hi or sample_rate != int(sample_rate):
             raise PianonotesError(f"sample rate {sample_rate!r} is not supported; use {lo}-{hi} Hz")
         with _LIVE_LOCK:
@@ -445,7 +445,7 @@ class Recording:
         self.journal = new_journal(self.engine.sample_rate, meta)
         self.id = self.journal.folder.name
         self.session = LiveSession(self.engine, self.source, journal=self.journal,
-                                        max_seconds=limits.max_take_seconds, update_seconds=S.UPDATE_SECONDS)
+                                        max_seconds=limits.max_take_seconds, update_seconds=serve.UPDATE_SECONDS)
         self._sent: set[tuple[int, float]] = set()
         self._last_version = -1
         self.received_samples = 0
@@ -681,4 +681,4 @@ def upload_dir() -> Path:
 def upload_suffix(name: str) -> str:
     """The temp file's suffix: the client's extension if it is a known audio one (helps MP3 probing)."""
     ext = Path(display_name(name)).suffix.lower()
-    return ext if ext in C.AUDIO_EXTENSIONS else ".audio"
+    return ext if ext in constants.AUDIO_EXTENSIONS else ".audio"

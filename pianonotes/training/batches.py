@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.datasets.recordings import Recording
 
 
@@ -33,7 +33,7 @@ class WindowSampler:
 
 
 def _empty_batch(B: int, n_in: int, n_feat: int, length: int) -> dict[str, np.ndarray]:
-    fr = np.zeros((B, length, C.N_KEYS), np.float32)
+    fr = np.zeros((B, length, constants.N_KEYS), np.float32)
     return {"x": np.zeros((B, n_in, n_feat), np.float32), "frame": fr, "onset": np.zeros_like(fr),
             "velocity": np.zeros_like(fr), "key": np.zeros_like(fr), "pedal": np.zeros((B, length, 1), np.float32),
             "pedal_mask": np.zeros((B, 1, 1), np.float32)}
@@ -69,13 +69,13 @@ def window_targets(rec: Recording, t0: float, ratio: float, length: int, fps: fl
     """Targets of ``length`` frames whose frame j sits at source time t0 + j * ratio / fps (a window read
     at playback rate ``ratio``): the labels' times are mapped, not resampled, so no onset is lost."""
     table = rec.note_table()
-    fr = np.zeros((length, C.N_KEYS), np.float32)
+    fr = np.zeros((length, constants.N_KEYS), np.float32)
     on, ve, key = np.zeros_like(fr), np.zeros_like(fr), np.zeros_like(fr)
     ped = np.zeros((length, 1), np.float32)
     t1 = t0 + length * ratio / fps
     sel = (table[:, 0] < t1) & (table[:, 1] > t0)
     for onset, off, rel, pitch, vel in table[sel]:
-        k = int(pitch) - C.MIN_PITCH
+        k = int(pitch) - constants.MIN_PITCH
         a = int(round((onset - t0) / ratio * fps))
         b = max(a + 1, int(round((off - t0) / ratio * fps)))
         c = max(a + 1, int(round((rel - t0) / ratio * fps)))
@@ -132,11 +132,11 @@ def combo_vocab(recs: Sequence[Recording], max_classes: int) -> np.ndarray:
         u, c = np.unique(packed, axis=0, return_counts=True)
         for row, n in zip(u, c):
             counts[row.tobytes()] = counts.get(row.tobytes(), 0) + int(n)
-    silence = np.packbits(np.zeros((1, C.N_KEYS), np.uint8), axis=1)[0].tobytes()
+    silence = np.packbits(np.zeros((1, constants.N_KEYS), np.uint8), axis=1)[0].tobytes()
     counts.pop(silence, None)
     order = sorted(counts, key=lambda k: (-counts[k], k))[: max_classes - 1]
     rows = [silence] + order
-    return np.unpackbits(np.frombuffer(b"".join(rows), np.uint8).reshape(len(rows), -1), axis=1)[:, : C.N_KEYS]
+    return np.unpackbits(np.frombuffer(b"".join(rows), np.uint8).reshape(len(rows), -1), axis=1)[:, : constants.N_KEYS]
 
 
 class ComboLookup:
@@ -147,6 +147,6 @@ class ComboLookup:
         self.lookup = {row.tobytes(): i for i, row in enumerate(packed)}
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        flat = np.packbits(frame.reshape(-1, C.N_KEYS).astype(np.uint8), axis=1)
+        flat = np.packbits(frame.reshape(-1, constants.N_KEYS).astype(np.uint8), axis=1)
         out = np.array([self.lookup.get(row.tobytes(), -100) for row in flat], dtype=np.int64)
         return out.reshape(frame.shape[:-1])

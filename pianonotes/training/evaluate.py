@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.decode import DecodeOptions, decode
 from pianonotes.errors import PianonotesError
 
@@ -17,7 +17,7 @@ from pianonotes.errors import PianonotesError
 def _pairs(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
     out = []
     for p in paths:
-        if p.suffix.lower() in C.AUDIO_EXTENSIONS:
+        if p.suffix.lower() in constants.AUDIO_EXTENSIONS:
             mids = [p.with_suffix(s) for s in (".mid", ".midi") if p.with_suffix(s).exists()]
             if not mids:
                 raise PianonotesError(f"{p}: no MIDI ground truth beside it ({p.with_suffix('.mid').name})")
@@ -138,14 +138,14 @@ def interval_errors(ref, est) -> dict[str, dict[str, int]]:
         return out
     ri, rp = _arrays(ref)
     ei, ep = _arrays(est)
-    match = mir_eval.transcription.match_notes(ri, rp, ei, ep, onset_tolerance=C.ONSET_TOLERANCE, offset_ratio=None)
+    match = mir_eval.transcription.match_notes(ri, rp, ei, ep, onset_tolerance=constants.ONSET_TOLERANCE, offset_ratio=None)
     m_ref = {i for i, _ in match}
     m_est = {j for _, j in match}
     ref_arr = np.array([[n.onset, n.offset, n.pitch] for n in ref])
     for j, n in enumerate(est):
         if j in m_est:
             continue
-        on = (ref_arr[:, 0] <= n.onset + C.ONSET_TOLERANCE) & (ref_arr[:, 1] >= n.onset)
+        on = (ref_arr[:, 0] <= n.onset + constants.ONSET_TOLERANCE) & (ref_arr[:, 1] >= n.onset)
         d = int(np.min(np.abs(ref_arr[on, 2] - n.pitch))) if on.any() else -1
         key = str(d) if d >= 0 else "none sounding"
         out["false_positive_semitones"][key] = out["false_positive_semitones"].get(key, 0) + 1
@@ -170,7 +170,7 @@ def plot_metrics(result: dict, path: Path) -> None:
     axes[0].bar(xs, [pp[str(x)]["f1"] for x in xs], color="tab:blue")
     axes[0].set_xlabel("MIDI pitch")
     axes[0].set_ylabel("note-onset F1")
-    axes[0].set_xlim(C.MIN_PITCH - 1, C.MAX_PITCH + 1)
+    axes[0].set_xlim(constants.MIN_PITCH - 1, constants.MAX_PITCH + 1)
     axes[0].set_title("F1 by pitch")
     fp = result["errors_by_interval"]["false_positive_semitones"]
     keys = sorted(fp, key=lambda k: (k == "none sounding", int(k) if k.isdigit() else 999))

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.notes import Note
 
 
@@ -37,20 +37,20 @@ def note_scores(ref: Sequence[Note], est: Sequence[Note]) -> dict[str, float]:
     ri, rp = _arrays(ref)
     ei, ep = _arrays(est)
     p, r, f, _ = mir_eval.transcription.precision_recall_f1_overlap(
-        ri, rp, ei, ep, onset_tolerance=C.ONSET_TOLERANCE, offset_ratio=None)
+        ri, rp, ei, ep, onset_tolerance=constants.ONSET_TOLERANCE, offset_ratio=None)
     po, ro, fo, _ = mir_eval.transcription.precision_recall_f1_overlap(
-        ri, rp, ei, ep, onset_tolerance=C.ONSET_TOLERANCE, offset_ratio=C.OFFSET_RATIO,
-        offset_min_tolerance=C.OFFSET_MIN_TOLERANCE)
+        ri, rp, ei, ep, onset_tolerance=constants.ONSET_TOLERANCE, offset_ratio=constants.OFFSET_RATIO,
+        offset_min_tolerance=constants.OFFSET_MIN_TOLERANCE)
     return {"note_p": p, "note_r": r, "note_f1": f, "note_off_p": po, "note_off_r": ro, "note_off_f1": fo}
 
 
 def piano_roll(notes: Sequence[Note], n_frames: int, fps: float) -> np.ndarray:
     """(n_frames, 88) bool: key sounding at each frame time."""
-    roll = np.zeros((n_frames, C.N_KEYS), bool)
+    roll = np.zeros((n_frames, constants.N_KEYS), bool)
     for n in notes:
         a = int(np.ceil(n.onset * fps - 1e-9))
         b = int(np.ceil(n.offset * fps - 1e-9))
-        roll[max(a, 0): max(min(b, n_frames), 0), n.pitch - C.MIN_PITCH] = True
+        roll[max(a, 0): max(min(b, n_frames), 0), n.pitch - constants.MIN_PITCH] = True
     return roll
 
 
@@ -68,7 +68,7 @@ def frame_scores(ref: np.ndarray, est: np.ndarray) -> dict[str, float]:
 
 def transcription_scores(ref: Sequence[Note], est: Sequence[Note], duration: float) -> dict[str, float]:
     """All headline metrics. Frame metrics use the seed's 50 ms frames (20 per second)."""
-    fps = 1.0 / C.SEED_FRAME_SECONDS
+    fps = 1.0 / constants.SEED_FRAME_SECONDS
     n = int(np.ceil(duration * fps))
     out = note_scores(ref, est)
     out.update(frame_scores(piano_roll(ref, n, fps), piano_roll(est, n, fps)))
@@ -108,7 +108,7 @@ def recall_by_group(ref: Sequence[Note], est: Sequence[Note]) -> dict[str, dict[
         ri, rp = _arrays(ref)
         ei, ep = _arrays(est)
         matched = {i for i, _ in mir_eval.transcription.match_notes(
-            ri, rp, ei, ep, onset_tolerance=C.ONSET_TOLERANCE, offset_ratio=None)}
+            ri, rp, ei, ep, onset_tolerance=constants.ONSET_TOLERANCE, offset_ratio=None)}
     out = {}
     for table, attr in ((REGISTERS, "pitch"), (VELOCITY_BANDS, "velocity")):
         for name, (lo, hi) in table.items():

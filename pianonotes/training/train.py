@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.errors import PianonotesError
 from pianonotes.datasets.msmd import MsmdOptions
 from pianonotes.datasets.recordings import labelled_recordings, load_split
@@ -329,7 +329,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
     """Train; returns a summary. ``on_event(kind, info)`` receives 'loading', 'start', 'step', 'val',
     'save' and 'done' events. KeyboardInterrupt saves a resumable checkpoint before it propagates."""
     import torch
-    from torch.nn import functional as F
+    from torch.nn import functional
 
     from pianonotes.inference import pick_device
     from pianonotes.nn import checkpoint as ckpt
@@ -414,8 +414,8 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
         "arch": cfg.arch, "arch_config": arch_cfg, "n_features": n_features, "frontend": fe_cfg,
         "fps": fps, "past_frames": past, "future_frames": future,
         "lookahead_seconds": future / fps + frontend_from_config(fe_cfg).lookahead_seconds,
-        "decode": {"onset_threshold": C.ONSET_THRESHOLD, "frame_threshold": C.FRAME_THRESHOLD,
-                   "min_note_seconds": C.MIN_NOTE_SECONDS},
+        "decode": {"onset_threshold": constants.ONSET_THRESHOLD, "frame_threshold": constants.FRAME_THRESHOLD,
+                   "min_note_seconds": constants.MIN_NOTE_SECONDS},
         "data": desc, "train_config": cfg.to_dict(),
     }
     if warm:
@@ -490,25 +490,25 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
                     res = ddp_model(xt)
                 if combo:
                     tgt = torch.from_numpy(combo_lookup(fr)).to(device)
-                    loss = F.cross_entropy(res["logits"].float().reshape(-1, res["logits"].shape[-1]),
+                    loss = functional.cross_entropy(res["logits"].float().reshape(-1, res["logits"].shape[-1]),
                                            tgt.reshape(-1), ignore_index=-100)
                     parts = {"ce": loss.item()}
                 else:
                     frt, ont, vet = (b[k].to(device) for k in ("frame", "onset", "velocity"))
                     # onsets are rare (~0.2 % of key-frames): weight their positives and their loss, and
                     # calibrate the decoding thresholds on validation data afterwards (tools.ship)
-                    l_on = F.binary_cross_entropy_with_logits(res["onset"].float(), ont, pos_weight=onset_pos_weight)
-                    l_fr = F.binary_cross_entropy_with_logits(res["frame"].float(), frt)
+                    l_on = functional.binary_cross_entropy_with_logits(res["onset"].float(), ont, pos_weight=onset_pos_weight)
+                    l_fr = functional.binary_cross_entropy_with_logits(res["frame"].float(), frt)
                     l_ve = ((res["velocity"].float() - vet) ** 2 * ont).sum() / ont.sum().clamp(min=1)
                     loss = cfg.onset_weight * l_on + l_fr + 0.5 * l_ve
                     parts = {"onset": l_on.item(), "frame": l_fr.item(), "velocity": l_ve.item()}
                     if "key" in res:
-                        l_key = F.binary_cross_entropy_with_logits(res["key"].float(), b["key"].to(device))
+                        l_key = functional.binary_cross_entropy_with_logits(res["key"].float(), b["key"].to(device))
                         loss = loss + cfg.key_weight * l_key
                         parts["key"] = l_key.item()
                     if "pedal" in res:
                         mask = b["pedal_mask"].to(device)
-                        bce = F.binary_cross_entropy_with_logits(res["pedal"].float(), b["pedal"].to(device),
+                        bce = functional.binary_cross_entropy_with_logits(res["pedal"].float(), b["pedal"].to(device),
                                                                  reduction="none")
                         l_ped = (bce * mask).sum() / (mask.sum() * bce.shape[1]).clamp(min=1)
                         loss = loss + cfg.pedal_weight * l_ped

@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.errors import PianonotesError
 
 
@@ -65,10 +65,10 @@ NO_ONLINE_AUGMENT = OnlineAugment(detune_p=0, room_p=0, eq_p=0, compress_p=0, no
 def room_bank_path(root: str | os.PathLike | None = None) -> Path:
     from pianonotes.fileio import cache_dir
 
-    return (Path(root) if root else cache_dir()) / f"rooms-{C.SAMPLE_RATE // 1000}k.npz"
+    return (Path(root) if root else cache_dir()) / f"rooms-{constants.SAMPLE_RATE // 1000}k.npz"
 
 
-def simulate_room(rng: np.random.Generator, sample_rate: int = C.SAMPLE_RATE, max_seconds: float = 2.5) -> tuple[np.ndarray, dict]:
+def simulate_room(rng: np.random.Generator, sample_rate: int = constants.SAMPLE_RATE, max_seconds: float = 2.5) -> tuple[np.ndarray, dict]:
     """One simulated room's impulse response (peak-normalised float32) and its description."""
     import pyroomacoustics as pra
 
@@ -180,7 +180,7 @@ def detune_ratio(rng: np.random.Generator, cfg: OnlineAugment) -> float:
 
 
 def augment_window(x: np.ndarray, rng: np.random.Generator, cfg: OnlineAugment, rooms: list[np.ndarray] | None,
-                   sample_rate: int = C.SAMPLE_RATE) -> tuple[np.ndarray, dict]:
+                   sample_rate: int = constants.SAMPLE_RATE) -> tuple[np.ndarray, dict]:
     """Apply the chain (steps 2-7 of the module docstring) to a mono float window; same length out."""
     import pedalboard as pb
     from scipy import signal

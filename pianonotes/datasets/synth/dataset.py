@@ -23,9 +23,9 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.errors import PianonotesError
-from pianonotes.datasets.synth import sources as S
+from pianonotes.datasets.synth import sources
 from pianonotes.datasets.synth.augment import AugmentConfig, augment
 from pianonotes.datasets.synth.performance import Performance
 from pianonotes.datasets.synth.render import check_soundfont, fluidsynth_binary, layout, render
@@ -38,7 +38,7 @@ PIANO_PROGRAMS = (0, 0, 1, 2)  # GM: acoustic grand (twice as likely), bright ac
 class SynthConfig:
     hours: float = 1.0  # training audio
     eval_minutes: float = 10.0  # each of validation and test
-    splits: tuple[str, ...] = S.SPLITS
+    splits: tuple[str, ...] = sources.SPLITS
     soundfonts: tuple[str, ...] = ("fluidr3", "fluidr3mono", "timgm6mb")
     midi_dir: str | None = None  # default: the shared corpus
     weights: dict = dataclasses.field(default_factory=lambda: {"corpus": 0.55, "music21": 0.1, "textures": 0.35})
@@ -47,7 +47,7 @@ class SynthConfig:
     tempo: tuple[float, float] = (0.8, 1.25)
     transpose: int = 3
     seed: int = 0
-    sample_rate: int = C.SAMPLE_RATE
+    sample_rate: int = constants.SAMPLE_RATE
     evaluation_only: bool = False  # may use the reserved MuseScore soundfont; never for training
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     velocity_scale: tuple[float, float] = (0.75, 1.25)  # per clip; (0.35, 1.3) reaches pp playing
@@ -72,23 +72,23 @@ def soundfont_path(name: str, *, evaluation_only: bool = False) -> str:
     if name in PIANOS:
         return name
     reserved_msg = ("the MuseScore General soundfont is reserved for evaluation on an unseen piano "
-                    f"(--evaluation-only); choose from {', '.join(list(C.TRAIN_SOUNDFONTS) + list(C.HELDOUT_SOUNDFONTS))}")
-    if evaluation_only and name in C.RESERVED_SOUNDFONTS:
-        path = C.RESERVED_SOUNDFONTS[name]
+                    f"(--evaluation-only); choose from {', '.join(list(constants.TRAIN_SOUNDFONTS) + list(constants.HELDOUT_SOUNDFONTS))}")
+    if evaluation_only and name in constants.RESERVED_SOUNDFONTS:
+        path = constants.RESERVED_SOUNDFONTS[name]
         if not Path(path).is_file():
-            raise PianonotesError(f"{path} not found; install it (Debian: {C.RESERVED_SOUNDFONT_PACKAGE})")
+            raise PianonotesError(f"{path} not found; install it (Debian: {constants.RESERVED_SOUNDFONT_PACKAGE})")
         digest = soundfont_sha256(path)
-        allowed = {p for p in {**C.TRAIN_SOUNDFONTS, **C.HELDOUT_SOUNDFONTS}.values() if Path(p).is_file()}
-        if digest not in C.RESERVED_SOUNDFONT_SHA256 and digest in {soundfont_sha256(p) for p in allowed}:
+        allowed = {p for p in {**constants.TRAIN_SOUNDFONTS, **constants.HELDOUT_SOUNDFONTS}.values() if Path(p).is_file()}
+        if digest not in constants.RESERVED_SOUNDFONT_SHA256 and digest in {soundfont_sha256(p) for p in allowed}:
             real = os.path.realpath(path)
             raise PianonotesError(f"{path} is {real}, a training soundfont, not MuseScore General: install "
-                                  f"{C.RESERVED_SOUNDFONT_PACKAGE} (Debian) so the unseen piano is really unseen")
+                                  f"{constants.RESERVED_SOUNDFONT_PACKAGE} (Debian) so the unseen piano is really unseen")
         return path
-    if name in C.RESERVED_SOUNDFONTS or "musescore" in name.lower():
+    if name in constants.RESERVED_SOUNDFONTS or "musescore" in name.lower():
         raise PianonotesError(reserved_msg)
-    path = {**C.TRAIN_SOUNDFONTS, **C.HELDOUT_SOUNDFONTS}.get(name, name)
+    path = {**constants.TRAIN_SOUNDFONTS, **constants.HELDOUT_SOUNDFONTS}.get(name, name)
     check_soundfont(path)
-    if soundfont_sha256(path) in C.RESERVED_SOUNDFONT_SHA256:  # the reserved piano under another name
+    if soundfont_sha256(path) in constants.RESERVED_SOUNDFONT_SHA256:  # the reserved piano under another name
         raise PianonotesError(f"{path} is the reserved MuseScore General soundfont (same content); " + reserved_msg)
     return path
 
@@ -154,7 +154,7 @@ class Segment:
     seconds: float
 
 
-def corpus_segments(pieces: Sequence[S.Piece], cfg: SynthConfig) -> list[Segment]:
+def corpus_segments(pieces: Sequence[sources.Piece], cfg: SynthConfig) -> list[Segment]:
     """Every training piece cut into consecutive clips of ``clip_seconds`` (a short tail joins the clip
     before it), in a seeded random order."""
     lo, hi = cfg.clip_seconds
@@ -221,29 +221,29 @@ def is_done(job: ShardJob) -> bool:
     return flac.exists() and js.exists()
 
 
-def _pieces(cfg: SynthConfig) -> dict[str, list[S.Piece]]:
-    pieces: dict[str, list[S.Piece]] = {"corpus": [], "music21": []}
+def _pieces(cfg: SynthConfig) -> dict[str, list[sources.Piece]]:
+    pieces: dict[str, list[sources.Piece]] = {"corpus": [], "music21": []}
     if cfg.weights.get("corpus", 0) > 0:
-        folder = cfg.midi_dir or S.default_corpus_dir()
+        folder = cfg.midi_dir or sources.default_corpus_dir()
         if folder is None:
             raise PianonotesError("no MIDI corpus found; pass --midi-dir or set the corpus weight to 0")
-        pieces["corpus"] = S.corpus_pieces(folder)
+        pieces["corpus"] = sources.corpus_pieces(folder)
     if cfg.weights.get("music21", 0) > 0:
-        pieces["music21"] = S.music21_pieces()
+        pieces["music21"] = sources.music21_pieces()
     return pieces
 
 
 @functools.lru_cache(maxsize=64)
-def _load_cached(piece: S.Piece) -> Performance:
-    return S.load_piece(piece)
+def _load_cached(piece: sources.Piece) -> Performance:
+    return sources.load_piece(piece)
 
 
-def make_shard(job: ShardJob, cfg: SynthConfig, pieces: dict[str, list[S.Piece]]) -> dict:
+def make_shard(job: ShardJob, cfg: SynthConfig, pieces: dict[str, list[sources.Piece]]) -> dict:
     """Render one shard and write it atomically; returns its summary."""
     from pianonotes.audio import write_audio
     from pianonotes.fileio import write_text_atomic
 
-    split_id = S.SPLITS.index(job.split) if job.split in S.SPLITS else 9
+    split_id = sources.SPLITS.index(job.split) if job.split in sources.SPLITS else 9
     rng = np.random.default_rng([cfg.seed, split_id, job.index])
     sf_name = str(rng.choice(list(cfg.soundfonts)))
     sf_path = soundfont_path(sf_name, evaluation_only=cfg.evaluation_only)
@@ -287,7 +287,7 @@ def make_shard(job: ShardJob, cfg: SynthConfig, pieces: dict[str, list[S.Piece]]
             cand = avail[src]
             piece = cand[int(rng.integers(len(cand)))]
             full = _load_cached(piece)
-            perf, start = S.random_excerpt(full, rng, length)
+            perf, start = sources.random_excerpt(full, rng, length)
             meta = {"source": src, "corpus": piece.corpus, "piece": _rel(piece.ref), "start": round(start, 3),
                     "license": piece.license}
         perf, var = perf.varied(rng, tempo=cfg.tempo, transpose=cfg.transpose,
@@ -345,7 +345,7 @@ def make_shard(job: ShardJob, cfg: SynthConfig, pieces: dict[str, list[S.Piece]]
 
 
 def _rel(path: str) -> str:
-    corpus = S.default_corpus_dir()
+    corpus = sources.default_corpus_dir()
     try:
         return str(Path(path).relative_to(corpus)) if corpus else path
     except ValueError:
@@ -459,7 +459,7 @@ def synthesize(out: str | os.PathLike, cfg: SynthConfig, *, workers: int = 1,
 
 def summarize(out: Path) -> dict:
     totals = {}
-    for split in S.SPLITS:
+    for split in sources.SPLITS:
         files = sorted((out / split).glob("shard-*.json"))
         secs = notes = 0.0
         for f in files:
@@ -475,7 +475,7 @@ def summarize(out: Path) -> dict:
     return totals
 
 
-def _manifest(cfg: SynthConfig, pieces: dict[str, list[S.Piece]]) -> dict:
+def _manifest(cfg: SynthConfig, pieces: dict[str, list[sources.Piece]]) -> dict:
     from pianonotes.datasets.synth.pianos import PIANOS
 
     licenses = sorted({p.license for v in pieces.values() for p in v} | {"generated textures: CC0"})

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.notes import Note, PedalEvent, apply_sustain
 
 
@@ -50,12 +50,12 @@ class Performance:
         k = self.keys.copy()
         if len(k):
             lo, hi = k[:, 2].min(), k[:, 2].max()
-            shift = int(np.clip(shift, C.MIN_PITCH - lo, C.MAX_PITCH - hi)) if hi - lo <= 87 else 0
+            shift = int(np.clip(shift, constants.MIN_PITCH - lo, constants.MAX_PITCH - hi)) if hi - lo <= 87 else 0
         k[:, :2] /= ratio
         k[:, 2] += shift
         scale = float(rng.uniform(*velocity_scale))
         k[:, 3] = np.clip(np.round(k[:, 3] * scale + rng.normal(0, velocity_jitter, len(k))), 1, 127)
-        k = k[(k[:, 2] >= C.MIN_PITCH) & (k[:, 2] <= C.MAX_PITCH)]
+        k = k[(k[:, 2] >= constants.MIN_PITCH) & (k[:, 2] <= constants.MAX_PITCH)]
         pedals = [PedalEvent(p.start / ratio, p.end / ratio) for p in self.pedals]
         info = {"tempo_ratio": round(ratio, 4), "transpose": shift, "velocity_scale": round(scale, 3)}
         return Performance(k, pedals, self.duration / ratio), info

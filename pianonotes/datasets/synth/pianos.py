@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.errors import PianonotesError
 from pianonotes.fileio import cache_dir
 
@@ -100,7 +100,7 @@ def pianos_dir(root: str | os.PathLike | None = None) -> Path:
 
 
 def decoded_path(name: str, root: str | os.PathLike | None = None) -> Path:
-    return pianos_dir(root) / f"{name}-{C.SAMPLE_RATE // 1000}k.npz"
+    return pianos_dir(root) / f"{name}-{constants.SAMPLE_RATE // 1000}k.npz"
 
 
 @dataclasses.dataclass
@@ -308,7 +308,7 @@ def archives(name: str) -> list[tuple[str, str, str, str]]:
     raise PianonotesError(f"unknown sampled piano '{name}'; choose from {', '.join(PIANOS)}")
 
 
-def fetch(names=tuple(PIANOS), root: str | os.PathLike | None = None, *, sample_rate: int = C.SAMPLE_RATE,
+def fetch(names=tuple(PIANOS), root: str | os.PathLike | None = None, *, sample_rate: int = constants.SAMPLE_RATE,
           on_progress: ProgressFn | None = None, keep_archives: bool = True, base_url: str | None = None) -> dict:
     """Download, verify and pre-decode the sampled pianos ``names``; returns {name: decoded file}.
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.notes import PedalEvent, apply_sustain
 from pianonotes.datasets.synth.pianos import UNDAMPED_FROM, SampleSet
 
@@ -54,7 +54,7 @@ def nearest_sample(pitches: np.ndarray, pitch: int) -> int:
 
 
 def render_sampled(keys, pedals: list[PedalEvent], total: float, sset: SampleSet, rng: np.random.Generator,
-                   *, sample_rate: int = C.SAMPLE_RATE) -> tuple[np.ndarray, dict]:
+                   *, sample_rate: int = constants.SAMPLE_RATE) -> tuple[np.ndarray, dict]:
     """Render key presses (onset s, key release s, pitch, velocity) and pedal intervals to mono float32.
 
     Returns (audio of ``total`` seconds, what was drawn: stereo weight). Peak-normalised to 0.9 when louder.

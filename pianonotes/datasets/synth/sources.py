@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.errors import PianonotesError
 from pianonotes.notes import Note, read_midi_with_pedal
 from pianonotes.datasets.synth.performance import Performance
@@ -136,9 +136,9 @@ def _load_music21(name: str) -> Performance:
         dur = max(float(n.quarterLength), 0.25) * spb
         for p in n.pitches:
             m = p.midi
-            while m < C.MIN_PITCH:
+            while m < constants.MIN_PITCH:
                 m += 12
-            while m > C.MAX_PITCH:
+            while m > constants.MAX_PITCH:
                 m -= 12
             keys.append((start, start + dur * 0.95, m, 72))
     notes = [Note(a, b, int(m), v) for a, b, m, v in keys if b > a]

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from pianonotes import constants as C
+from pianonotes import constants
 from pianonotes.notes import PedalEvent
 from pianonotes.datasets.synth.performance import Performance
 
-LO, HI = C.MIN_PITCH, C.MAX_PITCH
+LO, HI = constants.MIN_PITCH, constants.MAX_PITCH
 
 
 def _vel(rng, soft_loud: bool = False) -> int:
