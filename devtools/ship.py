@@ -309,6 +309,9 @@ def write_card(path: Path, cfg: dict, results: dict, baselines: dict | None = No
         "The seed's experiment (its MLP and perceptron against AudioNet under the seed's random frame split and"
         " under the piece split, `make seed-experiment`): `seed_experiment.md`.",
         "",
+        "Does the v2 data help? The same network trained for the same steps on the v1 data and on the v2 data"
+        " (`make data-ab`): `data_ab.md`.",
+        "",
         "## Limits and what would improve it",
         "- Trained on CPU for under two hours: longer training (a GPU run of the same recipe) is the cheapest gain.",
         "- The samplers model a piano simply (no sympathetic resonance, one microphone downmix per render); the",

@@ -10,7 +10,8 @@ at the same instant, 40 ms after the frame time (its look-ahead):
   timing and the harmonics.
 
 Frame ``i`` sits at time ``i * hop / sample_rate`` and depends on samples before
-``i * hop + lookahead`` only, so a stream computes exactly the frames a whole file gives.
+``i * hop + lookahead`` only, so a stream computes the frames a whole file gives (the same FFTs; the
+product with the filterbank groups frames by block, so values may differ in the last float32 bit).
 The parameters live in each checkpoint's config (``LogSpecFrontEnd.to_dict``), so other front ends (MSMD's)
 can coexist: :func:`frontend_from_config` builds the right one.
 """
@@ -185,7 +186,8 @@ class LogSpecFrontEnd:
         return self.frames_from_padded(self.padded(audio), n)
 
     def streaming(self) -> "StreamingFrontEnd":
-        """A stream (:class:`pianonotes.streaming.Stream`) whose frames equal ``self(whole audio)`` exactly."""
+        """A stream (:class:`pianonotes.streaming.Stream`) whose frames equal ``self(whole audio)`` to float32
+        rounding (the filterbank product groups frames by block)."""
         return StreamingFrontEnd(self)
 
 
@@ -222,7 +224,7 @@ def _hann(n: int) -> np.ndarray:
 
 
 class StreamingFrontEnd:
-    """Feed audio blocks of any size; get exactly the frames the offline front end gives (a
+    """Feed audio blocks of any size; get the frames the offline front end gives, to float32 rounding (a
     :class:`pianonotes.streaming.Stream`).
 
     ``push(block)``: (n,) float32 mono audio at ``frontend.sample_rate``; returns the (frames,
