@@ -76,16 +76,16 @@ data-full: pianos
 	  --soundfonts salamander,salamander,iowa,fluidr3,timgm6mb --weights corpus=0.8,music21=0.02,textures=0.18 \
 	  --velocity-scale 0.35,1.3
 
-# The training-data A/B of the model card (models/data_ab.md): the same network trained for AB_STEPS steps
-# on the v1 data (three SoundFont presets, baked augmentation) and on the v2 data (sampled grands, online
-# acoustics), each scored on real recordings, the csound and the MuseScore pianos. About 1.5 hours.
+# The training-data A/B of the model card (models/data_ab.md): the same network, warm-started from AudioNet
+# v1 (make model-v1's runs/audionet/best), trained AB_STEPS more steps on the v1 data (three SoundFont
+# presets, baked augmentation) and on the v2 data (sampled grands, online acoustics), each scored on real
+# recordings, the csound and the MuseScore pianos. About 1.5 hours on 2 cores.
 AB_STEPS ?= 1000
+AB_TRAIN = --pedal-heads --init-from $(RUNS)/audionet/best --lr 6e-4 --max-steps $(AB_STEPS) --save-every 250 --seed 0
 data-ab: data-v2 data-eval-v2
 	$(BIN)/pianonotes data synth $(DATA)/synth-v1 --hours 9.4 --seed 0 --workers 2
-	$(BIN)/pianonotes train --data $(DATA)/synth-v1 --pedal-heads --max-steps $(AB_STEPS) --save-every 250 \
-	  --out $(RUNS)/ab-old --seed 0
-	$(BIN)/pianonotes train --data $(DATA)/synth-v2 --pedal-heads --online-augment --max-steps $(AB_STEPS) \
-	  --save-every 250 --out $(RUNS)/ab-new --seed 0
+	$(BIN)/pianonotes train --data $(DATA)/synth-v1 $(AB_TRAIN) --out $(RUNS)/ab-old
+	$(BIN)/pianonotes train --data $(DATA)/synth-v2 --online-augment $(AB_TRAIN) --out $(RUNS)/ab-new
 	for r in old new; do \
 	  $(BIN)/pianonotes evaluate $(REAL_DEV) --model $(RUNS)/ab-$$r/last -o $(RUNS)/ab-$$r-real.json --overwrite && \
 	  $(BIN)/pianonotes evaluate $(DATA)/synth-v2-csound --model $(RUNS)/ab-$$r/last -o $(RUNS)/ab-$$r-csound.json --overwrite && \
