@@ -20,6 +20,10 @@ from pianonotes.cli.console import ExportDisplay, console, fail
 from pianonotes.errors import PianonotesError
 from pianonotes.notes import NOTE_LENGTH_HELP
 
+# The score options `listen` and `recover` share (as `transcribe`'s, for the score and the MIDI of a take).
+BPM_HELP = "Constant tempo of the score and MIDI in quarter notes per minute (default: tracked, following rubato)."
+TIME_SIGNATURE_HELP = "Meter of the score and MIDI, e.g. 3/4 or 6/8 (default: estimated)."
+
 
 _console = console
 _fail = fail
@@ -103,10 +107,8 @@ def listen(
                                                     f"(default: the model's, else {constants.FRAME_THRESHOLD})."),
     min_note: Optional[float] = typer.Option(None, help="Shortest note kept, in seconds "
                                              f"(default: the model's, else {constants.MIN_NOTE_SECONDS})."),
-    bpm: Optional[float] = typer.Option(None, "--bpm", help="Constant tempo of the score and MIDI in quarter "
-                                        "notes per minute (default: tracked, following rubato)."),
-    time_signature: Optional[str] = typer.Option(None, "--time-signature", help="Meter of the score and MIDI, "
-                                                 "e.g. 3/4 or 6/8 (default: estimated)."),
+    bpm: Optional[float] = typer.Option(None, "--bpm", help=BPM_HELP),
+    time_signature: Optional[str] = typer.Option(None, "--time-signature", help=TIME_SIGNATURE_HELP),
     note_length: str = typer.Option("key", "--note-length", metavar="key|sounding", help=NOTE_LENGTH_HELP),
 ) -> None:
     """Transcribe live from the microphone, with a keyboard, piano roll and level meter on screen.
@@ -159,10 +161,8 @@ def recover_command(
     frame_threshold: Optional[float] = typer.Option(None, help="Key-down probability that sustains a note "
                                                     "(default: the take's)."),
     min_note: Optional[float] = typer.Option(None, help="Shortest note kept, in seconds (default: the take's)."),
-    bpm: Optional[float] = typer.Option(None, "--bpm", help="Constant tempo of the score and MIDI in quarter "
-                                        "notes per minute (default: tracked, following rubato)."),
-    time_signature: Optional[str] = typer.Option(None, "--time-signature", help="Meter of the score and MIDI, "
-                                                 "e.g. 3/4 or 6/8 (default: estimated)."),
+    bpm: Optional[float] = typer.Option(None, "--bpm", help=BPM_HELP),
+    time_signature: Optional[str] = typer.Option(None, "--time-signature", help=TIME_SIGNATURE_HELP),
     note_length: str = typer.Option("key", "--note-length", metavar="key|sounding", help=NOTE_LENGTH_HELP),
 ) -> None:
     """Rebuild the outputs of an interrupted take (`listen` or `serve`) from its journal, then exit.
