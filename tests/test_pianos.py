@@ -189,6 +189,35 @@ def test_fetch_refuses_a_wrong_hash(tiny_registry, tmp_path, monkeypatch):
     assert not (tmp_path / "downloads" / f"piano-velocity2-{pianos.SALAMANDER_VERSION}.tgz").exists()
 
 
+@pytest.mark.parametrize("size", ["24k", "96k"])  # the disk fills at different points of the fetch
+def test_fetch_on_a_real_full_disk(tiny_registry, tmp_path, monkeypatch, size):
+    """A 24 or 96 KiB tmpfs: the free-space check refuses first ("not enough disk space"); with that check
+    out of the way (monkeypatched) the writes themselves hit the full disk: one PianonotesError saying so,
+    nothing half-done counted as done, and a rerun on a healthy disk completes."""
+    import os
+    import subprocess
+
+    from pianonotes.datasets import download
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        with pytest.raises(PianonotesError, match="not enough disk space"):
+            pianos.fetch(("salamander",), mnt, base_url=tiny_registry.url)
+        monkeypatch.setattr(download, "_check_space", lambda *a, **k: None)
+        with pytest.raises(PianonotesError, match="No space left"):
+            pianos.fetch(("salamander",), mnt, base_url=tiny_registry.url)
+        assert not pianos.decoded_path("salamander", mnt).exists()
+        assert not [p for p in mnt.rglob("*") if p.is_file() and p.suffix == ".npz"]
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    pianos.fetch(("salamander",), tmp_path / "ok", base_url=tiny_registry.url)
+    assert list(pianos.load("salamander", tmp_path / "ok").pitches) == [60, 63]
+
+
 def test_fetch_resumes_a_partial_download(tiny_registry, tmp_path):
     name = f"piano-velocity1-{pianos.SALAMANDER_VERSION}.tgz"
     body = tiny_registry.httpd.files["/" + name]
