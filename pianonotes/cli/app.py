@@ -13,7 +13,7 @@ import typer
 
 from pianonotes import __version__
 from pianonotes import constants
-from pianonotes.cli.console import console, export_stage, fail, readable_help_types
+from pianonotes.cli.console import console, export_stage, fail, one_line_usage_errors
 from pianonotes.errors import PianonotesError
 from pianonotes.notes import NOTE_LENGTH_HELP
 
@@ -30,7 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 data_app = typer.Typer(no_args_is_help=True, help="Make training data.")
-readable_help_types()
+one_line_usage_errors()
 app.add_typer(data_app, name="data")
 
 

@@ -20,36 +20,6 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def readable_help_types() -> None:
-    """Show click-style value names in ``--help`` (``PATH``, ``FLOAT``, ``TEXT``; nothing for a flag;
-    ``...`` when an option repeats) instead of the Python type names recent Typer prints (``<bool>``,
-    ``<list[Path]>``). Idempotent."""
-    import typer.core as tc
-
-    if getattr(tc, "_pianonotes_readable_types", False):
-        return
-
-    def display_type_rich(self, ctx):
-        if self.metavar is not None:
-            return self.metavar
-        if getattr(self, "is_flag", False) or getattr(self, "count", False):
-            return None
-        label = str(original(self, ctx) or "").strip("<>").replace(" range", "")
-        many = label.startswith("list[") or label.endswith("...")
-        label = label.removeprefix("list[").rstrip(".").rstrip("]")
-        if label == "bool":
-            return None
-        label = {"str": "TEXT", "int": "INTEGER"}.get(label, label.upper())
-        return label + ("..." if many else "") if label else None
-
-    original = getattr(tc.TyperOption, "display_type", None)  # Typer < 0.26 (the pinned one) prints click's names
-    if original is not None:
-        for cls in (tc.TyperOption, tc.TyperArgument):
-            cls.display_type_rich = display_type_rich
-    one_line_usage_errors()
-    tc._pianonotes_readable_types = True
-
-
 def one_line_usage_errors() -> None:
     """A bad option value or a missing argument (click's usage errors, exit code 2) is one ``error:`` line
     that names the help to read, like every other failure, instead of Typer's usage + boxed panel.

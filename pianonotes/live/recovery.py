@@ -104,7 +104,7 @@ def recover(folder: str | os.PathLike, *, model: str | os.PathLike | None = None
             from pianonotes.transcribe import Transcriber
 
             options = DecodeOptions.for_model(
-                meta.get("decode") or {}, onset_threshold=onset_threshold,
+                meta["decode"], onset_threshold=onset_threshold,
                 frame_threshold=frame_threshold, min_note_seconds=min_note_seconds) if meta.get("decode") else None
             tr = Transcriber.from_checkpoint(model if model is not None else meta.get("model"), device=device,
                                              options=options, overrides=dict(
