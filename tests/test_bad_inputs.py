@@ -192,6 +192,11 @@ def test_data_synth_options_out_of_range(work, args, needle):
     (["--max-steps", "-1"], "--max-steps"),
     (["--epochs", "0"], "--epochs"),
     (["--lr", "-1"], "--lr"),
+    (["--channels", "12"], "--channels"),
+    (["--channels", "12,x"], "--channels"),
+    (["--hidden", "0"], "--hidden"),
+    (["--dilations", "1,0"], "--dilations"),
+    (["--arch", "linear", "--hidden", "64"], "--arch linear"),
 ])
 def test_train_options_out_of_range(work, args, needle):
     pytest.importorskip("torch")
@@ -577,6 +582,24 @@ def trained(tmp_path_factory):
             for suffix in (".json", ".safetensors"):
                 (root / "step1" / f"last-state{suffix}").write_bytes((run / f"last-state{suffix}").read_bytes())
     return root
+
+
+def test_train_size_options_reach_the_checkpoint(tmp_path):
+    """--channels/--hidden/--dilations build that AudioNet, and its checkpoint rebuilds it (inference too)."""
+    pytest.importorskip("torch")
+    from pianonotes.cli.app import app
+    from pianonotes.nn import checkpoint
+
+    ds, run = _dataset(tmp_path / "ds"), tmp_path / "run"
+    args = ["train", "--data", ds, "--out", run, "--batch-size", "2", "--window", "40", "--device", "cpu",
+            "--max-steps", "1", "--pedal-heads", "--channels", "4,6", "--hidden", "24", "--dilations", "1,3,9"]
+    res = CliRunner().invoke(app, [str(a) for a in args])
+    assert res.exit_code == 0, (res.stdout, res.stderr, repr(res.exception))
+    meta = json.loads((run / "last.json").read_text())
+    assert meta["arch_config"] == {"pedal": True, "channels": [4, 6], "hidden": 24, "dilations": [1, 3, 9]}
+    model, _ = checkpoint.load(run / "last")
+    assert model.past == 3 + 2 * (1 + 3 + 9) and model.proj[0].out_features == 24
+    assert model.conv[0].out_channels == 4 and model.conv[7].out_channels == 6 and model.has_pedal
 
 
 def _cut(path: Path) -> None:

@@ -413,6 +413,36 @@ def data_synth(
 
 
 # ----------------------------------------------------------------------------------------------- train
+def _arch_config(arch: str, pedal_heads: bool, channels: str | None, hidden: int | None,
+                 dilations: str | None) -> dict:
+    """AudioNet's size options as its ``arch_config`` (checked here: one error line per bad value)."""
+    cfg: dict = {"pedal": True} if pedal_heads else {}
+    sized = {"--channels": channels, "--hidden": hidden, "--dilations": dilations}
+    if arch != "audionet" and any(v is not None for v in sized.values()):
+        raise fail(f"{', '.join(k for k, v in sized.items() if v is not None)} size AudioNet; --arch {arch} has "
+                   "no such option")
+
+    def ints(name: str, text: str, count: int | None) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",")]
+        except ValueError:
+            values = []
+        if not values or any(v < 1 for v in values) or (count is not None and len(values) != count):
+            shape = f"{count} whole numbers" if count else "whole numbers"
+            raise fail(f"{name} {text!r}: give {shape} of 1 or more, separated by commas")
+        return values
+
+    if channels is not None:
+        cfg["channels"] = ints("--channels", channels, 2)
+    if hidden is not None:
+        if hidden < 1:
+            raise fail(f"--hidden {hidden}: give a whole number, 1 or more")
+        cfg["hidden"] = hidden
+    if dilations is not None:
+        cfg["dilations"] = ints("--dilations", dilations, None)
+    return cfg
+
+
 @app.command()
 def train(
     data: Optional[Path] = typer.Option(None, help="Dataset folder made by `pianonotes data synth`."),
@@ -443,6 +473,9 @@ def train(
     init_from: Optional[Path] = typer.Option(None, help="Warm start from this checkpoint (tensors whose name and shape fit)."),
     val_real: Optional[Path] = typer.Option(None, help="Folder of real recordings with same-named MIDI/TSV labels: picks the best checkpoint."),
     pedal_heads: bool = typer.Option(False, "--pedal-heads", help="AudioNet v2: add key-down and sustain-pedal outputs."),
+    channels: Optional[str] = typer.Option(None, help="AudioNet: channels of its two conv stages, e.g. 12,24 (the default)."),
+    hidden: Optional[int] = typer.Option(None, help="AudioNet: width of its per-frame layers (default 160)."),
+    dilations: Optional[str] = typer.Option(None, help="AudioNet: dilations of its causal temporal layers, e.g. 1,2,4 (the default)."),
 ) -> None:
     """Train AudioNet (or the seed's baselines) on the CPU or GPUs; torchrun for several processes."""
     import os
@@ -486,7 +519,7 @@ def train(
                       save_every=save_every, workers=workers, limit_hours=limit_hours, msmd=msmd_opts,
                       online_augment=online_augment, rooms=str(rooms) if rooms else None,
                       init_from=str(init_from) if init_from else None, val_real=str(val_real) if val_real else None,
-                      arch_config={"pedal": True} if pedal_heads else {})
+                      arch_config=_arch_config(arch, pedal_heads, channels, hidden, dilations))
     rank = int(os.environ.get("RANK", "0"))
     console = _console()
     show = console.is_terminal and rank == 0
