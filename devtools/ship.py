@@ -5,7 +5,8 @@
 
 1. Decoding thresholds are tuned on the training dataset's *validation* split (never the test split)
    and, with ``--real``, on real recordings too (validation only: the mean of both objectives); the
-   pedal thresholds on the validation split (it has pedal labels). All are stored in the config.
+   key-down threshold (key releases) and the pedal thresholds on the validation split (it has key and
+   pedal labels). All are stored in the config.
 2. Each ``--eval`` dataset's *test* split (pieces never seen in training) is scored for the model and
    every baseline; inference speed is measured on the same audio.
 3. ``models/audionet.{safetensors,json,onnx}`` and ``models/MODEL_CARD.md`` are written: the ONNX export
@@ -28,7 +29,9 @@ import numpy as np
 def calibrate(transcriber, recs, fps: float, real_recs=()) -> tuple[dict, float]:
     """Onset/frame thresholds maximising note F1 + 0.5 note-with-offset F1 (duration-weighted over
     ``recs``; with ``real_recs``, the mean of that and the same over the real recordings, each file once),
-    then the pedal thresholds by pedal frame F1 on ``recs`` when the model has a pedal head."""
+    then, for a model with a key-down head, the key threshold by note-with-offset F1 with key-release offsets
+    on the ``recs`` that have key releases, and the pedal thresholds by pedal frame F1 on ``recs`` when the
+    model has a pedal head."""
     from pianonotes.decode import DecodeOptions, decode, decode_pedal
     from pianonotes.training.metrics import aggregate, note_scores, pedal_scores
 
@@ -49,6 +52,19 @@ def calibrate(transcriber, recs, fps: float, real_recs=()) -> tuple[dict, float]
             f = float(np.mean(scores))
             if f > best_f:
                 best, best_f = opt, f
+    keyed = [(r, p) for r, p in zip(recs, probs[0]) if any(n.key_offset is not None for n in r.notes)]
+    if "key" in probs[0][0] and keyed:  # v2: where a note's key goes up, by key-release note-with-offset F1
+        best_k = -1.0
+        chosen = best
+        for key_t in (0.3, 0.4, 0.5, 0.6, 0.7):
+            opt = dataclasses.replace(best, key_threshold=key_t)
+            rows = [{"f": note_scores(released(r.notes), released(decode(
+                p["frame"], p["onset"], p["velocity"], fps=fps, options=opt, key=p["key"])))["note_off_f1"]}
+                for r, p in keyed]
+            f = aggregate(rows, [r.n_frames for r, _ in keyed])["f"]
+            if f > best_k:
+                best_k, chosen = f, opt
+        best = chosen
     if "pedal" in probs[0][0] and any(r.has_pedal_labels for r in recs):
         best_p = -1.0
         chosen = best
@@ -62,6 +78,12 @@ def calibrate(transcriber, recs, fps: float, real_recs=()) -> tuple[dict, float]
                     best_p, chosen = f, opt
         best = chosen
     return dataclasses.asdict(best), best_f
+
+
+def released(notes):
+    """The notes ending at their key releases (``key_offset``) instead of their sounding ends."""
+    return [dataclasses.replace(n, offset=max(n.key_offset, n.onset + 1e-3)) if n.key_offset is not None else n
+            for n in notes]
 
 
 def speed(transcriber) -> float:
@@ -136,6 +158,7 @@ def main(argv=None) -> None:
             cfg["calibration"] = {"split": "validation" + (" + real recordings" if real else ""),
                                   "real": str(args.real) if real else None, "score": round(f, 4),
                                   "objective": "note F1 + 0.5 note-with-offset F1 (mean of the sets); "
+                                               "key threshold by key-release note-with-offset F1 and "
                                                "pedal thresholds by pedal frame F1 on validation"}
             ship(model, cfg, tmp)
             tr = Transcriber.from_checkpoint(tmp, device="cpu", backend="onnx")

@@ -9,6 +9,7 @@ import pytest
 from pianonotes import constants
 from pianonotes.decode import DecodeOptions, StreamingDecoder, decode, decode_pedal
 from pianonotes.errors import PianonotesError
+from pianonotes.notes import Note
 
 FPS = 50.0
 
@@ -157,3 +158,34 @@ def test_saved_activations_decode_the_pedal(tmp_path):
     # float16 storage: the probabilities here are exact in float16, so the intervals are too
     assert back.decode_pedal() == decode_pedal(pedal, fps=FPS) and back.decode_pedal()
     assert Activations(frame, onset, vel, FPS).decode_pedal() == []  # no pedal head (v1): no pedal
+
+
+def test_ship_calibrates_the_key_threshold_on_key_releases():
+    """Key-down probabilities that fall to 0.65 where each key goes up and to 0.2 half a second later:
+    only a key threshold above 0.65 ends the notes at their releases, and calibration finds it."""
+    pytest.importorskip("mir_eval")
+    from devtools.ship import calibrate
+    from pianonotes.datasets.recordings import Recording
+
+    fps, n = 50.0, 420
+    onset, frame, key = (np.zeros((n, 88), np.float32) for _ in range(3))
+    notes = []
+    for i in range(6):
+        a, k = 20 + 60 * i, 39 + i  # pitch 60 + i
+        up, end = a + 15, a + 50  # key released after 0.3 s, sounding (pedal) until 1 s
+        onset[a, k], frame[a:end, k] = 0.9, 0.9
+        key[a:up, k], key[up:up + 25, k], key[up + 25:end, k] = 0.9, 0.65, 0.2
+        notes.append(Note(a / fps, end / fps, 60 + i, 80, key_offset=up / fps))
+    probs = {"frame": frame, "onset": onset, "velocity": np.full((n, 88), 0.6, np.float32), "key": key}
+
+    class Fixed:
+        def infer_features(self, feats):
+            return probs
+
+    zeros = np.zeros((n, 88), np.uint8)
+    rec = Recording("hand-made", np.zeros((n, 4), np.float16), zeros, zeros, zeros, notes)
+    decode_opts, _ = calibrate(Fixed(), [rec], fps)
+    assert decode_opts["key_threshold"] == 0.7
+    released = decode(frame, onset, probs["velocity"], fps=fps, key=key,
+                      options=DecodeOptions(**decode_opts))
+    assert [round(x.key_offset, 2) for x in released] == [round(x.key_offset, 2) for x in notes]
