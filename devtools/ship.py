@@ -195,6 +195,23 @@ def main(argv=None) -> None:
                       "baselines": results}, indent=1))
 
 
+def warm_source(warm: dict) -> str:
+    """What a run was warm-started from, for the card: the source checkpoint's steps and data when the file
+    recorded in ``warm`` still holds those weights (same sha256), else only their sha256."""
+    from pianonotes.nn import checkpoint as ckpt
+
+    sha = warm.get("weights_sha256") or ""
+    try:
+        src = ckpt.read_config(warm["from"])
+    except Exception:  # moved or replaced since: say only what the run recorded
+        src = None
+    if src is None or src.get("weights_sha256") != sha:
+        return f"weights sha256 {sha[:12]}"
+    data = src.get("data") or {}
+    where = Path(str(data.get("dataset", "?"))).name
+    return f"step {src.get('step', '?')} of a run on {data.get('train_hours', '?')} h of `{where}`, sha256 {sha[:12]}"
+
+
 def _fmt(m: dict | None, key: str) -> str:
     return f"{m[key]:.3f}" if m and key in m else "-"
 
@@ -265,8 +282,8 @@ def write_card(path: Path, cfg: dict, results: dict, baselines: dict | None = No
         "## Recipe",
     ]
     if warm:
-        lines.append(f"- Warm start from `{Path(warm['from']).name}` (AudioNet v1: 5000 steps on 8 h of SoundFont renders, "
-                     f"see `make model-v1`): {warm['copied']} tensors copied, new: {', '.join(warm['fresh']) or 'none'}.")
+        lines.append(f"- Warm start from `{Path(warm['from']).name}` ({warm_source(warm)}): {warm['copied']} tensors "
+                     f"copied, new: {', '.join(warm['fresh']) or 'none'}.")
     if cfg.get("resumed_at"):
         lines.append("- Resumed (an exact continuation of the same run: weights, optimizer state and data order) at "
                      f"step {', '.join(str(s) for s in cfg['resumed_at'])}.")

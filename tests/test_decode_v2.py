@@ -189,3 +189,16 @@ def test_ship_calibrates_the_key_threshold_on_key_releases():
     released = decode(frame, onset, probs["velocity"], fps=fps, key=key,
                       options=DecodeOptions(**decode_opts))
     assert [round(x.key_offset, 2) for x in released] == [round(x.key_offset, 2) for x in notes]
+
+
+def test_model_card_names_the_warm_start_source_only_when_its_weights_still_match(tmp_path):
+    from devtools.ship import warm_source
+    from pianonotes.nn import checkpoint as ckpt
+
+    src = ckpt.default_checkpoint().with_suffix(".json")
+    cfg = ckpt.read_config(src)
+    told = warm_source({"from": str(src), "weights_sha256": cfg["weights_sha256"]})
+    assert f"step {cfg['step']}" in told and cfg["weights_sha256"][:12] in told
+    other = warm_source({"from": str(src), "weights_sha256": "f" * 64})  # the file now holds other weights
+    assert other == "weights sha256 ffffffffffff"
+    assert warm_source({"from": str(tmp_path / "gone.json"), "weights_sha256": "a" * 64}) == "weights sha256 aaaaaaaaaaaa"
