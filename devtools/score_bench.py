@@ -17,7 +17,9 @@ is scored for
 * downbeat F1: estimated bar lines against the score's, +-70 ms;
 * pickup: the estimated length of the first (partial) bar equals the score's, to a 16th;
 * onset+value: the share of the score's notes found in the output with the same pitch, position
-  from the first downbeat, and tied-through value (quarter notes); also onsets alone.
+  from the first downbeat, and tied-through value (quarter notes; ties followed pitch by pitch, so a
+  chord note tied into the next chord counts with its whole value); also onsets alone. A unison of
+  two parts is one note (one key), with the longer value.
 
 This measures the score logic on ground-truth notes. ``--audio`` also renders each condition with
 FluidSynth (FluidR3 piano) and scores what the shipped model transcribes from it (``+audio`` rows).
@@ -166,7 +168,10 @@ def load_truth(path: str, kind: str, bars: int) -> Truth:
         for p in getattr(el, "pitches", ()):
             if 21 <= p.midi <= 108:
                 notes.append((Fraction(el.offset).limit_denominator(48) - pickup, ql, int(p.midi)))
-    notes.sort()
+    longest: dict = {}  # a unison of two parts is one key on the piano: keep the longer value
+    for o, ql, m in notes:
+        longest[(o, m)] = max(longest.get((o, m), ql), ql)
+    notes = sorted((o, ql, m) for (o, m), ql in longest.items())
     hands = None
     parts = list(sc.parts) if sc.hasPartLikeStreams() else []
     if len(parts) >= 2:  # chorales S A | T B, quartets Vn Vn | Va Vc, piano scores treble | bass
@@ -245,19 +250,30 @@ def _f1(est, ref, tol=TOLERANCE) -> float:
 
 def notated(sc, with_staff: bool = False) -> list:
     """(offset from the first downbeat, tied value, midi[, staff]) of every note of a notes_to_score
-    result (staff 0: treble, 1: bass)."""
+    result (staff 0: treble, 1: bass). Ties are followed pitch by pitch within a staff, so a chord
+    note tied into the next chord (a held soprano against moving alto) counts with its whole value
+    (music21's ``stripTies`` merges chords only when all their notes are tied)."""
     from music21 import stream
 
     out = []
-    st = sc.stripTies(inPlace=False)
-    for si, part in enumerate(st.parts):
+    for si, part in enumerate(sc.parts):
         ms = list(part.getElementsByClass(stream.Measure))
         m1 = next((m.offset for m in ms if m.number == 1), 0.0)
+        rows: list[list] = []
+        open_: dict[int, int] = {}  # midi -> row of a note whose tie goes on
         for el in part.flatten().notes:
-            for p in el.pitches:
-                row = (Fraction(el.offset - m1).limit_denominator(48),
-                       Fraction(el.quarterLength).limit_denominator(48), int(p.midi))
-                out.append(row + (si,) if with_staff else row)
+            for n in (el.notes if el.isChord else [el]):
+                midi, kind = int(n.pitch.midi), (n.tie.type if n.tie is not None else None)
+                ql = Fraction(el.quarterLength).limit_denominator(48)
+                if kind in ("stop", "continue") and midi in open_:
+                    rows[open_[midi]][1] += ql
+                    if kind == "stop":
+                        del open_[midi]
+                    continue
+                rows.append([Fraction(el.offset - m1).limit_denominator(48), ql, midi, si])
+                if kind in ("start", "continue"):
+                    open_[midi] = len(rows) - 1
+        out += [tuple(r) if with_staff else tuple(r[:3]) for r in rows]
     return out
 
 

@@ -135,3 +135,82 @@ def test_a_held_half_note_against_running_eighths_gets_its_own_voice(tmp_path):
     assert not any(m.hasVoices() for m in one.parts[0].getElementsByClass(stream.Measure))
     out = write_notes(tmp_path / "v.svg", notes, title="voices", time_signature="4/4", bpm=100)
     assert out and out[0].stat().st_size > 1000
+
+
+def _tied_values(part) -> list[tuple[float, float, int]]:
+    """(offset, value followed through ties pitch by pitch, midi) of every note of a staff."""
+    rows: list[list] = []
+    open_: dict[int, int] = {}
+    for el in part.flatten().notes:
+        for n in (el.notes if el.isChord else [el]):
+            kind = n.tie.type if n.tie is not None else None
+            if kind in ("stop", "continue") and n.pitch.midi in open_:
+                rows[open_[n.pitch.midi]][1] += float(el.quarterLength)
+                if kind == "stop":
+                    del open_[n.pitch.midi]
+                continue
+            rows.append([float(el.offset), float(el.quarterLength), int(n.pitch.midi)])
+            if kind in ("start", "continue"):
+                open_[int(n.pitch.midi)] = len(rows) - 1
+    return [tuple(r) for r in rows]
+
+
+def test_a_quarter_held_against_moving_eighths_keeps_its_value():
+    """Right hand: soprano quarters C5 over alto eighths E4 F4 (one later onset only, so no second
+    voice); the soprano is tied from the first chord into the second, a quarter note in all, and
+    the alto keeps its eighths. Before, every chord ended at the next onset: the soprano was an
+    eighth followed by nothing."""
+    from music21 import converter
+
+    from pianonotes.export import notes_to_score, score_to_musicxml
+
+    spq = 0.6
+    notes = []
+    for q in range(16):
+        t = 0.5 + q * spq
+        notes.append(Note(t, t + 0.9 * spq, 72 + (q % 2) * 2, 80))  # soprano quarters
+        notes.append(Note(t, t + 0.45 * spq, 64, 70))  # alto eighths
+        notes.append(Note(t + 0.5 * spq, t + 0.95 * spq, 65, 70))
+        if q % 4 == 0:
+            notes.append(Note(t, t + 4 * spq - 0.05, 36, 70))  # left hand whole notes
+    sc = converter.parse(score_to_musicxml(notes_to_score(notes, title="ties", time_signature="4/4", bpm=100)),
+                         format="musicxml")
+    rows = _tied_values(sc.parts[0])
+    soprano = [v for o, v, m in rows if m in (72, 74)]
+    alto = [v for o, v, m in rows if m in (64, 65)]
+    assert soprano == [1.0] * 16
+    assert alto == [0.5] * 32
+
+
+def test_a_half_note_played_short_before_a_rest_is_a_half_note():
+    """A half note held 90 % (1.8 quarters: 1.75 on the 16th grid) and then a beat of rest is a half
+    note and a quarter rest, not a double-dotted quarter, a 16th rest and a quarter rest."""
+    from music21 import stream
+
+    from pianonotes.export import notes_to_score
+
+    spq = 0.6
+    notes = []
+    for bar in range(4):
+        t = 0.5 + bar * 4 * spq
+        notes.append(Note(t, t + 1.8 * spq, 67, 80))  # beats 1-2, then a rest on beat 3
+        notes.append(Note(t + 3 * spq, t + 3.9 * spq, 69, 80))  # a quarter on beat 4
+        notes.append(Note(t, t + 1.8 * spq, 48, 70))
+    sc = notes_to_score(notes, title="short", time_signature="4/4", bpm=100)
+    for m in sc.parts[0].getElementsByClass(stream.Measure):
+        vals = [(float(x.offset), float(x.quarterLength), x.isRest) for x in m.notesAndRests]
+        assert vals == [(0.0, 2.0, False), (2.0, 1.0, True), (3.0, 1.0, False)], vals
+
+
+def test_a_lone_melody_stays_in_one_staff():
+    """A fiddle tune of lone notes around G4-C5 (D4 to E5) is one hand: the hand split's beam search
+    alone would deal it out to both staves (two hand centres fit a line closer than one)."""
+    from pianonotes.export.hands import split_hands
+
+    rng = random.Random(4)
+    line = [[rng.choice([62, 64, 66, 67, 69, 71, 72, 74, 76])] for _ in range(200)]
+    assert split_hands(line) == [0] * 200
+    low = [[c[0] - 24] for c in line]  # the same line two octaves down: the left hand
+    assert split_hands(low) == [1] * 200
+    # chords are still split between the hands
+    assert split_hands([[43, 67, 71, 74]] * 4) == [1] * 4

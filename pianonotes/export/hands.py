@@ -13,6 +13,8 @@ _HAND_SPAN = 12  # semitones one hand may cover without penalty (an octave)
 _BEAM = 8
 _BALANCE = 12.0  # cost per note the right hand holds beyond one more than the left, in chords of 4+
 _LEFT_HOME, _RIGHT_HOME = 45.0, 71.0  # A2 and B4: a lone first note above ~58 goes to the right hand
+_LINE_SHARE = 0.95  # clusters of one note at least this share: a lone line ...
+_LINE_RANGE = 24  # ... within two octaves (5th-95th percentile of its pitches) is one hand
 
 
 def _split_cost(pitches: Sequence[int], k: int, c_left: float, c_right: float) -> float:
@@ -46,7 +48,18 @@ def split_hands(chords: Sequence[Sequence[int]]) -> list[int]:
     centre, plus penalties for a hand spanning more than an octave or holding more than five notes, for
     cutting a close chord between the hands, and a weak register prior. So a melody that dips below
     middle C stays in the right hand, and a chord wider than an octave is shared between the hands.
+
+    A lone line (at least _LINE_SHARE of the clusters one note, within _LINE_RANGE semitones) goes to
+    one hand, by its register: the search would deal it out to both hands, whose two centres fit its
+    notes more closely than one (a fiddle tune around G4-C5 split into two staves).
     """
+    lone = [c[0] for c in chords if len(c) == 1]
+    if chords and len(lone) >= _LINE_SHARE * len(chords):
+        ps = sorted(p for c in chords for p in c)
+        lo, hi = ps[int(0.05 * (len(ps) - 1))], ps[int(0.95 * (len(ps) - 1))]
+        if hi - lo <= _LINE_RANGE:  # one line: one staff, by its register (middle C and up: right)
+            left = ps[len(ps) // 2] < 60
+            return [len(c) if left else 0 for c in chords]
     # hypothesis: (cost, c_left, c_right, parent index in previous layer, k)
     layer: list[tuple[float, float, float, int, int]] = [(0.0, _LEFT_HOME, _RIGHT_HOME, -1, 0)]
     history: list[list[tuple[float, float, float, int, int]]] = []

@@ -239,9 +239,10 @@ class _Bars:
         return [(s0, m) for s0, _, m in self.segments[1:]]
 
 
-def _fill_staff(staff, events: list[tuple[Fraction, Fraction, list[int]]], total: Fraction, table,
+def _fill_staff(staff, events: list[tuple], total: Fraction, table,
                 *, beat: Fraction = Fraction(1), bar: Fraction = Fraction(4), lead: Fraction = Fraction(0)) -> None:
-    """Notes, chords and rests of one staff; ``lead`` is the empty start of a pickup bar."""
+    """Notes, chords and rests of one staff (``events`` from :func:`_staff_events`: start, end,
+    pitches, the pitches tied on into the next event); ``lead`` is the empty start of a pickup bar."""
     from music21 import chord, note, tie
 
     cursor = Fraction(0)
@@ -262,59 +263,75 @@ def _fill_staff(staff, events: list[tuple[Fraction, Fraction, list[int]]], total
                 r.fullMeasure = whole  # said here: asking music21 would search the whole staff per rest
                 staff.coreInsert(s, r)
 
-    for start, end, pitches in events:
+    tied_in: frozenset = frozenset()  # pitches tied on from the previous event
+    for start, end, pitches, tied_out in events:
         if start > cursor:
             rest(cursor, start)
+            tied_in = frozenset()
         parts = _split_at_beats(start, end)
         for i, (s, e) in enumerate(parts):
             ps = [_pitch(m, table) for m in pitches]
-            if len(ps) == 1:
-                obj = note.Note(ps[0])
-            else:
-                obj = chord.Chord(ps)
+            obj = note.Note(ps[0]) if len(ps) == 1 else chord.Chord(ps)
             obj.quarterLength = e - s
-            if len(parts) > 1:
-                kind = "start" if i == 0 else ("stop" if i == len(parts) - 1 else "continue")
-                if isinstance(obj, chord.Chord):
-                    for n in obj.notes:
-                        n.tie = tie.Tie(kind)
-                else:
-                    obj.tie = tie.Tie(kind)
+            for m, n in zip(pitches, [obj] if len(ps) == 1 else obj.notes):
+                into = i > 0 or m in tied_in
+                on = i < len(parts) - 1 or m in tied_out
+                if into or on:
+                    n.tie = tie.Tie("continue" if into and on else ("stop" if into else "start"))
             staff.coreInsert(s, obj)
         cursor = end
+        tied_in = frozenset(tied_out)
     if total > cursor:
         rest(cursor, total)
     staff.coreElementsChanged()  # once: inserting one by one re-sorts the staff each time (quadratic)
 
 
 def _staff_events(qnotes: list[_QNote], step_of, *, beat: Fraction | None = None,
-                  total: Fraction | None = None) -> list[tuple[Fraction, Fraction, list[int]]]:
-    """Group one staff's notes into chords; a chord ends at the next onset in the staff or its own
-    (latest) offset, whichever comes first, but lasts at least one grid step.
+                  total: Fraction | None = None) -> list[tuple[Fraction, Fraction, list[int], frozenset]]:
+    """Group one staff's notes into chords, one per onset: ``(start, end, pitches, tied)``. A chord ends
+    at the next onset in the staff or at its notes' latest end, whichever comes first, but lasts at
+    least one grid step. A note that sounds on across the next onset (over at least half of the span to
+    the onset after it: a soprano quarter against alto eighths) is carried into the next chord, tied
+    (``tied``: the pitches that go on into the next chord), so it keeps its value.
 
     With ``beat`` (quarter notes per beat), the note values are then made readable: a rest shorter
     than a beat before the next chord (or the end, ``total``) is absorbed into the chord (played
-    offsets are often early, especially under the pedal), and a chord shorter than the rest after it
-    is lengthened to the next beat, so rests start on beats and never form chains of short values.
+    offsets are often early, especially under the pedal); a chord that stops short of the next beat by
+    a quarter of a beat or less, and by no more than a third of its length (a half note held 90 %, a
+    quarter held 75 %), reaches that beat; a chord shorter than the
+    rest after it is lengthened to the next beat, so rests start on beats and never form chains of
+    short values.
     """
     by_start: dict[Fraction, list[_QNote]] = {}
     for qn in qnotes:
         by_start.setdefault(qn.start, []).append(qn)
     starts = sorted(by_start)
-    events = []
+    events: list[tuple[Fraction, Fraction, list[int], frozenset]] = []
+    carried: dict[int, Fraction] = {}  # pitch -> end of a note that sounds on past this onset
     for i, s in enumerate(starts):
         group = by_start[s]
-        end = max(max(qn.end for qn in group), s + step_of(s))
+        fresh = {qn.pitch for qn in group}
+        ends = {p: e for p, e in carried.items() if p not in fresh}
+        for qn in group:
+            ends[qn.pitch] = max(ends.get(qn.pitch, qn.end), qn.end)
+        end = max(max(ends.values()), s + step_of(s))
         nxt = starts[i + 1] if i + 1 < len(starts) else total
+        carried = {}
         if i + 1 < len(starts):
-            end = min(end, starts[i + 1])
-        if beat is not None and nxt is not None and end < nxt:
+            end = min(end, nxt)
+            after = starts[i + 2] if i + 2 < len(starts) else None
+            struck = {qn.pitch for qn in by_start[nxt]}
+            for p, e in ends.items():
+                if e > nxt and p not in struck and (after is None or e - nxt >= (after - nxt) / 2):
+                    carried[p] = e
+        if not carried and beat is not None and nxt is not None and end < nxt:
             gap = nxt - end
+            to_beat = (end // beat + 1) * beat - end if end % beat else Fraction(0)
             if gap < beat:
                 end = nxt
-            elif end - s < gap and end % beat != 0:
-                end = min(nxt, (end // beat + 1) * beat)
-        events.append((s, end, sorted({qn.pitch for qn in group})))
+            elif to_beat and (end - s < gap or (4 * to_beat <= beat and 3 * to_beat <= end - s)):
+                end = min(nxt, end + to_beat)
+        events.append((s, end, sorted(ends), frozenset(carried)))
     return events
 
 
@@ -564,7 +581,7 @@ def notes_to_score(
         upper.insert(float(max(at, lead)), mm)
     for staff, events, (main_events, held_events) in ((upper, right_events, staves[0]),
                                                       (lower, left_events, staves[1])):
-        pitches = [p for _, _, ps in events for p in ps]
+        pitches = [p for _, _, ps, _ in events for p in ps]
         med = sorted(pitches)[len(pitches) // 2] if pitches else None
         if staff is upper:
             staff.insert(0, clef.BassClef() if med is not None and med < 55 else clef.TrebleClef())
@@ -583,8 +600,8 @@ def notes_to_score(
         v1, v2 = stream.Voice(id="1"), stream.Voice(id="2")
         _fill_staff(v1, main_events, total, table, beat=beat, bar=bar_arg, lead=lead)
         _fill_staff(v2, held_events, total, table, beat=beat, bar=bar_arg, lead=lead)
-        held_up = (sum(sum(ps) / len(ps) for _, _, ps in held_events) / len(held_events)
-                   > sum(sum(ps) / len(ps) for _, _, ps in main_events) / max(1, len(main_events)))
+        held_up = (sum(sum(ps) / len(ps) for _, _, ps, _ in held_events) / len(held_events)
+                   > sum(sum(ps) / len(ps) for _, _, ps, _ in main_events) / max(1, len(main_events)))
         for v, up in ((v1, not held_up), (v2, held_up)):
             for el in v.notesAndRests:
                 if el.isRest:
