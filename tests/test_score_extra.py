@@ -182,6 +182,39 @@ def test_a_quarter_held_against_moving_eighths_keeps_its_value():
     assert alto == [0.5] * 32
 
 
+def test_chord_ties_engrave_without_warnings(tmp_path):
+    """The per-note ties inside chords (a soprano tied over a moving alto) are valid MusicXML: verovio
+    renders them without a warning and MuseScore 3 (when installed) opens the file without an error."""
+    import shutil
+    import subprocess
+
+    from pianonotes.export import notes_to_score, render_svg_pages, score_to_musicxml
+
+    spq = 0.6
+    notes = []
+    for q in range(12):
+        t = 0.5 + q * spq
+        notes.append(Note(t, t + 0.9 * spq, 72 + (q % 3) * 2, 80))  # soprano quarters
+        notes.append(Note(t, t + 0.45 * spq, 64, 70))  # alto eighths
+        notes.append(Note(t + 0.5 * spq, t + 0.95 * spq, 65, 70))
+        if q % 3 == 0:
+            notes.append(Note(t, t + 3 * spq - 0.05, 36, 70))  # left hand: a dotted half a bar
+    xml = score_to_musicxml(notes_to_score(notes, title="ties", time_signature="3/4", bpm=100))
+    assert xml.count(b'<tied type="start"') >= 12 and xml.count(b'<tied type="stop"') >= 12
+    pages, warnings = render_svg_pages(xml)
+    assert pages and warnings == []
+    if shutil.which("mscore3") is None:
+        return
+    src = tmp_path / "ties.musicxml"
+    src.write_bytes(xml)
+    env = {"QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(["mscore3", "-o", str(tmp_path / "ties.pdf"), str(src)], env=env, capture_output=True,
+                          timeout=120)
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 0 and "Error" not in err and "not a valid MusicXML" not in err, err[-2000:]
+    assert (tmp_path / "ties.pdf").read_bytes().startswith(b"%PDF")
+
+
 def test_a_half_note_played_short_before_a_rest_is_a_half_note():
     """A half note held 90 % (1.8 quarters: 1.75 on the 16th grid) and then a beat of rest is a half
     note and a quarter rest, not a double-dotted quarter, a 16th rest and a quarter rest."""
