@@ -26,6 +26,17 @@ def run_cli(*args, cwd=None, env=None, timeout=300, input=None):
                           timeout=timeout, input=input)
 
 
+def assert_musescore_opens(musicxml: Path, work: Path) -> None:
+    """MuseScore 3 (mscore3, headless) reads the file without an error and engraves it to PDF."""
+    env = {"QT_QPA_PLATFORM": "offscreen", "HOME": str(work), "PATH": "/usr/bin:/bin"}
+    pdf = work / (musicxml.stem + ".pdf")
+    proc = subprocess.run(["mscore3", "-o", str(pdf), str(musicxml)], env=env, capture_output=True, timeout=120)
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 0, err[-2000:]
+    assert "not a valid MusicXML" not in err and "already exists" not in err and "Error" not in err, err[-2000:]
+    assert pdf.read_bytes().startswith(b"%PDF")
+
+
 def assert_one_line_error(proc, *needles):
     assert proc.returncode != 0, proc.stdout + proc.stderr
     err = proc.stderr.strip()

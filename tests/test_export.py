@@ -15,7 +15,7 @@ from pianonotes.errors import PianonotesError
 from pianonotes.export import FORMATS, engrave, estimate_tempo, notes_to_score, read_events, render_svg_pages, score_to_musicxml, split_hands, write_csv, write_json, write_musicxml, write_notes, write_piano_roll
 from pianonotes.notes import Note, read_midi
 
-from conftest import four_then_three
+from conftest import assert_musescore_opens, four_then_three
 
 BPM = 100.0
 
@@ -336,15 +336,7 @@ def test_verovio_warnings_are_reported():
 
 @pytest.mark.skipif(shutil.which("mscore3") is None, reason="MuseScore 3 (mscore3) is not installed")
 def test_musescore_reads_our_musicxml(c_major_xml, tmp_path):
-    out = tmp_path / "x.pdf"
-    env = {"QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run(
-        ["mscore3", "-o", str(out), str(c_major_xml)], env=env, capture_output=True, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
-    assert out.read_bytes().startswith(b"%PDF")
-    err = proc.stderr.decode(errors="replace")  # MuseScore reads it without complaint
-    assert "not a valid MusicXML" not in err and "already exists" not in err, err[-2000:]
+    assert_musescore_opens(c_major_xml, tmp_path)
 
 
 # ------------------------------------------------------------------------------------- midi / events
