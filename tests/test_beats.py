@@ -439,3 +439,82 @@ def test_beat_grid_with_changes():
     assert str(g.meter_at(9)) == "3/4" and str(g.meter_at(7.5)) == "4/4"
     with pytest.raises(PianonotesError):
         BeatGrid(np.arange(15, dtype=float), Meter(4, 4), 0.0, 13.0, ((8, Meter(6, 8)),))
+
+
+# ------------------------------------------------------------------------- bar-model features (unit)
+def _bar_features(ev, *, polyphonic=False, beats_per_bar=None):
+    """bar_hypotheses over 16 evenly spaced beats of ``ev`` (onset events of hand-made notes)."""
+    from pianonotes.export import beats
+
+    grid = np.arange(16, dtype=float) * 0.5 + 1.0
+    Z = beats.beat_features(ev, grid)
+    acc = Z @ np.asarray(beats.ACCENT_WEIGHTS)
+    return beats.bar_hypotheses(Z, acc, beats._beat_descriptors(ev, grid), subdivision=2, polyphonic=polyphonic,
+                            onsets_per_beat=np.full(15, 4.0), beats_per_bar=beats_per_bar)
+
+
+def _sixteenths():
+    """A lone line of 16ths at 120 beats per minute, C major scale fragments, from 1 s."""
+    from pianonotes.export.beats import onset_events
+
+    notes = [Note(1.0 + 0.125 * i, 1.0 + 0.125 * i + 0.11, [60, 62, 64, 65, 67, 65, 64, 62][i % 8], 80)
+             for i in range(64)]
+    return onset_events(notes)
+
+
+def test_duple_density_is_split_by_texture():
+    from pianonotes.export.beats import BAR_FEATURES
+
+    ev = _sixteenths()
+    lone, chords = BAR_FEATURES.index("duple density"), BAR_FEATURES.index("duple density, chords")
+    for poly in (False, True):
+        hyps, H = _bar_features(ev, polyphonic=poly)
+        two = [i for i, (b, _) in enumerate(hyps) if b == 2]
+        other = [i for i, (b, _) in enumerate(hyps) if b != 2]
+        used, unused = (chords, lone) if poly else (lone, chords)
+        assert np.allclose(H[two, used], 2.0)  # log2 of 4 onsets per beat, on 2-beat bars only
+        assert np.allclose(H[two, unused], 0.0) and np.allclose(H[other, :][:, [lone, chords]], 0.0)
+
+
+def test_harmonic_half_bar_tells_four_four_from_two_four():
+    """A new chord with a bass note on every fourth beat only: in 4/4 from beat 0 the harmony changes on
+    beat 1 and not on beat 3 (the "harmonic half bar" is large, opposite from beat 2), and in 2/4
+    alternate bars differ (the "no harmonic half bar" of 2/4 is negative)."""
+    from pianonotes.export.beats import BAR_FEATURES, onset_events
+
+    chords = [(36, 52, 55, 60), (41, 53, 57, 60), (43, 55, 59, 62), (36, 52, 55, 60)]
+    notes = []
+    for k in range(16):
+        bass, *upper = chords[(k // 4) % 4]
+        t = 1.0 + 0.5 * k
+        notes += [Note(t, t + 0.4, p, 80) for p in (([bass] if k % 4 == 0 else []) + upper)]
+    ev = onset_events(notes)
+    hyps, H = _bar_features(ev, polyphonic=True)
+    half = H[:, BAR_FEATURES.index("harmonic half bar")]
+    no_half = H[:, BAR_FEATURES.index("no harmonic half bar")]
+    assert half[hyps.index((4, 0))] > 1.0 and half[hyps.index((4, 2))] < -1.0
+    assert no_half[hyps.index((2, 0))] < -1.0 and no_half[hyps.index((2, 1))] == pytest.approx(0.0, abs=1e-9)
+    assert not half[[i for i, h in enumerate(hyps) if h[0] != 4]].any()
+    assert not no_half[[i for i, h in enumerate(hyps) if h[0] != 2]].any()
+
+
+def test_score_bench_averages_renditions():
+    """``score_bench --seeds N``: rendition 0 keeps a plain run's seed, the others differ, and the summary
+    is the mean over every rendition with each one-rendition run's range."""
+    from devtools.score_bench import rendition_seed, summarize
+
+    assert rendition_seed(5, 0) == 5
+    assert len({rendition_seed(i, k) for i in range(42) for k in range(4)}) == 42 * 4
+
+    def row(piece, k, f1, ok):
+        return {"piece": piece, "condition": "performed", "rendition": k, "meter_ok": ok, "downbeat_f1": f1,
+                "pickup_ok": ok, "onset_value": f1, "onset": f1}
+
+    rows = [row("a", 0, 1.0, True), row("a", 1, 0.5, False), row("b", 0, 0.0, False), row("b", 1, 0.5, True)]
+    s = summarize(rows)["performed"]
+    assert s["pieces"] == 2 and s["renditions"] == 2
+    assert s["downbeat_f1"] == 0.5 and s["meter_accuracy"] == 0.5
+    assert s["range_over_renditions"]["downbeat_f1"] == [0.5, 0.5]
+    assert s["range_over_renditions"]["meter_accuracy"] == [0.5, 0.5]
+    one = summarize([r for r in rows if r["rendition"] == 0])["performed"]
+    assert one["renditions"] == 1 and "range_over_renditions" not in one and one["downbeat_f1"] == 0.5

@@ -17,9 +17,10 @@ Everything here works on the notes alone (onset times, velocities, durations, pi
    each phase, on the tracked beats or on the beats shifted by half a beat (thirds in compound time:
    a tracker may lock onto the off-beats of running notes) is scored by a conditional logit over
    :data:`BAR_FEATURES` (the contrast of each feature between the hypothesis' downbeats and its other
-   beats, accents of beat 1 against beat 3, bar-length repetition, the pickup's length, note density,
-   onsets on the beat, whether the music ends at a bar line; :func:`bar_hypotheses`), fitted on music21
-   corpus pieces outside the benchmark. The best gives the meter (2/4, 3/4, 4/4, 6/8, 9/8, 12/8) and
+   beats, accents and changes of harmony of beat 1 against beat 3, bar-length repetition, the pickup's length, note density
+   for a lone line and for music with several voices apart, onsets on the beat, whether the music ends
+   at a bar line; :func:`bar_hypotheses`), fitted on music21 corpus pieces outside the benchmark
+   (chorales, quartet movements, fiddle tunes, German folk songs). The best gives the meter (2/4, 3/4, 4/4, 6/8, 9/8, 12/8) and
    the first downbeat, hence the pickup (anacrusis), in whole beats or fractions of a beat.
 
 6. **Meter changes** (:func:`meter_changes`): dynamic programming over bars of 2, 3 or 4 beats on the
@@ -569,18 +570,19 @@ def _repetition(desc: "np.ndarray", max_lag: int = 8) -> "np.ndarray":
 
 
 BAR_FEATURES = tuple(f"{f} contrast" for f in FEATURES) + (
-    "half bar", "no half bar", "repetition", "no pickup", "long pickup", "duple density", "on the beat", "ends a bar")
+    "half bar", "no half bar", "repetition", "no pickup", "long pickup", "duple density", "on the beat", "ends a bar",
+    "duple density, chords", "harmonic half bar", "no harmonic half bar")
 # Weights of the bar hypotheses' features (conditional logit over meter and phase), and one bias per
 # (subdivision, beats per bar); fitted by ``python -m devtools.score_bench --fit-bars`` on music21
 # corpus pieces outside the benchmark.
-BAR_WEIGHTS = (0.682, 1.75, 1.62, 1.557, 0.932, -0.23, 0.984, 0.98, 0.221, -0.272, 2.106, -1.966, -1.182, -0.719,
-               -0.795, -3.941, 4.744, 6.57, 2.074)
-BAR_BIAS = {(2, 2): -4.494, (2, 3): 1.698, (2, 4): 2.796, (3, 2): 0.481, (3, 3): -0.336, (3, 4): -0.146}
+BAR_WEIGHTS = (0.55, 1.489, 1.129, 1.105, 1.339, 0.685, 1.034, 0.957, 0.148, -0.491, 1.608, 1.247, -0.654, 4.786,
+               -0.709, -3.229, 6.684, 7.308, 2.077, 1.994, -1.137, -0.055)
+BAR_BIAS = {(2, 2): -3.176, (2, 3): 1.213, (2, 4): 1.962, (3, 2): 1.677, (3, 3): -1.299, (3, 4): -0.378}
 
 
 def bar_hypotheses(Z: "np.ndarray", acc: "np.ndarray", desc: "np.ndarray", *, subdivision: int,
                    first_beat: int = 0, lead: float = 0.0, onsets_per_beat: "np.ndarray | None" = None,
-                   end_beat: int | None = None,
+                   end_beat: int | None = None, polyphonic: bool = False,
                    beats_per_bar: int | None = None) -> tuple[list[tuple[int, int]], "np.ndarray"]:
     """Every (beats per bar, phase) hypothesis and its BAR_FEATURES: for each beat feature (``Z``,
     from :func:`beat_features`) the mean on the phase's beats minus the mean on the others; in 4-beat
@@ -590,10 +592,18 @@ def bar_hypotheses(Z: "np.ndarray", acc: "np.ndarray", desc: "np.ndarray", *, su
     onsets per beat (running 16ths are written in 2/4 rather than as eighths in 4/4); "on the beat"
     is left 0 for :func:`bar_evidence` (see :func:`_on_beat_share`); whether the music ends on a bar
     line (``end_beat``: the beat index, like ``first_beat``, at which the last note ends). The phase counts beats
-    from ``first_beat`` (the beat of the first note; ``lead``: how far into it the note starts, 0-1)."""
+    from ``first_beat`` (the beat of the first note; ``lead``: how far into it the note starts, 0-1).
+
+    The density is split by texture (``polyphonic``: the music has several voices, see
+    :func:`_polyphony`): running 16ths of a lone line are written in 2/4 (fiddle tunes), over an
+    accompaniment (Mozart's Alberti bass) in 4/4 as often as in 2/4, so each has its own weight.
+    The "harmonic half bar" pair does for a change of harmony with a bass note (the harmony plus bass
+    features) what "half bar" does for the whole accent: in 4-beat bars beat 1 against beat 3, in
+    2-beat bars minus the difference between alternate bars (a chord per two bars of 2/4 is 4/4)."""
     import numpy as np
 
     Z, acc, desc = Z[first_beat:], acc[first_beat:], desc[first_beat:]
+    chg = Z[:, FEATURES.index("harmony")] + Z[:, FEATURES.index("bass")]  # a new chord, a bass note
     rep = _repetition(desc)
     density = math.log2(max(float(np.mean(onsets_per_beat)), 0.25)) if onsets_per_beat is not None else 0.0
     base = float(np.mean(rep[1:]))
@@ -606,15 +616,18 @@ def bar_hypotheses(Z: "np.ndarray", acc: "np.ndarray", desc: "np.ndarray", *, su
             mask = np.zeros(len(Z), bool)
             mask[ph::b] = True
             con = Z[mask].mean(axis=0) - Z[~mask].mean(axis=0)
-            half = no_half = 0.0
+            half = no_half = h_half = h_no_half = 0.0
             if b == 4:
                 half = float(acc[ph::4].mean() - acc[(ph + 2) % 4::4].mean())
+                h_half = float(chg[ph::4].mean() - chg[(ph + 2) % 4::4].mean())
             elif b == 2 and len(acc) >= 8:
                 no_half = -abs(float(acc[ph::4].mean() - acc[ph + 2::4].mean()))
+                h_no_half = -abs(float(chg[ph::4].mean() - chg[ph + 2::4].mean()))
             pickup = max(0.0, ph - lead)
             rows.append(np.concatenate([con, [half, no_half, r_b, float(ph == 0), max(0.0, pickup - 1.0),
-                                              density if b == 2 else 0.0, 0.0,
-                                              float(end_beat is not None and (end_beat - first_beat - ph) % b == 0)]]))
+                                              density if b == 2 and not polyphonic else 0.0, 0.0,
+                                              float(end_beat is not None and (end_beat - first_beat - ph) % b == 0),
+                                              density if b == 2 and polyphonic else 0.0, h_half, h_no_half]]))
             hyps.append((b, ph))
     return hyps, np.asarray(rows).reshape(len(rows), len(BAR_FEATURES))
 
@@ -696,6 +709,7 @@ def bar_evidence(notes: Sequence[Note], *, bpm: float | None = None,
             sub = 3 if fixed.compound else 2
         shifts = (0.0, 0.5) if sub == 2 else (0.0, 1 / 3, 2 / 3)
     beats = _extend(beats, first, last)
+    poly = _polyphony(notes) >= 0.3
     grids, accents, features, first_beats, hyps, rows = [], [], [], [], [], []
     for gi, frac in enumerate(shifts):
         g = _shifted(beats, frac, first, last)
@@ -712,6 +726,7 @@ def bar_evidence(notes: Sequence[Note], *, bpm: float | None = None,
         end = float(np.interp(last, g, np.arange(len(g), dtype=float)))  # the last release, in beats
         hs, H = bar_hypotheses(Z, acc, features[-1][1], subdivision=sub, first_beat=fb, lead=lead,
                                onsets_per_beat=_onsets_per_beat(ev, g[fb:]), end_beat=math.ceil(end - 0.15),
+                               polyphonic=poly,
                                beats_per_bar=fixed.beats_per_bar if fixed is not None else None)
         share = _on_beat_share(ev, g, sub) if len(shifts) > 1 else 0.0
         H[:, BAR_FEATURES.index("on the beat")] = share
