@@ -198,12 +198,13 @@ def main(argv=None) -> None:
 def warm_source(warm: dict) -> str:
     """What a run was warm-started from, for the card: the source checkpoint's steps and data when the file
     recorded in ``warm`` still holds those weights (same sha256), else only their sha256."""
+    from pianonotes.errors import PianonotesError
     from pianonotes.nn import checkpoint as ckpt
 
     sha = warm.get("weights_sha256") or ""
     try:
         src = ckpt.read_config(warm["from"])
-    except Exception:  # moved or replaced since: say only what the run recorded
+    except (PianonotesError, OSError):  # moved or replaced since: say only what the run recorded
         src = None
     if src is None or src.get("weights_sha256") != sha:
         return f"weights sha256 {sha[:12]}"

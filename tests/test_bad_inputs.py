@@ -764,20 +764,13 @@ def test_data_synth_workers_stop_when_their_parent_dies(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     worker = int(proc.stdout.readline())
 
-    def alive(pid: int) -> bool:
-        try:
-            state = [ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln.startswith("State:")]
-        except OSError:
-            return False
-        return bool(state) and "Z" not in state[0].split()[1]
-
-    assert alive(worker)
+    assert _alive(worker)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     deadline = time.monotonic() + 10
-    while alive(worker) and time.monotonic() < deadline:
+    while _alive(worker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not alive(worker), "the render worker outlived its parent"
+    assert not _alive(worker), "the render worker outlived its parent"
 
 
 def _alive(pid: int) -> bool:

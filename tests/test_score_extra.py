@@ -11,6 +11,7 @@ from pianonotes.cli.liveview import KeyTracker, spelling_table
 from pianonotes.notes import Note
 
 from conftest import assert_musescore_opens
+from devtools.score_bench import notated
 
 
 @pytest.mark.parametrize("mode", ["major", "minor"])
@@ -139,24 +140,6 @@ def test_a_held_half_note_against_running_eighths_gets_its_own_voice(tmp_path):
     assert out and out[0].stat().st_size > 1000
 
 
-def _tied_values(part) -> list[tuple[float, float, int]]:
-    """(offset, value followed through ties pitch by pitch, midi) of every note of a staff."""
-    rows: list[list] = []
-    open_: dict[int, int] = {}
-    for el in part.flatten().notes:
-        for n in (el.notes if el.isChord else [el]):
-            kind = n.tie.type if n.tie is not None else None
-            if kind in ("stop", "continue") and n.pitch.midi in open_:
-                rows[open_[n.pitch.midi]][1] += float(el.quarterLength)
-                if kind == "stop":
-                    del open_[n.pitch.midi]
-                continue
-            rows.append([float(el.offset), float(el.quarterLength), int(n.pitch.midi)])
-            if kind in ("start", "continue"):
-                open_[int(n.pitch.midi)] = len(rows) - 1
-    return [tuple(r) for r in rows]
-
-
 def _soprano_over_alto(beats: int, per_bar: int, tunes: int, spq: float = 0.6) -> list[Note]:
     """Soprano quarters (C5, D5, ... ``tunes`` pitches in turn) over alto eighths E4 F4 on every beat,
     and a left-hand bass held for each bar of ``per_bar`` beats."""
@@ -183,7 +166,7 @@ def test_a_quarter_held_against_moving_eighths_keeps_its_value():
     notes = _soprano_over_alto(beats=16, per_bar=4, tunes=2)
     sc = converter.parse(score_to_musicxml(notes_to_score(notes, title="ties", time_signature="4/4", bpm=100)),
                          format="musicxml")
-    rows = _tied_values(sc.parts[0])
+    rows = [(o, v, m) for o, v, m, staff in notated(sc, with_staff=True) if staff == 0]  # ties followed
     soprano = [v for o, v, m in rows if m in (72, 74)]
     alto = [v for o, v, m in rows if m in (64, 65)]
     assert soprano == [1.0] * 16

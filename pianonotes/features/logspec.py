@@ -302,11 +302,8 @@ def _numpy_rfft(x: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.n
     x = np.asarray(x)
     single = x.dtype in (np.float32, np.float16)
     x64 = x.astype(np.float64, copy=False)
-    if out is not None and out.dtype == np.complex128 and out.flags.c_contiguous:
-        try:  # numpy 2: straight into the caller's buffer
-            return np.fft.rfft(x64, axis=axis, out=out)
-        except TypeError:  # numpy 1 has no ``out``
-            pass
+    if out is not None and out.dtype == np.complex128 and out.flags.c_contiguous:  # straight into it
+        return np.fft.rfft(x64, axis=axis, out=out)
     spec = np.fft.rfft(x64, axis=axis)
     if single:
         spec = spec.astype(np.complex64)
