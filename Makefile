@@ -10,7 +10,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 setup: system-deps install pianos
 
-.PHONY: setup install system-deps pianos rooms data-v2 data-full data-ab data-eval-v2 model-v1 v3-experiment model-v4 test test-fast lint data data-eval model bench bench-score bench-serve example clean
+.PHONY: setup install system-deps pianos rooms data-v2 data-full data-ab data-eval-v2 model-v1 v3-experiment model-v4 gpu-pack test test-fast lint data data-eval model bench bench-score bench-serve example clean
 
 install: $(BIN)/pianonotes
 
@@ -133,6 +133,10 @@ model-v4:
 	$(BIN)/pianonotes train --data $(DATA)/synth-full --arch audionet --pedal-heads --online-augment \
 	  --hidden 256 --dilations 1,2,4,8 --init-from $(RUNS)/audionet-v3/best --val-real $(REAL_DEV) \
 	  --max-steps $(V4_STEPS) --save-every 250 --lr 8e-4 --workers 1 --out $(RUNS)/audionet-v4 --device cpu $(V4_RESUME)
+
+# The carried folder of the one prepared GPU run (devtools/gpu_run.py; README "Train and evaluate"), about 3 min.
+gpu-pack: pianos rooms
+	$(BIN)/python -m devtools.gpu_run pack .gpu
 
 model-v1: data data-eval
 	$(BIN)/pianonotes train --data $(DATA)/synth-v1 --arch audionet --max-steps $(STEPS) \

@@ -209,6 +209,26 @@ def test_resume_continues_exactly(tiny_dataset, tmp_path):
 
 
 @needs_fluidsynth
+def test_max_minutes_stops_training_and_saves_like_the_last_step(tiny_dataset, tmp_path):
+    lrs = []
+    res = train(_cfg(tiny_dataset, tmp_path / "run", max_steps=100000, max_minutes=0.05),
+                on_event=lambda k, i: lrs.append(i["lr"]) if k == "step" else None)
+    assert 0 < res["step"] < 100000
+    conf = ckpt.read_config(tmp_path / "run" / "last")
+    assert conf["step"] == res["step"] and "note_f1" in conf["metrics"]  # validated at the stop
+    assert conf["train_config"]["max_minutes"] == 0.05
+
+
+def test_the_cosine_decay_follows_the_clock_when_it_runs_out_first():
+    from pianonotes.training.train import _lr_at
+
+    assert _lr_at(100, 100000, 1.0, 10, True) == pytest.approx(1.0, abs=1e-3)  # by steps: barely begun
+    assert _lr_at(100, 100000, 1.0, 10, True, time_done=0.5) == pytest.approx(0.525)  # by the clock: half-way
+    assert _lr_at(100, 100000, 1.0, 10, True, time_done=1.0) == pytest.approx(0.05)
+    assert _lr_at(5, 100000, 1.0, 10, True, time_done=0.9) == pytest.approx(0.6)  # warm-up stays warm-up
+
+
+@needs_fluidsynth
 def test_a_resumed_run_keeps_its_warm_start_and_says_where_it_was_resumed(tiny_dataset, tmp_path):
     train(_cfg(tiny_dataset, tmp_path / "a", max_steps=4))
     steps = []

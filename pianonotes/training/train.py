@@ -39,6 +39,7 @@ class TrainConfig:
     arch: str = "audionet"  # a key of pianonotes.nn.archs.ARCHS
     epochs: float = 10.0  # passes over the training windows (fractions allowed); max_steps overrides it
     max_steps: int | None = None  # stop after this many steps (0: only the initial checkpoint)
+    max_minutes: float | None = None  # also stop (validated and saved) after this much wall time of training
     batch_size: int = 16  # windows per step, per process
     window: int = 200  # output frames per training window
     lr: float | None = None  # default: 1e-3 AdamW (audionet), 0.01 SGD (seed-mlp, linear)
@@ -150,12 +151,14 @@ class _EpochBatches:
         return batch_arrays(self.recs, pos, self.window, self.past, self.future)
 
 
-def _lr_at(step: int, total: int, base: float, warmup: int, cosine: bool) -> float:
+def _lr_at(step: int, total: int, base: float, warmup: int, cosine: bool, time_done: float = 0.0) -> float:
+    """Linear warm-up, then a cosine decay to 5 % over the steps, or over the wall time when ``time_done``
+    (the share of ``--max-minutes`` used) is further along: the decay ends whichever runs out first."""
     if not cosine:
         return base
     if step < warmup:
         return base * (step + 1) / warmup
-    prog = min(1.0, (step - warmup) / max(1, total - warmup))
+    prog = min(1.0, max((step - warmup) / max(1, total - warmup), time_done))
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * prog)))
 
 
@@ -464,6 +467,12 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
     onset_pos_weight = torch.tensor(cfg.onset_pos_weight, device=device)
     model.train()
     t_last, frames_since = time.time(), 0
+    t_start = t_last
+    deadline = t_last + cfg.max_minutes * 60 if cfg.max_minutes else None
+
+    def out_of_time() -> bool:
+        return deadline is not None and time.time() >= deadline
+
     try:
         while step < total_steps:
             epoch = step // per_epoch
@@ -476,14 +485,15 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
                 pin_memory=device.startswith("cuda"), persistent_workers=False,
                 generator=torch.Generator().manual_seed(cfg.seed + epoch))  # keeps the global RNG (dropout) untouched
             for b in loader:
-                if step >= total_steps or (stop and stop()):
+                if step >= total_steps or (stop and stop()) or out_of_time():
                     break
                 if len(b["x"]) == 0:
                     continue
                 b = {k: torch.as_tensor(np.asarray(v)) for k, v in b.items()}
                 x, fr = b["x"], b["frame"].numpy()
                 xt = b["x"].to(device, non_blocking=True)
-                lr = _lr_at(step, total_steps, base_lr, cfg.warmup_steps, not is_seed)
+                time_done = (time.time() - t_start) / (deadline - t_start) if deadline else 0.0
+                lr = _lr_at(step, total_steps, base_lr, cfg.warmup_steps, not is_seed, time_done)
                 for g in opt.param_groups:
                     g["lr"] = lr
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
@@ -529,7 +539,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
                     emit("step", dict(row, total_steps=total_steps))
                 if step % cfg.save_every == 0 or (cfg.val_every and step % cfg.val_every == 0):
                     validate_and_save()
-            if stop and stop():
+            if (stop and stop()) or out_of_time():
                 break
     except KeyboardInterrupt:
         save("last", metrics)
