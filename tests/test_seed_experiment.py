@@ -166,7 +166,7 @@ def test_tiny_end_to_end_run_writes_the_table(tmp_path):
     assert fr["train"] + fr["validation"] + fr["test"] == 3 * 150 and fr["unseen"] == 2 * 150
     assert fr["train"] == 270 and fr["validation"] == 90
     assert rep["data"]["vocab_classes"] >= 2
-    for protocol in ("frames", "pieces"):
+    for protocol in ("frames", "pieces", "pieces_trained"):
         assert set(rep["results"][protocol]) == set(SE.MODELS)
         for scores in rep["results"][protocol].values():
             for k in ("exact_frame_acc", "note_f1", "frame_f1", "pred_silence"):
@@ -174,6 +174,16 @@ def test_tiny_end_to_end_run_writes_the_table(tmp_path):
     assert rep["results"]["frames"]["audionet"]["frames"] == fr["test"]
     assert rep["results"]["pieces"]["audionet"]["frames"] == fr["unseen"]
     assert "note_f1_file_mean" in rep["results"]["pieces"]["seed-mlp-adam"]
+    # the piece split trains its own models on every frame of the training pieces
+    pt = rep["data"]["piece_training"]
+    assert pt["frames"] == 3 * 150 and pt["vocab_classes"] >= rep["data"]["vocab_classes"]
+    assert rep["results"]["pieces_trained"]["audionet"]["frames"] == fr["unseen"]
+    for name, m in rep["models"].items():
+        p = m["piece_training"]
+        assert p["curve"][-1]["step"] == cfg.steps[name] and p["train_seconds"] >= 0
+    # different training data, different weights: the two piece-split scores are not one number copied
+    assert any(rep["results"]["pieces_trained"][n]["exact_frame_acc"] != rep["results"]["pieces"][n]["exact_frame_acc"]
+               or rep["models"][n]["piece_training"]["last_loss"] != rep["models"][n]["last_loss"] for n in SE.MODELS)
     assert 0.0 <= rep["baselines"]["frames"]["nearest_train_label_acc"] <= 1.0
     for name, m in rep["models"].items():
         assert m["steps"] == cfg.steps[name] and m["curve"][-1]["step"] == cfg.steps[name]
@@ -186,6 +196,8 @@ def test_tiny_end_to_end_run_writes_the_table(tmp_path):
     for label in (m["label"] for m in rep["models"].values()):
         assert label in text
     assert f"{100 * rep['results']['frames']['seed-mlp-adam']['exact_frame_acc']:.2f} %" in text
+    assert f"{100 * rep['results']['pieces_trained']['seed-mlp-adam']['exact_frame_acc']:.2f} %" in text
+    assert "Trained for each protocol on its own training data" in text
 
 
 def test_main_rejects_a_bad_steps_option(capsys):
