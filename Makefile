@@ -125,13 +125,15 @@ v3-experiment: data-full
 	$(BIN)/python -m devtools.ship $(RUNS)/audionet-v3/best $(RUNS)/ship-v3/audionet --real $(REAL_DEV) \
 	  --eval $(DATA)/synth-v2 --eval $(DATA)/synth-v2-csound --eval $(DATA)/synth-v2-musescore
 
-# AudioNet v4, in training across sessions: wider (hidden 256, four temporal layers, 1.16 M parameters), its
-# conv stages warm-started from v3. A stopped run continues: make model-v4 V4_RESUME="--resume runs/audionet-v4/last".
+# AudioNet v4 (about 4 h on 2 cores): wider (hidden 256, four temporal layers, 1.16 M parameters), its conv
+# stages warm-started from V4_INIT (the shipped model; the lost CPU run used v3). A stopped run continues:
+# make model-v4 V4_RESUME="--resume runs/audionet-v4/last".
 V4_STEPS ?= 8000
 V4_RESUME ?=
-model-v4:
+V4_INIT ?= models/audionet
+model-v4: data-full rooms
 	$(BIN)/pianonotes train --data $(DATA)/synth-full --arch audionet --pedal-heads --online-augment \
-	  --hidden 256 --dilations 1,2,4,8 --init-from $(RUNS)/audionet-v3/best --val-real $(REAL_DEV) \
+	  --hidden 256 --dilations 1,2,4,8 --init-from $(V4_INIT) --val-real $(REAL_DEV) \
 	  --max-steps $(V4_STEPS) --save-every 250 --lr 8e-4 --workers 1 --out $(RUNS)/audionet-v4 --device cpu $(V4_RESUME)
 
 # The carried folder of the one prepared GPU run (devtools/gpu_run.py; README "Train and evaluate"), about 3 min.
@@ -166,8 +168,9 @@ clean:
 	rm -rf build dist *.egg-info .pytest_cache
 
 # The seed's experiment made meaningful (issue 12, item 6): the seed's MLP (SGD and Adam), its perceptron and
-# AudioNet, trained once on 60 % of the frames of 1 h of training pieces, scored on the seed's random frame
-# split and on unseen pieces; writes models/seed_experiment.{json,md} (about 20 min on one core).
+# AudioNet, each trained on 60 % of the frames of 1 h of training pieces (scored on the seed's random frame
+# split, and on unseen pieces) and again on all of them (scored on unseen pieces: the piece split); writes
+# models/seed_experiment.{json,md} (about 55 min on one core).
 .PHONY: seed-experiment
 seed-experiment: install
 	$(BIN)/python -m devtools.seed_experiment --data $(DATA)/synth-v2 --out models/seed_experiment
