@@ -239,13 +239,13 @@ def bench_install_size(tmp: Path) -> dict:
     return res
 
 
-def bench_live(tmp: Path, seconds: float) -> dict:
+def bench_live(tmp: Path, seconds: float, overrides: dict | None = None) -> dict:
     from pianonotes.live.session import LiveSession, percentile
     from pianonotes.live.sources import FileSource
     from pianonotes.transcribe import Transcriber
 
     src = _long_file(tmp / "live.flac", seconds, 16000)
-    tr = Transcriber.from_checkpoint(None, device="cpu", threads=1)  # as `listen` runs it
+    tr = Transcriber.from_checkpoint(None, device="cpu", threads=1, overrides=overrides)  # as `listen` runs it
     session = LiveSession(tr.engine(), FileSource(src, 16000))
     session.start()
     while not session.done:
@@ -282,7 +282,8 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default="bench.json")
     ap.add_argument("--only", action="append", default=[], metavar="NAME",
                     help="run only these parts (repeat): render, inference, inference_1_thread, "
-                         "inference_torch_1_thread, cli, jobs, live, live_memory, install_size")
+                         "inference_torch_1_thread, cli, jobs, live, live_low_latency (listen --low-latency), "
+                         "live_memory, install_size")
     ap.add_argument("--install-size", action="store_true",
                     help="also install the package into a fresh venv and report its size (downloads from PyPI)")
     args = ap.parse_args(argv)
@@ -296,6 +297,7 @@ def main(argv=None) -> None:
                  ("cli", lambda: bench_cli(tmp, args.quick)),
                  ("jobs", lambda: bench_jobs(tmp, 8 if args.quick else 20)),
                  ("live", lambda: bench_live(tmp, 20.0 if args.quick else 60.0)),
+                 ("live_low_latency", lambda: bench_live(tmp, 20.0 if args.quick else 60.0, {"rise_onset": 0.0})),
                  ("live_memory", lambda: bench_live_memory(tmp, 600.0 if args.quick else 3600.0)),
                  ("install_size", lambda: bench_install_size(tmp)))
         for name, fn in parts:

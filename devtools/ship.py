@@ -29,7 +29,7 @@ import numpy as np
 def calibrate(transcriber, recs, fps: float, real_recs=()) -> tuple[dict, float]:
     """Onset/frame thresholds maximising note F1 + 0.5 note-with-offset F1 (duration-weighted over
     ``recs``; with ``real_recs``, the mean of that and the same over the real recordings, each file once),
-    then, for a model with a key-down head, the key threshold by note-with-offset F1 with key-release offsets
+    then frame-rise onsets (off, or the ``rise_onset`` that raises the same objective most), then, for a model with a key-down head, the key threshold by note-with-offset F1 with key-release offsets
     on the ``recs`` that have key releases, and the pedal thresholds by pedal frame F1 on ``recs`` when the
     model has a pedal head."""
     from pianonotes.decode import DecodeOptions, decode, decode_pedal
@@ -37,21 +37,29 @@ def calibrate(transcriber, recs, fps: float, real_recs=()) -> tuple[dict, float]
 
     sets = [(list(recs), [r.n_frames for r in recs])] + ([(list(real_recs), None)] if real_recs else [])
     probs = [[transcriber.infer_features(r.features.astype(np.float32)) for r in rs] for rs, _ in sets]
+    def objective(opt) -> float:
+        scores = []
+        for (rs, w), ps in zip(sets, probs):
+            rows = []
+            for r, p in zip(rs, ps):
+                est = decode(p["frame"], p["onset"], p["velocity"], fps=fps, options=opt)
+                s = note_scores(r.notes, est)
+                rows.append({"f": s["note_f1"] + 0.5 * s["note_off_f1"]})
+            scores.append(aggregate(rows, w)["f"])
+        return float(np.mean(scores))
+
     best, best_f = None, -1.0
     for on in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
         for fr in (0.3, 0.4, 0.5, 0.6):
             opt = DecodeOptions(on, fr)
-            scores = []
-            for (rs, w), ps in zip(sets, probs):
-                rows = []
-                for r, p in zip(rs, ps):
-                    est = decode(p["frame"], p["onset"], p["velocity"], fps=fps, options=opt)
-                    s = note_scores(r.notes, est)
-                    rows.append({"f": s["note_f1"] + 0.5 * s["note_off_f1"]})
-                scores.append(aggregate(rows, w)["f"])
-            f = float(np.mean(scores))
+            f = objective(opt)
             if f > best_f:
                 best, best_f = opt, f
+    for rise in (0.05, 0.1, 0.2):  # frame-rise onsets (DecodeOptions.rise_onset), by the same objective
+        opt = dataclasses.replace(best, rise_onset=rise)
+        f = objective(opt)
+        if f > best_f:
+            best, best_f = opt, f
     keyed = [(r, p) for r, p in zip(recs, probs[0]) if any(n.key_offset is not None for n in r.notes)]
     if "key" in probs[0][0] and keyed:  # v2: where a note's key goes up, by key-release note-with-offset F1
         best_k = -1.0
@@ -157,8 +165,8 @@ def main(argv=None) -> None:
             cfg["decode"], f = calibrate(tr, val, tr.frontend.fps, real)
             cfg["calibration"] = {"split": "validation" + (" + real recordings" if real else ""),
                                   "real": str(args.real) if real else None, "score": round(f, 4),
-                                  "objective": "note F1 + 0.5 note-with-offset F1 (mean of the sets); "
-                                               "key threshold by key-release note-with-offset F1 and "
+                                  "objective": "note F1 + 0.5 note-with-offset F1 (mean of the sets), for the "
+                                               "onset, frame and frame-rise thresholds; key threshold by key-release note-with-offset F1 and "
                                                "pedal thresholds by pedal frame F1 on validation"}
             ship(model, cfg, tmp)
             tr = Transcriber.from_checkpoint(tmp, device="cpu", backend="onnx")
@@ -253,7 +261,11 @@ def write_card(path: Path, cfg: dict, results: dict, baselines: dict | None = No
         f"- Outputs per frame: {heads}.",
         f"- Decoding (calibrated on {cfg.get('calibration', {}).get('split', 'the validation split')}): onset "
         f"{dec['onset_threshold']}, frame {dec['frame_threshold']}, minimum note {dec['min_note_seconds']} s, key "
-        f"{dec.get('key_threshold', '-')}, pedal on/off {dec.get('pedal_on', '-')}/{dec.get('pedal_off', '-')}.",
+        f"{dec.get('key_threshold', '-')}, pedal on/off {dec.get('pedal_on', '-')}/{dec.get('pedal_off', '-')}, "
+        + (f"frame-rise onsets from onset {dec['rise_onset']} (frame below {dec.get('rise_before')} over "
+           f"{dec.get('rise_frames')} frames before, reaching {dec.get('rise_frame')} within {dec.get('rise_frames')} "
+           f"after: {dec.get('rise_frames', 0) * 1000 / cfg['fps']:.0f} ms more decoding delay)."
+           if dec.get("rise_onset") else "no frame-rise onsets."),
         "",
         "## Data",
         f"- Dry renders made with `pianonotes data synth` (seed {syn.get('seed')}): {data.get('train_hours')} h of "

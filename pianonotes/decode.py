@@ -53,6 +53,15 @@ class DecodeOptions:
     pedal_off: float = 0.4
     #: Pedal intervals shorter than this (seconds) are dropped.
     min_pedal_seconds: float = 0.1
+    #: Frame-rise onsets (0: off): a note also starts on a frame whose onset probability is at least
+    #: ``rise_onset`` (and not falling) where the key's frame probability stays below ``rise_before`` over
+    #: the ``rise_frames`` frames before and reaches ``rise_frame`` within the ``rise_frames`` after: the
+    #: key starts sounding but the onset head is unsure (soft notes, chords on real pianos). Decoding
+    #: then waits ``rise_frames`` frames for that look-ahead.
+    rise_onset: float = 0.0
+    rise_before: float = 0.2
+    rise_frame: float = 0.6
+    rise_frames: int = 3
 
     def __post_init__(self):
         if not self.pedal_off <= self.pedal_on:
@@ -63,12 +72,20 @@ class DecodeOptions:
                 raise PianonotesError(f"{name.replace('_', ' ')} must be between 0 and 1, got {v}")
         if not 0 <= self.min_note_seconds < float("inf"):  # NaN too
             raise PianonotesError(f"minimum note length must be >= 0 seconds, got {self.min_note_seconds}")
+        if not 0.0 <= self.rise_onset < 1.0:  # NaN too
+            raise PianonotesError(f"rise onset must be 0 (off) or between 0 and 1, got {self.rise_onset}")
+        for name in ("rise_before", "rise_frame"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise PianonotesError(f"{name.replace('_', ' ')} must be between 0 and 1, got {getattr(self, name)}")
+        if not (isinstance(self.rise_frames, int) and 1 <= self.rise_frames <= 25):
+            raise PianonotesError(f"rise frames must be a whole number from 1 to 25, got {self.rise_frames}")
 
     @classmethod
     def for_model(cls, decode: Mapping[str, Any] | None, *, onset_threshold: float | None = None,
-                  frame_threshold: float | None = None, min_note_seconds: float | None = None) -> "DecodeOptions":
+                  frame_threshold: float | None = None, min_note_seconds: float | None = None,
+                  rise_onset: float | None = None) -> "DecodeOptions":
         """A model's calibrated thresholds (library defaults where it has none), with overrides (None
-        keeps the model's).
+        keeps the model's; ``rise_onset=0`` turns frame-rise onsets off).
 
         ``decode``: the model's ``decode`` mapping (field name to value): :attr:`ModelConfig.decode
         <pianonotes.inference.ModelConfig.decode>`, the checkpoint JSON's ``decode`` section as an
@@ -95,7 +112,9 @@ class DecodeOptions:
                    pick(frame_threshold, "frame_threshold", constants.FRAME_THRESHOLD),
                    pick(min_note_seconds, "min_note_seconds", constants.MIN_NOTE_SECONDS),
                    pick(None, "key_threshold", base.key_threshold), pick(None, "pedal_on", base.pedal_on),
-                   pick(None, "pedal_off", base.pedal_off), pick(None, "min_pedal_seconds", base.min_pedal_seconds))
+                   pick(None, "pedal_off", base.pedal_off), pick(None, "min_pedal_seconds", base.min_pedal_seconds),
+                   pick(rise_onset, "rise_onset", base.rise_onset), pick(None, "rise_before", base.rise_before),
+                   pick(None, "rise_frame", base.rise_frame), int(pick(None, "rise_frames", base.rise_frames)))
 
 
 class StreamingPedal:
@@ -160,6 +179,9 @@ class StreamingDecoder:
         self._key_from = 0
         self._pedal = StreamingPedal(self.fps, self.opt, time_offset=self.t0)
         self.pedals: list[PedalEvent] = []
+        self._held: dict[str, np.ndarray] | None = None  # frame-rise onsets: frames awaiting their look-ahead
+        self._before = np.zeros((0, constants.N_KEYS), np.float32)  # frame probs of the frames before them
+        self._prev_onset = np.zeros(constants.N_KEYS, np.float32)  # raw onset prob of the last frame decoded
 
     @property
     def pedal_down(self) -> bool:
@@ -205,6 +227,53 @@ class StreamingDecoder:
             self.pedals += self._pedal.push(pedal)
         if n == 0:
             return []
+        if self.opt.rise_onset > 0:
+            return self._push_rise({"frame": frame, "onset": onset, "velocity": velocity, "key": key}, final=False)
+        return self._decode_frames(frame, onset, velocity, key)
+
+    def _push_rise(self, new: dict | None, *, final: bool) -> list[Note]:
+        """Frame-rise onsets: add the new frames to the held ones, decode those whose look-ahead is
+        complete (all of them when ``final``), hold the rest."""
+        D = self.opt.rise_frames
+        held = self._held
+        if new is not None:
+            new = {k: (None if v is None else np.asarray(v, np.float32)) for k, v in new.items()}
+            held = new if held is None else {k: (None if held[k] is None or new[k] is None
+                                                 else np.concatenate([held[k], new[k]])) for k in new}
+        if held is None:
+            return []
+        n_ready = len(held["frame"]) if final else max(0, len(held["frame"]) - D)
+        if n_ready == 0:
+            self._held = held
+            return []
+        fr, on = held["frame"], held["onset"]
+        ctx = np.concatenate([self._before, fr])  # frames before the held ones, then the held ones
+        b0 = len(self._before)
+        o = self.opt
+        before = np.zeros((n_ready, constants.N_KEYS), np.float32)
+        after = np.zeros((n_ready, constants.N_KEYS), np.float32)
+        for i in range(1, D + 1):
+            lo = b0 - i  # index in ctx of the frame i before held frame 0
+            if lo + n_ready > 0:  # (a negative end would wrap around)
+                src = ctx[max(lo, 0): lo + n_ready]
+                before[n_ready - len(src):] = np.maximum(before[n_ready - len(src):], src)
+            ahead = fr[i: i + n_ready]
+            after[: len(ahead)] = np.maximum(after[: len(ahead)], ahead)
+        prev_on = np.vstack([self._prev_onset[None], on[: n_ready - 1]])
+        ready_on = on[:n_ready]
+        rise = ((ready_on >= o.rise_onset) & (ready_on < o.onset_threshold) & (ready_on >= prev_on)
+                & (before < o.rise_before) & (after >= o.rise_frame))
+        boosted = np.where(rise, np.float32(1.0), ready_on)
+        self._prev_onset = ready_on[-1].copy()
+        self._before = ctx[: b0 + n_ready][-D:]
+        part = {k: (None if v is None else v[:n_ready]) for k, v in held.items()}
+        rest = {k: (None if v is None else v[n_ready:]) for k, v in held.items()}
+        self._held = rest if len(rest["frame"]) else None
+        return self._decode_frames(part["frame"], boosted, part["velocity"], part["key"])
+
+    def _decode_frames(self, frame: np.ndarray, onset: np.ndarray, velocity: np.ndarray | None,
+                       key: np.ndarray | None) -> list[Note]:
+        n = len(frame)
         if key is not None:
             self._key_up = np.concatenate([self._key_up, np.asarray(key) < self.opt.key_threshold])
         o = self.opt
@@ -272,9 +341,9 @@ class StreamingDecoder:
         self.active_vel[k] = float(velocity[t_local, k]) if velocity is not None else 0.0
 
     def flush(self) -> list[Note]:
-        """End every sounding note (and the pedal, if down) at the last frame consumed."""
+        """End every sounding note (and the pedal, if down) at the last frame pushed."""
         self.pedals += self._pedal.flush()
-        out = []
+        out = self._push_rise(None, final=True) if self.opt.rise_onset > 0 else []
         for k in np.nonzero(self.active_start >= 0)[0]:
             note = self._note(int(k), int(self.active_start[k]), self.n, float(self.active_conf[k]),
                               float(self.active_vel[k]))

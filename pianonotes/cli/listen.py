@@ -8,6 +8,7 @@ export); ``devices`` imports neither.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 from pathlib import Path
@@ -110,6 +111,9 @@ def listen(
     bpm: Optional[float] = typer.Option(None, "--bpm", help=BPM_HELP),
     time_signature: Optional[str] = typer.Option(None, "--time-signature", help=TIME_SIGNATURE_HELP),
     note_length: str = typer.Option("key", "--note-length", metavar="key|sounding", help=NOTE_LENGTH_HELP),
+    low_latency: bool = typer.Option(False, "--low-latency", help="Show notes about 60 ms sooner: no frame-rise "
+                                     "onsets (the model's decoding waits 3 frames for them), so the take finds "
+                                     "fewer soft notes."),
 ) -> None:
     """Transcribe live from the microphone, with a keyboard, piano roll and level meter on screen.
 
@@ -117,7 +121,7 @@ def listen(
     as you play: `pianonotes recover` rebuilds a take after a crash.
     """
     thresholds = {"onset_threshold": onset_threshold, "frame_threshold": frame_threshold,
-                  "min_note_seconds": min_note}
+                  "min_note_seconds": min_note, "rise_onset": 0.0 if low_latency else None}
     # a take folder is only for the old `listen --recover [TAKE]` (extra arguments: none in the usage line)
     if len(ctx.args) > 1 or (ctx.args and not recover_take):
         arg = " ".join(ctx.args)
@@ -249,9 +253,7 @@ def _listen(input_device, samplerate, model, output, record, plain, input_file, 
             rate = choose_samplerate(dev, samplerate, native)
             source = MicrophoneSource(dev, rate)
         engine = transcriber.engine()
-        meta = {"model": str(cfg_path), "decode": {"onset_threshold": options.onset_threshold,
-                                                   "frame_threshold": options.frame_threshold,
-                                                   "min_note_seconds": options.min_note_seconds},
+        meta = {"model": str(cfg_path), "decode": dataclasses.asdict(options),  # all of it: recover decodes alike
                 "outputs": [str(p.resolve()) for p in outputs],
                 "record": str(record_path.resolve()) if record_path else None, "source": source.label}
         # --record: the journal keeps the audio at the source's rate (the recording is copied from it;
