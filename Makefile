@@ -170,7 +170,7 @@ clean:
 # The seed's experiment made meaningful (issue 12, item 6): the seed's MLP (SGD and Adam), its perceptron and
 # AudioNet, each trained on 60 % of the frames of 1 h of training pieces (scored on the seed's random frame
 # split, and on unseen pieces) and again on all of them (scored on unseen pieces: the piece split); writes
-# models/seed_experiment.{json,md} (about 55 min on one core).
+# models/seed_experiment.{json,md} (58 min on one core, measured).
 .PHONY: seed-experiment
 seed-experiment: install
 	$(BIN)/python -m devtools.seed_experiment --data $(DATA)/synth-v2 --out models/seed_experiment
