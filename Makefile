@@ -127,12 +127,14 @@ v3-experiment: data-full
 
 # AudioNet v4 (about 4 h on 2 cores): wider (hidden 256, four temporal layers, 1.16 M parameters), its conv
 # stages warm-started from V4_INIT (the shipped model; the lost CPU run used v3). A stopped run continues:
-# make model-v4 V4_RESUME="--resume runs/audionet-v4/last".
+# make model-v4 V4_RESUME="--resume runs/audionet-v4/last". V4_DATA: the 35 h render (synth-v2); V4_DATA=synth-full
+# trains on the 98.5 h whole-split render (make data-full first).
 V4_STEPS ?= 8000
 V4_RESUME ?=
 V4_INIT ?= models/audionet
-model-v4: data-full rooms
-	$(BIN)/pianonotes train --data $(DATA)/synth-full --arch audionet --pedal-heads --online-augment \
+V4_DATA ?= synth-v2
+model-v4: data-v2 rooms
+	$(BIN)/pianonotes train --data $(DATA)/$(V4_DATA) --arch audionet --pedal-heads --online-augment \
 	  --hidden 256 --dilations 1,2,4,8 --init-from $(V4_INIT) --val-real $(REAL_DEV) \
 	  --max-steps $(V4_STEPS) --save-every 250 --lr 8e-4 --workers 1 --out $(RUNS)/audionet-v4 --device cpu $(V4_RESUME)
 

@@ -345,7 +345,8 @@ def transcribed(notes, transcriber) -> list:
     return transcriber.transcribe_blocks(blocks).notes
 
 
-def score_piece(truth: Truth, qpm: float, performed: bool, seed: int, transcriber=None) -> dict:
+def score_piece(truth: Truth, qpm: float, performed: bool, seed: int, transcriber=None,
+                grid: tuple[int, ...] | None = None) -> dict:
     from pianonotes.export import notes_to_score, plan_score
 
     notes, sec = perform(truth, qpm, performed, seed)
@@ -355,7 +356,7 @@ def score_piece(truth: Truth, qpm: float, performed: bool, seed: int, transcribe
             notes, _ = perform(truth, qpm, performed, seed)  # nothing heard: score as all wrong below
             notes = notes[:1]
     t0 = time.perf_counter()
-    plan = plan_score(notes)
+    plan = plan_score(notes) if grid is None else plan_score(notes, grid=grid)
     sc = notes_to_score(notes, title=truth.name, plan=plan)
     took = time.perf_counter() - t0
     g = plan.beats
@@ -539,7 +540,14 @@ def main(argv: list[str] | None = None) -> int:
                          "(deadpan is deterministic and scored once; default 1)")
     ap.add_argument("--fit-bars", action="store_true",
                     help="fit the bar-hypothesis weights (meter, phase) on pieces outside the benchmark and print them")
+    ap.add_argument("--grid", help="divisions of the quarter note, e.g. 4,3,6,8 (default: the product's)")
     args = ap.parse_args(argv)
+    grid = None
+    if args.grid:
+        try:
+            grid = tuple(int(d) for d in args.grid.split(","))
+        except ValueError:
+            ap.error("--grid takes divisions of the quarter note separated by commas, e.g. 4,3")
     if args.seeds < 1:
         ap.error("--seeds must be at least 1")
     if args.fit:
@@ -568,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = [(c, t, k) for c in conds for t in ([None, transcriber] if transcriber else [None])
                 for k in (range(args.seeds) if c else (0,))]
         for performed, tr, k in runs:
-            r = score_piece(truth, qpm, performed, seed=rendition_seed(i, k), transcriber=tr)
+            r = score_piece(truth, qpm, performed, seed=rendition_seed(i, k), transcriber=tr, grid=grid)
             r["rendition"] = k
             rows.append(r)
             print(f"{r['condition'] + (f' #{k}' if args.seeds > 1 and performed else ''):15s} {path:48s} {r['meter']:>5s} -> {r['est_meter']:5s} "

@@ -56,3 +56,13 @@ RESERVED_SOUNDFONT_SHA256 = {
     "916aaca6b0eb9f9083eb42399614acb2ff4ec72ce28dffff1814592a9696b479",
 }
 RESERVED_SOUNDFONT_PACKAGE = "musescore-general-soundfont-small"
+
+
+# Score rhythm: divisions of the quarter note a score's onsets and note values snap to (the first one the
+# default; the others only in the beats whose onsets sit on them). Measured in devtools/score_bench.
+RHYTHM_GRIDS: dict[str, tuple[int, ...]] = {
+    "fine": (4, 3, 6, 8),  # 16ths; 8th triplets, 16th triplets and 32nds where they are played
+    "16ths": (4,),  # 16ths only: the simplest reading
+}
+RHYTHM_HELP = ("Rhythms the score may write: 'fine' (default) writes 16ths, and 8th or 16th triplets and 32nds "
+               "in the beats where they are played; '16ths' rounds everything to 16ths.")

@@ -269,11 +269,16 @@ class StreamingDecoder:
         part = {k: (None if v is None else v[:n_ready]) for k, v in held.items()}
         rest = {k: (None if v is None else v[n_ready:]) for k, v in held.items()}
         self._held = rest if len(rest["frame"]) else None
-        return self._decode_frames(part["frame"], boosted, part["velocity"], part["key"])
+        return self._decode_frames(part["frame"], boosted, part["velocity"], part["key"], conf=ready_on)
 
     def _decode_frames(self, frame: np.ndarray, onset: np.ndarray, velocity: np.ndarray | None,
-                       key: np.ndarray | None) -> list[Note]:
+                       key: np.ndarray | None, conf: np.ndarray | None = None) -> list[Note]:
+        """Decode frames whose onsets are final (``onset``: frame-rise onsets boosted to 1); a note's
+        confidence is the largest of ``conf`` (the network's own onset probabilities; default
+        ``onset``) over its frames, so a frame-rise note keeps its low onset probability."""
         n = len(frame)
+        if conf is None:
+            conf = onset
         if key is not None:
             self._key_up = np.concatenate([self._key_up, np.asarray(key) < self.opt.key_threshold])
         o = self.opt
@@ -299,12 +304,12 @@ class StreamingDecoder:
                     cands = [c for c in (nxt_off, nxt_edge) if c is not None]
                     if not cands:
                         a_local = max(0, self.active_start[k] - self.n)
-                        self.active_conf[k] = max(self.active_conf[k], float(onset[a_local:, k].max()))
+                        self.active_conf[k] = max(self.active_conf[k], float(conf[a_local:, k].max()))
                         break
                     end = min(cands)
                     a_local = max(0, self.active_start[k] - self.n)
                     if end > a_local:
-                        self.active_conf[k] = max(self.active_conf[k], float(onset[a_local:end, k].max()))
+                        self.active_conf[k] = max(self.active_conf[k], float(conf[a_local:end, k].max()))
                     note = self._note(k, int(self.active_start[k]), self.n + int(end),
                                       float(self.active_conf[k]), float(self.active_vel[k]))
                     if note:
@@ -312,7 +317,7 @@ class StreamingDecoder:
                     self.active_start[k] = -1
                     t = int(end)
                     if nxt_edge is not None and end == nxt_edge:
-                        self._start(k, int(end), onset, velocity)
+                        self._start(k, int(end), conf, velocity)
                         ei += 1
                         t = int(end) + 1
                 else:
@@ -320,7 +325,7 @@ class StreamingDecoder:
                         ei += 1
                     if ei >= len(edges):
                         break
-                    self._start(k, int(edges[ei]), onset, velocity)
+                    self._start(k, int(edges[ei]), conf, velocity)
                     t = int(edges[ei]) + 1
                     ei += 1
         self.prev_on = on[-1].copy()
@@ -335,9 +340,9 @@ class StreamingDecoder:
         out.sort()
         return out
 
-    def _start(self, k: int, t_local: int, onset: np.ndarray, velocity: np.ndarray | None) -> None:
+    def _start(self, k: int, t_local: int, conf: np.ndarray, velocity: np.ndarray | None) -> None:
         self.active_start[k] = self.n + t_local
-        self.active_conf[k] = float(onset[t_local, k])
+        self.active_conf[k] = float(conf[t_local, k])
         self.active_vel[k] = float(velocity[t_local, k]) if velocity is not None else 0.0
 
     def flush(self) -> list[Note]:

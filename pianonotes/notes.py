@@ -133,6 +133,15 @@ def check_note_length(note_length: str) -> str:
     return note_length
 
 
+def rhythm_grid(rhythm: str) -> tuple[int, ...]:
+    """The score grid of a ``--rhythm`` name (:data:`pianonotes.constants.RHYTHM_GRIDS`), else a
+    PianonotesError."""
+    try:
+        return constants.RHYTHM_GRIDS[rhythm]
+    except (KeyError, TypeError):
+        raise PianonotesError(f"unknown rhythm {rhythm!r}; use {' or '.join(constants.RHYTHM_GRIDS)}") from None
+
+
 def with_note_length(notes: Iterable[Note], pedals: Sequence[PedalEvent] | None, note_length: str) -> list[Note]:
     """The notes with ``offset`` set by the ``note_length`` convention, one for one, in the same order.
 

@@ -208,6 +208,7 @@ class BatchSettings:
     save_activations: str | None = None  # one input only
     from_activations: bool = False  # inputs are .npz activations: decode without the network
     note_length: str = "key"  # what note ends mean in MIDI/CSV/JSON: "key" (+ CC64) or "sounding"
+    rhythm: str = "fine"  # what the score may write: a constants.RHYTHM_GRIDS name
 
 
 @dataclasses.dataclass
@@ -258,6 +259,7 @@ def process_file(transcriber: Transcriber | None, path: Path, outputs: Sequence[
     ("plan", "score", "musicxml", "midi", "engrave", "pages": :func:`pianonotes.export.write_notes`;
     "roll" for ``--roll``)."""
     from pianonotes.export import write_all, write_piano_roll
+    from pianonotes.notes import rhythm_grid
     from pianonotes.notes import check_note_length, with_note_length
 
     try:
@@ -288,7 +290,8 @@ def process_file(transcriber: Transcriber | None, path: Path, outputs: Sequence[
         # one beat/meter/key analysis for every score and MIDI output of this input
         written: list[Path] = write_all(outputs, notes, title=title.replace("_", " "), bpm=settings.bpm,
                                         time_signature=settings.time_signature, overwrite=settings.overwrite,
-                                        pedals=pedals, note_length=settings.note_length, progress=on_export)
+                                        pedals=pedals, note_length=settings.note_length, progress=on_export,
+                                        grid=rhythm_grid(settings.rhythm))
         if settings.roll:  # named after the (first) output: -o scores/take.mid -> scores/take.roll.png
             rp = outputs[0].with_name(f"{outputs[0].stem}.roll.png")
             if on_export is not None:

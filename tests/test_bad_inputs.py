@@ -850,6 +850,7 @@ TRANSCRIBE_OPTIONS = [
     (["--time-signature", "999/4"], ["999/4"]),
     (["--time-signature", "4/4/4"], ["4/4/4"]),
     (["--note-length", "both"], ["note length", "key or sounding"]),
+    (["--rhythm", "32nds"], ["unknown rhythm", "fine or 16ths"]),
     (["--device", "tpu"], ["unknown device"]),
     (["--format", "xyz"], ["unknown format"]),
     (["--start", "inf"], ["--start"]),
@@ -884,6 +885,7 @@ LISTEN_OPTIONS = [
     (["--time-signature", "3/0"], ["3/0"]),
     (["--time-signature", "x"], ["time signature"]),
     (["--note-length", "x"], ["note length"]),
+    (["--rhythm", "x"], ["unknown rhythm"]),
     (["-o", "{w}/o.txt"], ["o.txt"]),
     (["-o", "{w}/in.wav"], ["in.wav"]),
     (["-o", "{w}/nodir/o.mid"], ["does not exist"]),
@@ -923,6 +925,7 @@ def test_listen_bad_sources(work, model, monkeypatch, args, needles):
     ([], ["no takes to recover"]),
     (["{w}", "--device", "7"], ["--device 7", "compute device"]),
     (["{w}", "--note-length", "x"], ["note length"]),
+    (["{w}", "--rhythm", "x"], ["unknown rhythm"]),
     (["{w}", "--bpm", "0"], ["--bpm"]),
     (["{w}", "--time-signature", "3/0"], ["3/0"]),
 ])

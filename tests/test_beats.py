@@ -217,11 +217,18 @@ def _random_piece(seed):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_measures_sum_to_the_meter_and_nothing_is_shorter_than_the_grid(seed):
+@pytest.mark.parametrize("rhythm", ["16ths", "fine"])
+def test_measures_sum_to_the_meter_and_nothing_is_shorter_than_the_grid(seed, rhythm):
+    """Every measure (and voice) sums to its meter; nothing is shorter than a 16th on the 16th grid,
+    or than the finest division (a 32nd) on the fine one."""
     from music21 import stream
 
+    from pianonotes.notes import rhythm_grid
+
     notes, _ = play(_random_piece(seed), qpm=110, seed=seed, hold=random.Random(seed).uniform(0.3, 1.0))
-    sc = notes_to_score(notes, title="q")
+    grid = rhythm_grid(rhythm)
+    sc = notes_to_score(notes, title="q", grid=grid)
+    shortest = Fraction(1, max(grid))
     for part in sc.parts:
         ms = list(part.getElementsByClass(stream.Measure))
         ts = ms[0].timeSignature
@@ -232,7 +239,28 @@ def test_measures_sum_to_the_meter_and_nothing_is_shorter_than_the_grid(seed):
                 total = sum(Fraction(el.quarterLength) for el in box.notesAndRests if not el.duration.isGrace)
                 assert total == want, (m.number, total, want)
                 for el in box.notesAndRests:
-                    assert Fraction(el.quarterLength) >= Fraction(1, 4)
+                    assert Fraction(el.quarterLength) >= shortest
+
+
+def test_unsure_notes_do_not_steer_the_bar_lines():
+    """Notes below BEAT_MIN_CONFIDENCE (a transcription's frame-rise notes) are written but do not move
+    the beats, meter or pickup; the same notes at full confidence do (so the check can fail)."""
+    from pianonotes.export.score import BEAT_MIN_CONFIDENCE
+
+    notes, sec = play(waltz(), qpm=132)
+    # loud bass octaves held over four beats, every four beats: at full confidence they bar it in 4/4
+    stray = [Note(sec(q) + 0.005, sec(q + 3.5), p, 90) for i, q in enumerate(range(0, 36, 4))
+             for p in (36 + i % 3, 48 + i % 3)]
+    unsure = [Note(n.onset, n.offset, n.pitch, n.velocity, confidence=BEAT_MIN_CONFIDENCE / 2) for n in stray]
+
+    def bars(ns):
+        g = plan_score(ns).beats
+        return str(g.meter), g.pickup_ql, [round(float(t), 3) for t in g.downbeats()]
+
+    clean = bars(notes)
+    assert bars(sorted(notes + unsure)) == clean
+    assert bars(sorted(notes + stray)) != clean
+    assert len(plan_score(sorted(notes + unsure)).qnotes) > len(plan_score(notes).qnotes)  # still written
 
 
 def test_no_chain_of_short_rests():

@@ -326,6 +326,39 @@ def test_engraving_is_clean_and_metronome_glyph_is_drawable(c_major_xml):
     assert "\u2669" in pages[0] and "\ueca5" not in pages[0]
 
 
+def test_fine_grid_only_where_the_music_has_it(tmp_path):
+    """The default grid writes 16th triplets, 32nds and dotted-16th + 32nd pairs in the beats that hold
+    them, keeps jittered straight 16ths and 8ths as they are, and engraves (verovio, MuseScore 3) cleanly."""
+    from pianonotes.export import DEFAULT_GRID
+
+    sixteenth_triplets = [(b + k / 6, 1 / 6, 72 + k % 4) for b in range(4) for k in range(6)]
+    thirty_seconds = [(b + k / 8, 1 / 8, 72 + k % 5) for b in range(4) for k in range(8)]
+    dotted = [(b + h + k, d, 74 - k * 8 * d) for b in range(4) for h in (0, .5) for k, d in ((0, 3 / 8), (3 / 8, 1 / 8))]
+    dotted = [(b, d, int(p)) for b, d, p in dotted]
+    straight = [(k / 4, 0.25, 60 + k % 5) for k in range(32)]
+    eighths = [(k / 2, 0.5, 64 + k % 3) for k in range(16)]
+    bass = [(b, 1, 48) for b in range(4)]
+
+    def values(events, grid=DEFAULT_GRID, jitter=0.004):
+        sc = notes_to_score(humanize(events + bass, jitter=jitter), title="t", bpm=BPM, grid=grid)
+        return {Fraction(n.quarterLength).limit_denominator(96) for n in sc.parts[0].recurse().notes}, sc
+
+    assert values(sixteenth_triplets)[0] == {Fraction(1, 6)}
+    assert values(thirty_seconds)[0] == {Fraction(1, 8)}
+    assert values(dotted)[0] == {Fraction(3, 8), Fraction(1, 8)}
+    assert Fraction(1, 6) not in values(sixteenth_triplets, grid=(4,))[0]  # 16ths only: no tuplets
+    for _ in range(3):  # played straight music, timing noise of +-15 ms at 100 bpm, stays straight
+        assert values(straight, jitter=0.015)[0] == {Fraction(1, 4)}
+        assert values(eighths, jitter=0.015)[0] == {Fraction(1, 2)}
+    xml = score_to_musicxml(values(sixteenth_triplets + [(b + 4, d, p) for b, d, p in dotted])[1])
+    pages, warnings = render_svg_pages(xml)
+    assert pages and warnings == []
+    if shutil.which("mscore3"):
+        src = tmp_path / "fine.musicxml"
+        src.write_bytes(xml)
+        assert_musescore_opens(src, tmp_path)
+
+
 def test_verovio_warnings_are_reported():
     xml = score_to_musicxml(notes_to_score(humanize(C_MAJOR), title="C", bpm=BPM)).decode()
     i = xml.index("</type>") + len("</type>")

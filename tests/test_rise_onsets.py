@@ -32,6 +32,7 @@ def test_a_key_rising_under_an_unsure_onset_is_a_note():
     (note,) = decode(frame, onset, vel, fps=FPS, options=RISE)
     assert note.onset == pytest.approx(20 / FPS) and note.offset == pytest.approx(60 / FPS)
     assert note.velocity == round(0.4 * 127)
+    assert note.confidence == pytest.approx(0.35)  # its own onset probability, not the boost that started it
 
 
 @pytest.mark.parametrize("case", ["onset too weak", "frame does not rise enough", "already sounding",

@@ -147,6 +147,7 @@ def transcribe(
     from_activations: bool = typer.Option(False, "--from-activations",
                                           help="Inputs are .npz activations: decode them without the network."),
     note_length: str = typer.Option("key", "--note-length", metavar="key|sounding", help=NOTE_LENGTH_HELP),
+    rhythm: str = typer.Option("fine", "--rhythm", metavar="fine|16ths", help=constants.RHYTHM_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1,
                                        help="Worker processes for several files (default: one per core, "
@@ -169,6 +170,9 @@ def transcribe(
         from pianonotes.notes import check_note_length
 
         check_note_length(note_length)
+        from pianonotes.notes import rhythm_grid
+
+        rhythm_grid(rhythm)
         if from_activations:
             files = [Path(i) for i in inputs]
             for f in files:
@@ -192,7 +196,7 @@ def transcribe(
                                  overrides=tuple(overrides.items()), start=start, end=end, bpm=bpm,
                                  time_signature=time_signature, overwrite=overwrite, roll=roll,
                                  save_activations=str(save_activations) if save_activations else None,
-                                 from_activations=from_activations, note_length=note_length)
+                                 from_activations=from_activations, note_length=note_length, rhythm=rhythm)
         transcriber, durations = None, {}
         if not from_activations:
             from pianonotes.audio import audio_info

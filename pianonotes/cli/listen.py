@@ -67,7 +67,7 @@ def _check_compute_device(device: str) -> None:
                           f"the microphone with --input-device {device} (see `pianonotes devices`)")
 
 
-def _check_score_options(bpm, time_signature, note_length) -> dict:
+def _check_score_options(bpm, time_signature, note_length, rhythm="fine") -> dict:
     """The score options of ``listen`` and ``recover``, checked before any work; returns them by name."""
     from pianonotes.export import parse_meter
     from pianonotes.notes import check_note_length
@@ -77,7 +77,10 @@ def _check_score_options(bpm, time_signature, note_length) -> dict:
     if bpm is not None and not 20 <= bpm <= 400:
         raise PianonotesError("--bpm must be between 20 and 400")
     check_note_length(note_length)
-    return {"bpm": bpm, "time_signature": time_signature, "note_length": note_length}
+    from pianonotes.notes import rhythm_grid
+
+    rhythm_grid(rhythm)
+    return {"bpm": bpm, "time_signature": time_signature, "note_length": note_length, "rhythm": rhythm}
 
 
 def listen(
@@ -111,6 +114,7 @@ def listen(
     bpm: Optional[float] = typer.Option(None, "--bpm", help=BPM_HELP),
     time_signature: Optional[str] = typer.Option(None, "--time-signature", help=TIME_SIGNATURE_HELP),
     note_length: str = typer.Option("key", "--note-length", metavar="key|sounding", help=NOTE_LENGTH_HELP),
+    rhythm: str = typer.Option("fine", "--rhythm", metavar="fine|16ths", help=constants.RHYTHM_HELP),
     low_latency: bool = typer.Option(False, "--low-latency", help="Show notes about 60 ms sooner: no frame-rise "
                                      "onsets (the model's decoding waits 3 frames for them), so the take finds "
                                      "fewer soft notes."),
@@ -129,7 +133,7 @@ def listen(
     take_dir = Path(ctx.args[0]) if ctx.args else None
     try:  # checked before the take starts
         _check_compute_device(device)
-        score = _check_score_options(bpm, time_signature, note_length)
+        score = _check_score_options(bpm, time_signature, note_length, rhythm)
     except PianonotesError as exc:
         raise _fail(str(exc))
     if recover_take:  # the old spelling: said once, then done as `pianonotes recover` does it
@@ -168,6 +172,7 @@ def recover_command(
     bpm: Optional[float] = typer.Option(None, "--bpm", help=BPM_HELP),
     time_signature: Optional[str] = typer.Option(None, "--time-signature", help=TIME_SIGNATURE_HELP),
     note_length: str = typer.Option("key", "--note-length", metavar="key|sounding", help=NOTE_LENGTH_HELP),
+    rhythm: str = typer.Option("fine", "--rhythm", metavar="fine|16ths", help=constants.RHYTHM_HELP),
 ) -> None:
     """Rebuild the outputs of an interrupted take (`listen` or `serve`) from its journal, then exit.
 
@@ -178,7 +183,7 @@ def recover_command(
                   "min_note_seconds": min_note}
     try:
         _check_compute_device(device)
-        score = _check_score_options(bpm, time_signature, note_length)
+        score = _check_score_options(bpm, time_signature, note_length, rhythm)
     except PianonotesError as exc:
         raise _fail(str(exc))
     _recover(take, model, output, overwrite, thresholds, score, device=device)

@@ -16,7 +16,7 @@ from pianonotes.export.events import read_events, write_csv, write_json
 from pianonotes.export.roll import write_piano_roll
 from pianonotes.export.beats import BeatGrid, Meter, estimate_beats, parse_meter
 from pianonotes.export.hands import split_hands
-from pianonotes.export.score import ScorePlan, notes_to_score, plan_score, score_to_musicxml, write_musicxml
+from pianonotes.export.score import DEFAULT_GRID, ScorePlan, rhythm_grid, notes_to_score, plan_score, score_to_musicxml, write_musicxml
 from pianonotes.export.tempo import estimate_tempo
 from pianonotes.notes import Note, PedalEvent, check_note_length, with_note_length
 
@@ -35,6 +35,7 @@ FORMATS: dict[str, str] = {
 }
 
 __all__ = [
+    "DEFAULT_GRID",
     "FORMATS",
     "BeatGrid",
     "Meter",
@@ -49,6 +50,7 @@ __all__ = [
     "notes_to_score",
     "page_path",
     "read_events",
+    "rhythm_grid",
     "render_svg_pages",
     "score_to_musicxml",
     "split_hands",
@@ -79,7 +81,7 @@ def write_notes(
     time_signature: str | None = None,
     overwrite: bool = False,
     fmt: str | None = None,
-    grid: Sequence[int] = (4,),
+    grid: Sequence[int] = DEFAULT_GRID,
     plan: ScorePlan | None = None,
     pedals: Sequence[PedalEvent] | None = None,
     note_length: str = "key",
@@ -151,7 +153,7 @@ def write_all(
     bpm: float | None = None,
     time_signature: str | None = None,
     overwrite: bool = False,
-    grid: Sequence[int] = (4,),
+    grid: Sequence[int] = DEFAULT_GRID,
     pedals: Sequence[PedalEvent] | None = None,
     note_length: str = "key",
     progress=None,

@@ -10,17 +10,19 @@ Time zero of the score is the bar line at or before the first note; a pickup bec
 from __future__ import annotations
 
 import math
+from collections import Counter
 import os
 import zipfile
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from pianonotes.constants import RHYTHM_GRIDS
 from pianonotes.errors import PianonotesError
 from pianonotes.export.beats import BeatGrid, estimate_beats, parse_meter
 from pianonotes.export.keys import Key, estimate_key
 from pianonotes.fileio import write_bytes_atomic
-from pianonotes.notes import Note
+from pianonotes.notes import Note, rhythm_grid  # noqa: F401  (rhythm_grid: re-exported)
 from pianonotes.export.hands import split_hands
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,6 +33,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 # ------------------------------------------------------------------------------------- quantization
+# 16ths by default; 8th triplets, 16th triplets and 32nds in the beats whose onsets sit on them
+# (measured: devtools/score_bench --grid; README "Scores").
+DEFAULT_GRID: tuple[int, ...] = RHYTHM_GRIDS["fine"]
+
+
 def _check_grid(grid: Sequence[int]) -> tuple[int, ...]:
     try:
         g = tuple(int(d) for d in grid)
@@ -43,12 +50,27 @@ def _check_grid(grid: Sequence[int]) -> tuple[int, ...]:
     return g
 
 
+# A division other than the first is used in a beat only when the onsets there lie within this share of
+# its step of it, and in the piece only when at least this many beats, and this share of the beats
+# with onsets, choose it (lone choices are timing noise or a beat-tracking slip, not a rhythm).
+_TUPLET_TOLERANCE = 0.2
+_TUPLET_MIN_BEATS = 3
+_TUPLET_MIN_SHARE = 0.04
+# Beats, meter and pickup are tracked from the notes the network gave an onset probability of at least
+# this (a transcription's frame-rise notes, found under an unsure onset head, do not steer the bar
+# lines; notes from a MIDI file have confidence 1).
+BEAT_MIN_CONFIDENCE = 0.5
+
+
 class _Quantizer:
     """Snap positions in beats to a grid; each beat uses one of the grid's divisions.
 
-    The first division is the default. Another one (e.g. 3, triplets) is used for a beat only when the
-    onsets there really sit on it: every onset within 0.08 beats of it, at least one onset off the
-    default grid, and half the total error of the default grid or less.
+    The first division is the default. The others are tried in order (``(4, 3, 6, 8)``: 16ths, then
+    8th triplets, 16th triplets, 32nds), and one replaces the beat's division so far only when the
+    onsets there really sit on it: every onset within a fifth of its step (at most 0.08 beats) of it,
+    at least one onset off the division so far, two onsets one step apart (the division is needed for
+    a duration, not only for a shifted pair of 16ths), and half the total error of that division or
+    less. A division chosen in fewer than 3 beats, or 4 % of the beats with onsets, is dropped.
     """
 
     def __init__(self, onsets_beats: Sequence[float], grid: tuple[int, ...]):
@@ -61,18 +83,21 @@ class _Quantizer:
             for x in onsets_beats:
                 by_beat.setdefault(math.floor(x + half), []).append(x)
             for b, xs in by_beat.items():
-                err_p = sum(abs(x - round(x * self.primary) / self.primary) for x in xs)
                 best = self.primary
+                err_best = sum(abs(x - round(x * best) / best) for x in xs)
                 for d in grid[1:]:
                     errs = [abs(x - round(x * d) / d) for x in xs]
-                    off_primary = any(
-                        Fraction(round(x * d), d) * self.primary % 1 != 0 for x in xs
-                    )
-                    if off_primary and max(errs) < 0.08 and sum(errs) <= 0.5 * err_p:
-                        best = d
-                        break
+                    off_best = any(Fraction(round(x * d), d) * best % 1 != 0 for x in xs)
+                    steps = sorted({round(x * d) for x in xs})
+                    one_step = any(v - u == 1 for u, v in zip(steps, steps[1:]))
+                    if (off_best and one_step and max(errs) < min(0.08, _TUPLET_TOLERANCE / d)
+                            and sum(errs) <= 0.5 * err_best):
+                        best, err_best = d, sum(errs)
                 if best != self.primary:
                     self.beat_div[b] = best
+            uses = Counter(self.beat_div.values())
+            need = max(_TUPLET_MIN_BEATS, _TUPLET_MIN_SHARE * len(by_beat))
+            self.beat_div = {b: d for b, d in self.beat_div.items() if uses[d] >= need}
 
     def div_at(self, x: float) -> int:
         return self.beat_div.get(math.floor(x), self.primary)
@@ -488,14 +513,15 @@ def plan_score(
     *,
     bpm: float | None = None,
     time_signature: str | None = None,
-    grid: Sequence[int] = (4,),
+    grid: Sequence[int] = DEFAULT_GRID,
 ) -> ScorePlan:
     """Track beats, meter and pickup (:func:`~pianonotes.export.beats.estimate_beats`; ``bpm`` and
     ``time_signature`` override), quantize the notes to the beat grid and estimate the key."""
     meter_ = parse_meter(time_signature) if time_signature is not None else None
     g = _check_grid(grid)
     notes = list(notes)
-    beats = estimate_beats(notes, bpm=_check_bpm(bpm), meter=meter_)
+    sure = [n for n in notes if n.confidence >= BEAT_MIN_CONFIDENCE]
+    beats = estimate_beats(sure if len(sure) >= max(2, len(notes) // 2) else notes, bpm=_check_bpm(bpm), meter=meter_)
     qnotes, quant = _quantize(notes, beats, g)
     k = _estimate_key(qnotes) if qnotes else Key(0, "major")  # key from the pitches, weighted by duration
     return ScorePlan(beats, qnotes, quant, k)
@@ -507,7 +533,7 @@ def notes_to_score(
     title: str,
     bpm: float | None = None,
     time_signature: str | None = None,
-    grid: Sequence[int] = (4,),
+    grid: Sequence[int] = DEFAULT_GRID,
     plan: ScorePlan | None = None,
     progress: "Callable[[str, float], None] | None" = None,
     voices: bool = True,
@@ -520,8 +546,9 @@ def notes_to_score(
     title : shown at the top of the score.
     bpm : quarter notes per minute, constant; ``None`` tracks the beats (the tempo may vary).
     time_signature : e.g. ``"4/4"``, ``"3/4"``, ``"6/8"``; ``None`` estimates the meter.
-    grid : divisions of the quarter note that onsets and offsets snap to; ``(4,)`` is sixteenths,
-        ``(4, 3)`` also allows eighth-note triplets where the onsets really sit on them.
+    grid : divisions of the quarter note that onsets and offsets snap to, the first one the default;
+        ``(4,)`` is sixteenths only; the default :data:`DEFAULT_GRID` ``(4, 3, 6, 8)`` also writes
+        eighth and sixteenth triplets and 32nds in the beats whose onsets really sit on them.
     plan : a :func:`plan_score` result for these notes (then bpm, time_signature and grid are unused).
     voices : a note held across later onsets of its hand (a half note against running eighths) gets
         a second voice in its staff (:func:`_voice_split`); False keeps one voice per staff.
@@ -703,7 +730,7 @@ def write_musicxml(
     title: str,
     bpm: float | None = None,
     time_signature: str | None = None,
-    grid: Sequence[int] = (4,),
+    grid: Sequence[int] = DEFAULT_GRID,
     compressed: bool | None = None,
     overwrite: bool = True,
     plan: ScorePlan | None = None,

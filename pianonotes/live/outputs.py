@@ -45,16 +45,17 @@ def check_record(path: str | os.PathLike | None, *, overwrite: bool = False) -> 
 
 def write_outputs(notes: Sequence[Note], outputs: Sequence[str | os.PathLike], *, title: str,
                   bpm: float | None = None, time_signature: str | None = None,
-                  pedals: Sequence | None = None, note_length: str = "key", progress=None) -> list[Path]:
+                  pedals: Sequence | None = None, note_length: str = "key", progress=None,
+                  rhythm: str = "fine") -> list[Path]:
     """Write the take to every output atomically, through the same writer as ``transcribe``
     (:func:`pianonotes.export.write_all`: one beat, meter and key analysis for the MIDI and the score;
     ``pedals`` (the engine's ``decoder.pedals``), ``note_length`` and ``progress(stage, fraction)`` as
-    there)."""
-    from pianonotes.export import write_all
+    there; ``rhythm`` a :data:`pianonotes.constants.RHYTHM_GRIDS` name)."""
+    from pianonotes.export import rhythm_grid, write_all
 
     return write_all([Path(p) for p in outputs], list(notes), title=title, bpm=bpm,
                      time_signature=time_signature, overwrite=True, pedals=pedals, note_length=note_length,
-                     progress=progress)
+                     progress=progress, grid=rhythm_grid(rhythm))
 
 
 def copy_recording(journal: Journal | str | os.PathLike, dest: str | os.PathLike, sample_rate: int) -> Path:
