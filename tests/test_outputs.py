@@ -148,3 +148,30 @@ def test_a_takes_export_shows_its_stages_on_a_terminal(tmp_path):
             assert "take.musicxml: beats, meter and key" in text and "building the score" in text
         else:
             assert text == ""
+
+
+def test_rhythm_option_reaches_a_takes_score(tmp_path):
+    """write_outputs (listen, recover, serve) passes --rhythm to the score: 8th triplets are written as
+    triplets with 'fine' and rounded to 16ths with '16ths'."""
+    from fractions import Fraction
+
+    from music21 import converter
+
+    from pianonotes.errors import PianonotesError
+    from pianonotes.live.outputs import write_outputs
+    from pianonotes.notes import Note
+
+    spb = 0.6  # seconds per beat
+    notes = [Note(0.5 + (b + k / 3) * spb, 0.5 + (b + (k + 1) / 3) * spb - 0.02, 72 + k, 80)
+             for b in range(8) for k in range(3)] + [Note(0.5 + b * spb, 0.5 + (b + 1) * spb - 0.02, 48, 80)
+                                                     for b in range(8)]
+
+    def values(rhythm):
+        (path,) = write_outputs(notes, [tmp_path / f"{rhythm}.musicxml"], title="t", bpm=100.0, rhythm=rhythm)
+        sc = converter.parse(str(path))
+        return {Fraction(n.quarterLength).limit_denominator(96) for n in sc.parts[0].recurse().notes}
+
+    assert values("fine") == {Fraction(1, 3)}
+    assert Fraction(1, 3) not in values("16ths")
+    with pytest.raises(PianonotesError, match="unknown rhythm"):
+        write_outputs(notes, [tmp_path / "x.mid"], title="t", rhythm="32nds")

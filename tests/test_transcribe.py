@@ -257,6 +257,27 @@ def test_process_file_reports_each_export_stage(random_model, tmp_path):
     assert all(stages[i + 1] == "pages" for i, s in enumerate(stages) if s == "engrave")
 
 
+@pytest.mark.parametrize("rhythm", ["fine", "16ths"])
+def test_process_file_writes_with_the_rhythm_asked(random_model, tmp_path, monkeypatch, rhythm):
+    """BatchSettings.rhythm (transcribe --rhythm) reaches the writer as that rhythm's grid."""
+    import pianonotes.export as export
+    from pianonotes.notes import rhythm_grid
+    from pianonotes.transcribe import BatchSettings, process_file
+
+    grids, real = [], export.write_all
+
+    def spy(*args, **kw):
+        grids.append(kw.get("grid"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(export, "write_all", spy)
+    sf.write(tmp_path / "in.wav", np.concatenate([sine(262, 1.0), sine(330, 1.0)]), 16000)
+    res = process_file(Transcriber(random_model, device="cpu"), tmp_path / "in.wav", [tmp_path / "a.musicxml"],
+                       BatchSettings(rhythm=rhythm))
+    assert res.error is None and (tmp_path / "a.musicxml").exists()
+    assert grids == [rhythm_grid(rhythm)]
+
+
 def test_engrave_reports_each_page(tmp_path):
     """A score of several pages: "engrave" after the layout and each page, "pages" after each file."""
     from pianonotes.export import engrave, notes_to_score, score_to_musicxml
