@@ -259,8 +259,7 @@ def process_file(transcriber: Transcriber | None, path: Path, outputs: Sequence[
     ("plan", "score", "musicxml", "midi", "engrave", "pages": :func:`pianonotes.export.write_notes`;
     "roll" for ``--roll``)."""
     from pianonotes.export import write_all, write_piano_roll
-    from pianonotes.notes import rhythm_grid
-    from pianonotes.notes import check_note_length, with_note_length
+    from pianonotes.notes import check_note_length, rhythm_grid, with_note_length
 
     try:
         check_note_length(settings.note_length)

@@ -167,11 +167,9 @@ def transcribe(
     try:
         overrides = dict(onset_threshold=onset_threshold, frame_threshold=frame_threshold, min_note_seconds=min_note)
         DecodeOptions.for_model(None, **overrides)  # validates the values before any work
-        from pianonotes.notes import check_note_length
+        from pianonotes.notes import check_note_length, rhythm_grid
 
         check_note_length(note_length)
-        from pianonotes.notes import rhythm_grid
-
         rhythm_grid(rhythm)
         if from_activations:
             files = [Path(i) for i in inputs]

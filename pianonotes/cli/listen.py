@@ -70,15 +70,13 @@ def _check_compute_device(device: str) -> None:
 def _check_score_options(bpm, time_signature, note_length, rhythm="fine") -> dict:
     """The score options of ``listen`` and ``recover``, checked before any work; returns them by name."""
     from pianonotes.export import parse_meter
-    from pianonotes.notes import check_note_length
+    from pianonotes.notes import check_note_length, rhythm_grid
 
     if time_signature is not None:
         parse_meter(time_signature)
     if bpm is not None and not 20 <= bpm <= 400:
         raise PianonotesError("--bpm must be between 20 and 400")
     check_note_length(note_length)
-    from pianonotes.notes import rhythm_grid
-
     rhythm_grid(rhythm)
     return {"bpm": bpm, "time_signature": time_signature, "note_length": note_length, "rhythm": rhythm}
 

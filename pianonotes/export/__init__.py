@@ -16,9 +16,10 @@ from pianonotes.export.events import read_events, write_csv, write_json
 from pianonotes.export.roll import write_piano_roll
 from pianonotes.export.beats import BeatGrid, Meter, estimate_beats, parse_meter
 from pianonotes.export.hands import split_hands
-from pianonotes.export.score import DEFAULT_GRID, ScorePlan, rhythm_grid, notes_to_score, plan_score, score_to_musicxml, write_musicxml
+from pianonotes.export.score import (DEFAULT_GRID, ScorePlan, notes_to_score, plan_score, score_to_musicxml,
+                                     write_musicxml)
 from pianonotes.export.tempo import estimate_tempo
-from pianonotes.notes import Note, PedalEvent, check_note_length, with_note_length
+from pianonotes.notes import Note, PedalEvent, check_note_length, rhythm_grid, with_note_length
 
 # File extension -> writer kind. ".png" is the engraved score; the piano roll is write_piano_roll.
 FORMATS: dict[str, str] = {

@@ -10,8 +10,8 @@ Time zero of the score is the bar line at or before the first note; a pickup bec
 from __future__ import annotations
 
 import math
-from collections import Counter
 import os
+from collections import Counter
 import zipfile
 from dataclasses import dataclass
 from fractions import Fraction
@@ -22,7 +22,7 @@ from pianonotes.errors import PianonotesError
 from pianonotes.export.beats import BeatGrid, estimate_beats, parse_meter
 from pianonotes.export.keys import Key, estimate_key
 from pianonotes.fileio import write_bytes_atomic
-from pianonotes.notes import Note, rhythm_grid  # noqa: F401  (rhythm_grid: re-exported)
+from pianonotes.notes import Note
 from pianonotes.export.hands import split_hands
 
 if TYPE_CHECKING:  # pragma: no cover
