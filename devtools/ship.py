@@ -26,12 +26,18 @@ from pathlib import Path
 import numpy as np
 
 
+#: Shortest pedal interval kept (DecodeOptions.min_pedal_seconds), calibrated with the pedal thresholds: the
+#: pedal head flickers on where notes ring on without it (the samplers have no sympathetic resonance, so a
+#: pedal press is only heard through the notes it holds), and those flickers are short.
+PEDAL_MIN_SECONDS = (0.1, 0.3, 0.5, 0.7, 1.0)
+
+
 def calibrate(transcriber, recs, fps: float, real_recs=()) -> tuple[dict, float]:
     """Onset/frame thresholds maximising note F1 + 0.5 note-with-offset F1 (duration-weighted over
     ``recs``; with ``real_recs``, the mean of that and the same over the real recordings, each file once),
     then frame-rise onsets (off, or the ``rise_onset`` that raises the same objective most), then, for a model with a key-down head, the key threshold by note-with-offset F1 with key-release offsets
-    on the ``recs`` that have key releases, and the pedal thresholds by pedal frame F1 on ``recs`` when the
-    model has a pedal head."""
+    on the ``recs`` that have key releases, and the pedal thresholds and the shortest pedal interval kept
+    (:data:`PEDAL_MIN_SECONDS`) by pedal frame F1 on ``recs`` when the model has a pedal head."""
     from pianonotes.decode import DecodeOptions, decode, decode_pedal
     from pianonotes.training.metrics import aggregate, note_scores, pedal_scores
 
@@ -78,12 +84,14 @@ def calibrate(transcriber, recs, fps: float, real_recs=()) -> tuple[dict, float]
         chosen = best
         for on_t in (0.4, 0.5, 0.6, 0.7):
             for gap in (0.0, 0.1, 0.2):
-                opt = dataclasses.replace(best, pedal_on=on_t, pedal_off=round(on_t - gap, 2))
-                rows = [pedal_scores(r.pedals, decode_pedal(p["pedal"], fps=fps, options=opt), r.n_frames / fps, fps)
-                        for r, p in zip(recs, probs[0]) if r.has_pedal_labels]
-                f = aggregate(rows, None)["pedal_frame_f1"]
-                if f > best_p:
-                    best_p, chosen = f, opt
+                for min_len in PEDAL_MIN_SECONDS:
+                    opt = dataclasses.replace(best, pedal_on=on_t, pedal_off=round(on_t - gap, 2),
+                                              min_pedal_seconds=min_len)
+                    rows = [pedal_scores(r.pedals, decode_pedal(p["pedal"], fps=fps, options=opt), r.n_frames / fps,
+                                         fps) for r, p in zip(recs, probs[0]) if r.has_pedal_labels]
+                    f = aggregate(rows, None)["pedal_frame_f1"]
+                    if f > best_p:
+                        best_p, chosen = f, opt
         best = chosen
     return dataclasses.asdict(best), best_f
 
@@ -167,7 +175,7 @@ def main(argv=None) -> None:
                                   "real": str(args.real) if real else None, "score": round(f, 4),
                                   "objective": "note F1 + 0.5 note-with-offset F1 (mean of the sets), for the "
                                                "onset, frame and frame-rise thresholds; key threshold by key-release note-with-offset F1 and "
-                                               "pedal thresholds by pedal frame F1 on validation"}
+                                               "pedal thresholds and shortest pedal by pedal frame F1 on validation"}
             ship(model, cfg, tmp)
             tr = Transcriber.from_checkpoint(tmp, device="cpu", backend="onnx")
         results = {"audionet": {}}
@@ -261,7 +269,8 @@ def write_card(path: Path, cfg: dict, results: dict, baselines: dict | None = No
         f"- Outputs per frame: {heads}.",
         f"- Decoding (calibrated on {cfg.get('calibration', {}).get('split', 'the validation split')}): onset "
         f"{dec['onset_threshold']}, frame {dec['frame_threshold']}, minimum note {dec['min_note_seconds']} s, key "
-        f"{dec.get('key_threshold', '-')}, pedal on/off {dec.get('pedal_on', '-')}/{dec.get('pedal_off', '-')}, "
+        f"{dec.get('key_threshold', '-')}, pedal on/off {dec.get('pedal_on', '-')}/{dec.get('pedal_off', '-')} "
+        f"(intervals shorter than {dec.get('min_pedal_seconds', '-')} s dropped), "
         + (f"frame-rise onsets from onset {dec['rise_onset']} (frame below {dec.get('rise_before')} over "
            f"{dec.get('rise_frames')} frames before, reaching {dec.get('rise_frame')} within {dec.get('rise_frames')} "
            f"after: {dec.get('rise_frames', 0) * 1000 / cfg['fps']:.0f} ms more decoding delay)."

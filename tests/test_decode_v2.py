@@ -202,3 +202,40 @@ def test_model_card_names_the_warm_start_source_only_when_its_weights_still_matc
     other = warm_source({"from": str(src), "weights_sha256": "f" * 64})  # the file now holds other weights
     assert other == "weights sha256 ffffffffffff"
     assert warm_source({"from": str(tmp_path / "gone.json"), "weights_sha256": "a" * 64}) == "weights sha256 aaaaaaaaaaaa"
+
+
+def test_ship_calibrates_the_shortest_pedal_kept():
+    """A pedal head that is sure over the three real presses (2 s each) and also flickers on for 0.2 s
+    between them (a note ringing on, heard as the pedal): calibration keeps the shortest-pedal length
+    that drops the flickers, and the pedal decoded with it is the labels'."""
+    pytest.importorskip("mir_eval")
+    from devtools.ship import PEDAL_MIN_SECONDS, calibrate
+    from pianonotes.datasets.recordings import Recording
+    from pianonotes.notes import PedalEvent
+
+    fps, n = 50.0, 500
+    onset, frame = np.zeros((n, 88), np.float32), np.zeros((n, 88), np.float32)
+    pedal = np.full((n, 1), 0.05, np.float32)
+    labels = []
+    for i in range(3):
+        a = 20 + 160 * i
+        pedal[a:a + 100] = 0.95
+        labels.append(PedalEvent(a / fps, (a + 100) / fps))
+        pedal[a + 120:a + 130] = 0.95  # a 0.2 s flicker
+        onset[a, 39], frame[a:a + 50, 39] = 0.9, 0.9
+    notes = [Note((20 + 160 * i) / fps, (70 + 160 * i) / fps, 60, 80) for i in range(3)]
+    probs = {"frame": frame, "onset": onset, "velocity": np.full((n, 88), 0.6, np.float32), "pedal": pedal}
+
+    class Fixed:
+        def infer_features(self, feats):
+            return probs
+
+    zeros = np.zeros((n, 88), np.uint8)
+    rec = Recording("hand-made", np.zeros((n, 4), np.float16), zeros, zeros, zeros, notes, pedals=labels,
+                    has_pedal_labels=True)
+    decode_opts, _ = calibrate(Fixed(), [rec], fps)
+    assert 0.2 < decode_opts["min_pedal_seconds"] < 2.0 and decode_opts["min_pedal_seconds"] in PEDAL_MIN_SECONDS
+    got = decode_pedal(pedal, fps=fps, options=DecodeOptions(**decode_opts))
+    assert [(round(p.start, 2), round(p.end, 2)) for p in got] == [(round(p.start, 2), round(p.end, 2)) for p in labels]
+    with_flickers = decode_pedal(pedal, fps=fps, options=DecodeOptions(**{**decode_opts, "min_pedal_seconds": 0.1}))
+    assert len(with_flickers) == 6  # the library default keeps them
