@@ -5,7 +5,7 @@
 Reports: render speed of `data synth`, `--help` start-up, inference x real time on ONNX Runtime (all
 threads and one thread; PyTorch on one thread for comparison; start-up excluded), whole-process wall
 time for a 30 s clip and a 10-minute file (start-up included and excluded), a 20-file folder with
-``--jobs 1`` and ``--jobs 2``, peak RSS for a 2-hour file, and live latency / worker CPU over a take.
+``--jobs 1`` and ``--jobs 2`` (with what two processes gain over one on this machine at all), peak RSS for a 2-hour file, and live latency / worker CPU over a take.
 """
 
 from __future__ import annotations
@@ -141,6 +141,40 @@ def bench_inference(threads: int | None = None, backend: str = "onnx") -> dict:
             "load_average": round(os.getloadavg()[0], 2)}
 
 
+_SPIN = {  # a second or two of one kind of work, in a fresh process: its own wall time is printed
+    "python": "x = 0\nfor i in range(8_000_000):\n    x += i * i",
+    "numpy": "import numpy as np\na = np.random.default_rng(0).random((256, 256), dtype=np.float32)\n"
+             "for _ in range(3000):\n    a @ a",
+}
+
+
+def _spin(kind: str, copies: int) -> float:
+    """Mean wall seconds of ``copies`` simultaneous processes each doing the same :data:`_SPIN` work."""
+    code = "import time\nt = time.perf_counter()\n" + _SPIN[kind] + "\nprint(time.perf_counter() - t)"
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+             for _ in range(copies)]
+    return float(np.mean([float(p.communicate()[0]) for p in procs]))
+
+
+def parallel_ceiling(repeats: int = 5) -> dict:
+    """What two processes gain over one on this machine, for interpreter-bound (pure Python) and for
+    vectorised (numpy matrix product) work: 2 x (one alone) / (each of two together), medians of
+    ``repeats`` interleaved rounds, with the range of the per-round ratios. Two virtual cores that share a
+    host core, or a host that throttles, give well under 2x: the bound on any ``--jobs 2`` speed-up."""
+    out = {"load_average": round(os.getloadavg()[0], 2)}
+    for kind in _SPIN:
+        _spin(kind, 1)  # warm-up
+        alone, pair = [], []
+        for _ in range(repeats):
+            alone.append(_spin(kind, 1))
+            pair.append(_spin(kind, 2))
+        ratios = [2 * a / b for a, b in zip(alone, pair)]
+        out[f"{kind}_x"] = round(2 * float(np.median(alone)) / float(np.median(pair)), 2)
+        out[f"{kind}_x_range"] = [round(min(ratios), 2), round(max(ratios), 2)]
+    return out
+
+
 def bench_jobs(tmp: Path, n_files: int = 20, seconds: float = 30.0, repeats: int = REPEATS) -> dict:
     """A folder of ``n_files`` clips, whole process, with --jobs 1 and --jobs 2."""
     folder = tmp / "batch"
@@ -166,6 +200,7 @@ def bench_jobs(tmp: Path, n_files: int = 20, seconds: float = 30.0, repeats: int
     out["speed_up"] = round(out["jobs_1_wall_s"] / out["jobs_2_wall_s"], 2)
     out["runs"], out["load_average"] = repeats, [round(load0, 2), round(os.getloadavg()[0], 2)]
     out["files"], out["seconds_each"] = n_files, seconds
+    out["two_processes_ceiling"] = parallel_ceiling()
     return out
 
 
