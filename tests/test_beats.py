@@ -546,3 +546,63 @@ def test_score_bench_averages_renditions():
     assert s["range_over_renditions"]["meter_accuracy"] == [0.5, 0.5]
     one = summarize([r for r in rows if r["rendition"] == 0])["performed"]
     assert one["renditions"] == 1 and "range_over_renditions" not in one and one["downbeat_f1"] == 0.5
+
+
+def _running_line(beat_pcs, *, start=1.0, beat_s=0.5):
+    """A lone line of four 16ths per beat; ``beat_pcs`` gives each beat's four MIDI pitches."""
+    notes = []
+    for k, ps in enumerate(beat_pcs):
+        for i, p in enumerate(ps):
+            t = start + beat_s * k + beat_s / 4 * i
+            notes.append(Note(t, t + beat_s / 4 * 0.9, p, 80))
+    return notes
+
+
+def test_repeats_start_on_the_downbeat_of_a_lone_line():
+    """A two-bar phrase of 16ths (2/4, four beats) played twice from beat 0, then eight beats that
+    never repeat: the repeat starts on beat 0, so "repeats start" favours 2/4 from beat 0 over 2/4 from
+    beat 1; over an accompaniment (several voices) the feature is left out."""
+    from pianonotes.export.beats import BAR_FEATURES, _repeat_starts, onset_events
+
+    phrase = [[67, 71, 74, 71], [72, 71, 69, 67], [66, 69, 72, 69], [67, 62, 64, 66]]
+    fresh = [[60 + k, 62 + k, 64 + k, 65 + k] for k in range(8)]
+    notes = _running_line(phrase + phrase + fresh)
+    ev = onset_events(notes)
+    from pianonotes.export import beats
+
+    grid = np.arange(16, dtype=float) * 0.5 + 1.0
+    starts = _repeat_starts(beats._beat_descriptors(ev, grid), 2)
+    assert starts[0] == 4 and starts[1:].sum() == 0  # one run of four beats, a two-bar lag from beat 0
+    col = BAR_FEATURES.index("repeats start")
+    hyps, H = _bar_features(ev, beats_per_bar=2)
+    assert H[hyps.index((2, 0)), col] == pytest.approx(0.5)
+    assert H[hyps.index((2, 1)), col] == pytest.approx(-0.5)
+    hyps, H = _bar_features(ev, polyphonic=True, beats_per_bar=2)
+    assert not H[:, col].any()
+
+
+def _reel_tune():
+    """A hornpipe-like 2/4 tune of 16ths from a downbeat (no pickup): A A' B B', eighth-note cadences."""
+    a1, a2, a3 = [67, 71, 74, 71, 72, 71, 69, 67], [66, 69, 72, 69, 74, 72, 69, 66], [67, 71, 74, 79, 78, 76, 74, 72]
+    a4, a4b = [71, 69, 67, 66, (67, 0.5), (62, 0.5)], [71, 74, 72, 69, (67, 0.5), (67, 0.5)]
+    b1, b2, b3 = [74, 79, 78, 79, 76, 79, 78, 79], [74, 79, 78, 76, 74, 72, 71, 69], [67, 71, 69, 72, 71, 74, 72, 76]
+    ev = []
+    for b, bar in enumerate([a1, a2, a3, a4, a1, a2, a3, a4b, b1, b2, b3, a4, b1, b2, b3, a4b]):
+        q = 2.0 * b
+        for p in bar:
+            p, d = p if isinstance(p, tuple) else (p, 0.25)
+            ev.append((q, d, p))
+            q += d
+    return ev
+
+
+@pytest.mark.parametrize("seed", [2, 7])
+def test_reel_of_sixteenths_starts_on_a_downbeat(seed):
+    """The hand-made reel, played with jitter: 2/4 with bar lines where the score has them (no pickup).
+    Without the "repeats start" feature (the earlier bar model) these two renditions get a one-beat or
+    half-beat pickup. They are chosen as such cases: over renditions 0-7 the bar model gets 5 right, the
+    earlier one 3, so this pins the gain where it is known, not a rate."""
+    notes, sec = play(_reel_tune(), qpm=96, seed=seed)
+    g = estimate_beats(notes)
+    assert str(g.meter) == "2/4" and g.pickup_ql == 0
+    assert max(downbeat_errors(g, sec, 0.0, 2.0, 16)) < 0.05

@@ -19,7 +19,8 @@ Everything here works on the notes alone (onset times, velocities, durations, pi
    :data:`BAR_FEATURES` (the contrast of each feature between the hypothesis' downbeats and its other
    beats, accents and changes of harmony of beat 1 against beat 3, bar-length repetition, the pickup's length, note density
    for a lone line and for music with several voices apart, onsets on the beat, whether the music ends
-   at a bar line; :func:`bar_hypotheses`), fitted on music21 corpus pieces outside the benchmark
+   at a bar line, and in a lone line where its repeated passages start; :func:`bar_hypotheses`),
+   fitted on music21 corpus pieces outside the benchmark
    (chorales, quartet movements, fiddle tunes, German folk songs). The best gives the meter (2/4, 3/4, 4/4, 6/8, 9/8, 12/8) and
    the first downbeat, hence the pickup (anacrusis), in whole beats or fractions of a beat.
 
@@ -569,15 +570,46 @@ def _repetition(desc: "np.ndarray", max_lag: int = 8) -> "np.ndarray":
     return out
 
 
+REPEAT_SIMILARITY = 0.95  # cosine similarity of two beats' descriptors that counts as the same music
+
+
+def _repeat_starts(desc: "np.ndarray", beats_per_bar: int) -> "np.ndarray":
+    """Per beat, how much repeated music starts there: for lags of one, two and four bars, a run of at
+    least two beats each alike (REPEAT_SIMILARITY) to the beat a lag later, weighted by its length in
+    beats, counts at its first beat. Phrases and their repeats start on a downbeat (or just before
+    it, a pickup shorter than a beat), so where the repeats start tells the bar's phase in a lone
+    line, a tune of running notes having no other accent to tell it (over an accompaniment the
+    accompaniment's figure repeats from every beat, so :func:`bar_hypotheses` leaves it out there)."""
+    import numpy as np
+
+    out = np.zeros(len(desc))
+    for lag in (beats_per_bar, 2 * beats_per_bar, 4 * beats_per_bar):
+        if len(desc) <= lag + 2:
+            continue
+        same = np.sum(desc[lag:] * desc[:-lag], axis=1) >= REPEAT_SIMILARITY
+        k = 0
+        while k < len(same):
+            if not same[k]:
+                k += 1
+                continue
+            j = k
+            while j < len(same) and same[j]:
+                j += 1
+            if j - k >= 2:
+                out[k] += j - k
+            k = j
+    return out
+
+
 BAR_FEATURES = tuple(f"{f} contrast" for f in FEATURES) + (
     "half bar", "no half bar", "repetition", "no pickup", "long pickup", "duple density", "on the beat", "ends a bar",
-    "duple density, chords", "harmonic half bar", "no harmonic half bar")
+    "duple density, chords", "harmonic half bar", "no harmonic half bar", "repeats start")
 # Weights of the bar hypotheses' features (conditional logit over meter and phase), and one bias per
 # (subdivision, beats per bar); fitted by ``python -m devtools.score_bench --fit-bars`` on music21
 # corpus pieces outside the benchmark.
-BAR_WEIGHTS = (0.55, 1.489, 1.129, 1.105, 1.339, 0.685, 1.034, 0.957, 0.148, -0.491, 1.608, 1.247, -0.654, 4.786,
-               -0.709, -3.229, 6.684, 7.308, 2.077, 1.994, -1.137, -0.055)
-BAR_BIAS = {(2, 2): -3.176, (2, 3): 1.213, (2, 4): 1.962, (3, 2): 1.677, (3, 3): -1.299, (3, 4): -0.378}
+BAR_WEIGHTS = (0.554, 1.472, 1.241, 0.957, 1.388, 0.731, 0.984, 0.934, 0.095, -0.539, 1.574, 1.286, -0.766, 4.538,
+               -0.787, -3.27, 6.727, 7.239, 1.913, 1.91, -1.218, -0.168, 1.489)
+BAR_BIAS = {(2, 2): -3.143, (2, 3): 1.237, (2, 4): 1.905, (3, 2): 1.706, (3, 3): -1.313, (3, 4): -0.393}
 
 
 def bar_hypotheses(Z: "np.ndarray", acc: "np.ndarray", desc: "np.ndarray", *, subdivision: int,
@@ -599,7 +631,10 @@ def bar_hypotheses(Z: "np.ndarray", acc: "np.ndarray", desc: "np.ndarray", *, su
     accompaniment (Mozart's Alberti bass) in 4/4 as often as in 2/4, so each has its own weight.
     The "harmonic half bar" pair does for a change of harmony with a bass note (the harmony plus bass
     features) what "half bar" does for the whole accent: in 4-beat bars beat 1 against beat 3, in
-    2-beat bars minus the difference between alternate bars (a chord per two bars of 2/4 is 4/4)."""
+    2-beat bars minus the difference between alternate bars (a chord per two bars of 2/4 is 4/4).
+    "repeats start" is the share of :func:`_repeat_starts` (where music repeated one, two or four bars
+    later begins) on the phase's beats, minus its share by chance (1 / beats per bar); in a lone line
+    only."""
     import numpy as np
 
     Z, acc, desc = Z[first_beat:], acc[first_beat:], desc[first_beat:]
@@ -612,6 +647,8 @@ def bar_hypotheses(Z: "np.ndarray", acc: "np.ndarray", desc: "np.ndarray", *, su
         if len(Z) < 2 * b:
             continue
         r_b = (rep[b] + (rep[2 * b] if 2 * b < len(rep) else rep[b])) / 2 - base
+        starts = _repeat_starts(desc, b) if not polyphonic else np.zeros(len(desc))
+        total = float(starts.sum())
         for ph in range(b):
             mask = np.zeros(len(Z), bool)
             mask[ph::b] = True
@@ -627,7 +664,8 @@ def bar_hypotheses(Z: "np.ndarray", acc: "np.ndarray", desc: "np.ndarray", *, su
             rows.append(np.concatenate([con, [half, no_half, r_b, float(ph == 0), max(0.0, pickup - 1.0),
                                               density if b == 2 and not polyphonic else 0.0, 0.0,
                                               float(end_beat is not None and (end_beat - first_beat - ph) % b == 0),
-                                              density if b == 2 and polyphonic else 0.0, h_half, h_no_half]]))
+                                              density if b == 2 and polyphonic else 0.0, h_half, h_no_half,
+                                              float(starts[ph::b].sum()) / total - 1.0 / b if total > 0 else 0.0]]))
             hyps.append((b, ph))
     return hyps, np.asarray(rows).reshape(len(rows), len(BAR_FEATURES))
 
