@@ -239,3 +239,24 @@ def test_ship_calibrates_the_shortest_pedal_kept():
     assert [(round(p.start, 2), round(p.end, 2)) for p in got] == [(round(p.start, 2), round(p.end, 2)) for p in labels]
     with_flickers = decode_pedal(pedal, fps=fps, options=DecodeOptions(**{**decode_opts, "min_pedal_seconds": 0.1}))
     assert len(with_flickers) == 6  # the library default keeps them
+
+
+def test_pedal_hold_of_the_note_ends_experiment():
+    """devtools.note_ends: a note decayed below the frame threshold is held while the pedal is down and its
+    frame probability stays above the hold threshold, never past the key's next onset or the pedal."""
+    from devtools.note_ends import pedal_hold
+
+    fps = 50.0
+    frame = np.zeros((100, 88), np.float32)
+    frame[:, 40] = 0.1  # a decayed tail on key 40 (pitch 61) all along
+    frame[60:, 41] = 0.1  # key 41's tail starts only at frame 60
+    down = np.zeros(100, bool)
+    down[10:50] = True
+    notes = [Note(0.1, 0.4, 61), Note(1.6, 1.8, 61), Note(0.1, 0.4, 62)]
+    held = pedal_hold(notes, frame, down, fps, 0.05)
+    assert held[0].offset == pytest.approx(1.0)  # held to the pedal's end (frame 50)
+    assert held[1] == notes[1]  # pedal up: unchanged
+    assert held[2] == notes[2]  # its frame probability is 0 under the pedal: unchanged
+    assert pedal_hold(notes, frame, down, fps, 0.2) == notes  # above the tail: nothing held
+    cut = pedal_hold([Note(0.1, 0.4, 61), Note(0.6, 0.7, 61)], frame, down, fps, 0.05)
+    assert cut[0].offset == pytest.approx(0.6)  # the same key struck again ends it
