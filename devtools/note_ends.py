@@ -56,7 +56,7 @@ def main(argv=None) -> None:
     from pianonotes.decode import decode, decode_pedal
     from pianonotes.notes import with_note_length
     from pianonotes.training.evaluate import is_dataset
-    from pianonotes.training.metrics import aggregate, note_scores
+    from pianonotes.training.metrics import aggregate, note_scores, pedal_roll
     from pianonotes.transcribe import Transcriber
 
     tr = Transcriber.from_checkpoint(args.model, device="cpu")
@@ -69,9 +69,7 @@ def main(argv=None) -> None:
             p = tr.infer_features(r.features.astype(np.float32))
             est = decode(p["frame"], p["onset"], p["velocity"], fps=fps, options=opt, key=p.get("key"))
             peds = decode_pedal(p["pedal"], fps=fps, options=opt) if "pedal" in p else []
-            down = np.zeros(len(p["frame"]), bool)
-            for e in peds:
-                down[int(round(e.start * fps)):int(round(e.end * fps))] = True
+            down = pedal_roll(peds, len(p["frame"]), fps)
             ways = {"frame": est, "key+pedal": with_note_length(est, peds, "sounding")}
             ways.update({f"hold {t}": pedal_hold(est, p["frame"], down, fps, t) for t in HOLDS})
             row = {k: note_scores(r.notes, v)["note_off_f1"] for k, v in ways.items()}

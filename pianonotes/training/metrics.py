@@ -118,17 +118,18 @@ def recall_by_group(ref: Sequence[Note], est: Sequence[Note]) -> dict[str, dict[
     return out
 
 
+def pedal_roll(events, n_frames: int, fps: float) -> np.ndarray:
+    """(n_frames,) bool: the pedal down at each frame time, from PedalEvents in seconds."""
+    r = np.zeros(n_frames, bool)
+    for e in events:
+        r[max(0, int(round(e.start * fps))):max(0, min(n_frames, int(round(e.end * fps))))] = True
+    return r
+
+
 def pedal_scores(ref, est, duration: float, fps: float = 50.0) -> dict[str, float]:
     """Sustain pedal: frame F1 over ``duration`` seconds and pedal-onset F1 (100 ms tolerance)."""
     n = max(1, int(round(duration * fps)))
-
-    def roll(events):
-        r = np.zeros(n, bool)
-        for e in events:
-            r[max(0, int(round(e.start * fps))):max(0, min(n, int(round(e.end * fps))))] = True
-        return r
-
-    a, b = roll(ref), roll(est)
+    a, b = pedal_roll(ref, n, fps), pedal_roll(est, n, fps)
     tp = float((a & b).sum())
     p = tp / max(b.sum(), 1)
     r = tp / max(a.sum(), 1)
