@@ -606,3 +606,32 @@ def test_reel_of_sixteenths_starts_on_a_downbeat(seed):
     g = estimate_beats(notes)
     assert str(g.meter) == "2/4" and g.pickup_ql == 0
     assert max(downbeat_errors(g, sec, 0.0, 2.0, 16)) < 0.05
+
+
+def test_a_last_bar_that_completes_the_pickup():
+    """A piece that ends a pickup's length short of a bar line (a chorale's short last bar) is credited
+    to the pickup's phases ("last bar completes the pickup"); one that stops on a bar line of the phase
+    ("ends a bar") to that phase only."""
+    from pianonotes.export import beats
+
+    ev = _sixteenths()
+    grid = np.arange(16, dtype=float) * 0.5 + 1.0
+    Z = beats.beat_features(ev, grid)
+    acc = Z @ np.asarray(beats.ACCENT_WEIGHTS)
+    ends, completes = beats.BAR_FEATURES.index("ends a bar"), beats.BAR_FEATURES.index("last bar completes the pickup")
+    for end_beat in (12, 13):
+        hyps, H = beats.bar_hypotheses(Z, acc, beats._beat_descriptors(ev, grid), subdivision=2, end_beat=end_beat)
+        for (b, ph), row in zip(hyps, H):
+            assert row[ends] == float((end_beat - ph) % b == 0), (end_beat, b, ph)
+            assert row[completes] == float(ph > 0 and end_beat % b == 0), (end_beat, b, ph)
+
+
+def test_chorale_with_a_one_beat_pickup_and_a_short_last_bar():
+    """A whole chorale-like piece: a one-beat upbeat, and a last bar of three beats that completes it."""
+    ev, off = four_four(bars=8, pickup=1.0)
+    end_q = off + 4 * 7 + 3
+    ev = [(q, min(d, end_q - q), p) for q, d, p in ev if q < end_q]
+    for seed in range(3):
+        notes, sec = play(ev, qpm=84, seed=seed)
+        g = estimate_beats(notes)
+        assert str(g.meter) == "4/4" and g.pickup_ql == 1, seed

@@ -603,13 +603,13 @@ def _repeat_starts(desc: "np.ndarray", beats_per_bar: int) -> "np.ndarray":
 
 BAR_FEATURES = tuple(f"{f} contrast" for f in FEATURES) + (
     "half bar", "no half bar", "repetition", "no pickup", "long pickup", "duple density", "on the beat", "ends a bar",
-    "duple density, chords", "harmonic half bar", "no harmonic half bar", "repeats start")
+    "duple density, chords", "harmonic half bar", "no harmonic half bar", "repeats start", "last bar completes the pickup")
 # Weights of the bar hypotheses' features (conditional logit over meter and phase), and one bias per
 # (subdivision, beats per bar); fitted by ``python -m devtools.score_bench --fit-bars`` on music21
 # corpus pieces outside the benchmark.
-BAR_WEIGHTS = (0.554, 1.472, 1.241, 0.957, 1.388, 0.731, 0.984, 0.934, 0.095, -0.539, 1.574, 1.286, -0.766, 4.538,
-               -0.787, -3.27, 6.727, 7.239, 1.913, 1.91, -1.218, -0.168, 1.489)
-BAR_BIAS = {(2, 2): -3.143, (2, 3): 1.237, (2, 4): 1.905, (3, 2): 1.706, (3, 3): -1.313, (3, 4): -0.393}
+BAR_WEIGHTS = (0.481, 1.41, 1.273, 0.95, 1.367, 0.75, 0.935, 0.828, 0.135, -0.499, 1.456, 1.384, -0.655, 4.203,
+               -0.34, -3.231, 6.697, 7.106, 2.458, 2.047, -1.16, -0.168, 1.464, 1.102)
+BAR_BIAS = {(2, 2): -3.257, (2, 3): 1.286, (2, 4): 1.972, (3, 2): 1.477, (3, 3): -1.158, (3, 4): -0.319}
 
 
 def bar_hypotheses(Z: "np.ndarray", acc: "np.ndarray", desc: "np.ndarray", *, subdivision: int,
@@ -623,7 +623,9 @@ def bar_hypotheses(Z: "np.ndarray", acc: "np.ndarray", desc: "np.ndarray", *, su
     1-8 apart; whether there is no pickup; the pickup's length beyond one beat; in 2-beat bars, log2 of the
     onsets per beat (running 16ths are written in 2/4 rather than as eighths in 4/4); "on the beat"
     is left 0 for :func:`bar_evidence` (see :func:`_on_beat_share`); whether the music ends on a bar
-    line (``end_beat``: the beat index, like ``first_beat``, at which the last note ends). The phase counts beats
+    line (``end_beat``: the beat index, like ``first_beat``, at which the last note ends), which is right for
+    music cut at a bar line, and, for a hypothesis with a pickup, whether the last bar completes it (the
+    music from its first beat lasts whole bars: a whole piece's short last bar). The phase counts beats
     from ``first_beat`` (the beat of the first note; ``lead``: how far into it the note starts, 0-1).
 
     The density is split by texture (``polyphonic``: the music has several voices, see
@@ -665,7 +667,8 @@ def bar_hypotheses(Z: "np.ndarray", acc: "np.ndarray", desc: "np.ndarray", *, su
                                               density if b == 2 and not polyphonic else 0.0, 0.0,
                                               float(end_beat is not None and (end_beat - first_beat - ph) % b == 0),
                                               density if b == 2 and polyphonic else 0.0, h_half, h_no_half,
-                                              float(starts[ph::b].sum()) / total - 1.0 / b if total > 0 else 0.0]]))
+                                              float(starts[ph::b].sum()) / total - 1.0 / b if total > 0 else 0.0,
+                                              float(end_beat is not None and ph > 0 and (end_beat - first_beat) % b == 0)]]))
             hyps.append((b, ph))
     return hyps, np.asarray(rows).reshape(len(rows), len(BAR_FEATURES))
 
