@@ -244,7 +244,9 @@ def _stereo_44k(path: Path, seconds: float) -> Path:
 
 def bench_install_size(tmp: Path) -> dict:
     """``pip install .`` into a fresh virtual environment (no torch: what pipx installs), then the size of
-    its site-packages and of the biggest packages in it. Needs the package index."""
+    its site-packages and of the biggest packages in it; and the same installed with ``--no-compile``
+    (``pipx install . --pip-args=--no-compile``: no bytecode written ahead; Python caches what it
+    imports on first use). Needs the package index."""
     import shutil
     import venv
 
@@ -270,6 +272,13 @@ def bench_install_size(tmp: Path) -> dict:
     top = sorted(parts.items(), key=lambda kv: -kv[1])[:12]
     res = {"site_packages_mb": round(int(du.stdout.split()[0]) / 1024, 1) if du.returncode == 0 else None,
            "biggest_mb": {k: round(v / 2**20, 1) for k, v in top}}
+    shutil.rmtree(env_dir, ignore_errors=True)
+    venv.create(env_dir, with_pip=True)
+    subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--no-compile", str(root)], check=True,
+                   capture_output=True)
+    du = subprocess.run(["du", "-sk", str(next((env_dir / "lib").glob("python*/site-packages")))],
+                        capture_output=True, text=True)
+    res["no_compile_site_packages_mb"] = round(int(du.stdout.split()[0]) / 1024, 1) if du.returncode == 0 else None
     shutil.rmtree(env_dir, ignore_errors=True)
     return res
 
