@@ -7,6 +7,9 @@
    and, with ``--real``, on real recordings too (validation only: the mean of both objectives); the
    key-down threshold (key releases) and the pedal thresholds on the validation split (it has key and
    pedal labels). All are stored in the config.
+   Before that, the training audio's mean spectrum is measured and stored as the checkpoint's
+   ``input_match`` (``devtools.input_match``; not with ``--no-input-match``), so calibration, evaluation
+   and users all run spectrum-matched inputs.
 2. Each ``--eval`` dataset's *test* split (pieces never seen in training) is scored for the model and
    every baseline; inference speed is measured on the same audio.
 3. ``models/audionet.{safetensors,json,onnx}`` and ``models/MODEL_CARD.md`` are written: the ONNX export
@@ -148,6 +151,8 @@ def main(argv=None) -> None:
     ap.add_argument("--real", default=None, help="folder of real recordings with labels (validation only)")
     ap.add_argument("--wall-minutes", type=float, default=None, help="training wall time, for the card")
     ap.add_argument("--selection", default=None, help="how the shipped step was chosen, for the card")
+    ap.add_argument("--no-input-match", action="store_true",
+                    help="do not measure the training audio's spectrum for input matching (devtools.input_match)")
     args = ap.parse_args(argv)
 
     from pianonotes.training.evaluate import evaluate
@@ -164,6 +169,12 @@ def main(argv=None) -> None:
         cfg["wall_minutes"] = round(args.wall_minutes)
     if args.selection:
         cfg["selection"] = args.selection
+    if args.no_input_match:
+        cfg.pop("input_match", None)
+    else:  # measured before calibrating: the thresholds are chosen on matched inputs, as users run them
+        from devtools.input_match import measure_input_match
+
+        cfg["input_match"] = measure_input_match(cfg)
     try:
         ship(model, cfg, tmp)
         tr = Transcriber.from_checkpoint(tmp, device="cpu", backend="onnx")
@@ -275,6 +286,12 @@ def write_card(path: Path, cfg: dict, results: dict, baselines: dict | None = No
            f"{dec.get('rise_frames')} frames before, reaching {dec.get('rise_frame')} within {dec.get('rise_frames')} "
            f"after: {dec.get('rise_frames', 0) * 1000 / cfg['fps']:.0f} ms more decoding delay)."
            if dec.get("rise_onset") else "no frame-rise onsets."),
+        *([f"- Input spectrum matching (`pianonotes/features/match.py`): each frame's band magnitudes get the gain and "
+           f"tilt that bring the recording's mean spectrum so far to the training audio's ({im.get('source')}; fitted "
+           f"over {im.get('fmin'):g}-{im.get('fmax'):g} Hz, at most +-{im.get('max_gain_db'):g} dB and "
+           f"+-{im.get('max_tilt_db_per_octave'):g} dB per octave, the correction scaled by t / (t + "
+           f"{im.get('prior_seconds'):g} s) after t seconds): causal, so live and files agree."]
+          if (im := cfg.get("input_match")) else []),
         "",
         "## Data",
         f"- Dry renders made with `pianonotes data synth` (seed {syn.get('seed')}): {data.get('train_hours')} h of "

@@ -122,6 +122,7 @@ class Engine:
         self.frontend = self.config.make_frontend()
         self.fps = self.frontend.fps
         self._fe = self.frontend.streaming()
+        self._match = self.config.make_matcher(self.frontend)  # None: the checkpoint matches no spectrum
         self._net = NetworkStream(network, device=device, chunk_frames=chunk_frames)
         self.decoder = StreamingDecoder(self.fps, options, time_offset=time_offset)
         self.frames_out = 0
@@ -130,6 +131,8 @@ class Engine:
     def reset(self) -> None:
         """Start another recording with the same network and options."""
         self._fe.reset()
+        if self._match is not None:
+            self._match.reset()
         self._net.reset()
         self.decoder.reset()
         self.frames_out = 0
@@ -156,6 +159,8 @@ class Engine:
     flush = finish
 
     def _step(self, feats: np.ndarray, *, final: bool) -> Update:
+        if self._match is not None:
+            feats = self._match.push(feats)
         probs = self._net.push(feats, final=final)
         notes = self.decoder.push(probs)  # the pedal intervals collect in decoder.pedals
         if final:

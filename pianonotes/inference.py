@@ -77,6 +77,7 @@ class ModelConfig:
     arch_config: Mapping[str, Any]
     onnx: OnnxExport | None
     path: Path | None = None
+    input_match: Mapping[str, Any] | None = None  # the spectrum matching of the input (pianonotes.features.match)
     raw: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -95,7 +96,8 @@ class ModelConfig:
                        fps=fps, past_frames=opt("past_frames"), future_frames=opt("future_frames"),
                        lookahead_seconds=float(look) if look is not None else None,
                        decode=dict(cfg.get("decode") or {}), arch_config=dict(cfg.get("arch_config") or {}),
-                       onnx=onnx, path=Path(path) if path else None, raw=dict(cfg))
+                       onnx=onnx, path=Path(path) if path else None,
+                       input_match=dict(cfg["input_match"]) if cfg.get("input_match") else None, raw=dict(cfg))
         except (KeyError, TypeError, ValueError) as exc:
             raise PianonotesError(f"{where} is malformed ({exc}); retrain or re-download it") from exc
 
@@ -103,6 +105,15 @@ class ModelConfig:
         from pianonotes.features import frontend_from_config
 
         return frontend_from_config(dict(self.frontend))
+
+    def make_matcher(self, frontend=None):
+        """A fresh :class:`~pianonotes.features.match.SpectrumMatch` for one recording, or None when the
+        checkpoint has no ``input_match``."""
+        if not self.input_match:
+            return None
+        from pianonotes.features.match import matcher
+
+        return matcher(self.input_match, frontend if frontend is not None else self.make_frontend())
 
     def decode_options(self, **overrides):
         """The calibrated thresholds with ``onset_threshold``/``frame_threshold``/``min_note_seconds``

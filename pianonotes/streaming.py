@@ -13,11 +13,13 @@ The implementations, with their blocks and outputs:
 * :class:`pianonotes.features.logspec.StreamingFrontEnd` and :class:`pianonotes.features.msmd.MsmdStream` (made by a front
   end's ``streaming()``): (n,) float32 mono audio at the front end's ``sample_rate`` in, (frames,
   n_features) float32 features at its ``fps`` out;
+* :class:`pianonotes.features.match.SpectrumMatch` (when the checkpoint has an ``input_match``): features
+  in, the same frames out with their level and spectral tilt matched to the training audio's;
 * :class:`pianonotes.engine.NetworkStream`: (frames, n_features) float32 features in, probabilities by
   head out (``frame``, ``onset``, ``velocity``, v2's ``key``: (frames, 88); ``pedal``: (frames, 1));
 * :class:`pianonotes.decode.StreamingDecoder`: those probabilities in (a dict, one frame per row),
   the :class:`~pianonotes.notes.Note` list that ended out (times in seconds);
-* :class:`pianonotes.engine.Engine`, the three stages above in a row: (n,) float32 mono audio in, an
+* :class:`pianonotes.engine.Engine`, the stages above in a row: (n,) float32 mono audio in, an
   :class:`~pianonotes.engine.Update` out (its ``flush`` is also called ``finish``).
 
 Each stage carries its own history (window overlap, the network's ``past`` frames, the decoder's open

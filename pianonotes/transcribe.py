@@ -124,9 +124,14 @@ class Transcriber:
         return None
 
     def infer_features(self, feats: np.ndarray) -> dict[str, np.ndarray]:
-        """Probabilities for (T, n_features) features: {'frame', 'onset', 'velocity', other heads}, (T, 88)."""
+        """Probabilities for (T, n_features) features of one recording from its start: {'frame', 'onset',
+        'velocity', other heads}, (T, 88); spectrum-matched first when the checkpoint says so, as
+        :meth:`engine` does."""
         from pianonotes.engine import infer_features
 
+        match = self.config.make_matcher(self.frontend)
+        if match is not None:
+            feats = match.push(feats)
         return infer_features(self.network, feats, chunk_frames=self.chunk_frames)
 
     def engine(self, *, time_offset: float = 0.0):
