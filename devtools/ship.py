@@ -151,6 +151,9 @@ def main(argv=None) -> None:
     ap.add_argument("--real", default=None, help="folder of real recordings with labels (validation only)")
     ap.add_argument("--wall-minutes", type=float, default=None, help="training wall time, for the card")
     ap.add_argument("--selection", default=None, help="how the shipped step was chosen, for the card")
+    ap.add_argument("--carry-from", default=None, metavar="MODEL_CARD.md",
+                    help="keep this earlier card's rows of models not measured now (as 'measured earlier') and its "
+                         "Limits bullets")
     ap.add_argument("--no-input-match", action="store_true",
                     help="do not measure the training audio's spectrum for input matching (devtools.input_match)")
     args = ap.parse_args(argv)
@@ -217,7 +220,8 @@ def main(argv=None) -> None:
     out = ship(model, cfg, dest)
     card = dest.parent / "MODEL_CARD.md"
     base_cfgs = {name: ckpt.read_config(path) for name, path in baselines.items()}
-    write_card(card, cfg, results, base_cfgs, groups)
+    carried = carried_card(Path(args.carry_from).read_text(), set(results)) if args.carry_from else None
+    write_card(card, cfg, results, base_cfgs, groups, carried)
     print(json.dumps({"checkpoint": str(out), "onnx": str(out.with_suffix(".onnx")), "metrics": cfg["metrics"],
                       "baselines": results}, indent=1))
 
@@ -256,7 +260,40 @@ PIANO_LICENSES = {
 }
 
 
-def write_card(path: Path, cfg: dict, results: dict, baselines: dict | None = None, groups: dict | None = None) -> None:
+def carried_card(card: str, models: set[str]) -> dict:
+    """What a re-ship keeps of an earlier model card (``--carry-from``): the rows of its two tables for
+    models this run does not measure (their checkpoints may be gone with a replaced machine), renamed
+    "NAME (measured earlier)", and the bullets of its "Limits" section, which earlier sessions wrote by
+    hand. Returns {"metrics": [rows], "recall": [rows], "limits": [lines]}."""
+    out: dict[str, list[str]] = {"metrics": [], "recall": [], "limits": []}
+    table = None
+    section = None
+    for line in card.splitlines():
+        if line.startswith("## "):
+            section = line[3:].strip()
+            table = None
+            continue
+        if section == "Limits and what would improve it":
+            if line.strip():
+                out["limits"].append(line)
+            continue
+        if line.startswith("| model | test set | note F1"):
+            table = "metrics"
+        elif line.startswith("| model | test set | "):
+            table = "recall"
+        elif not line.startswith("|"):
+            table = None
+        elif table and not line.startswith("|---"):
+            name = line.split("|")[1].strip()
+            if name not in models:
+                if not name.endswith("(measured earlier)"):
+                    line = line.replace(f"| {name} |", f"| {name} (measured earlier) |", 1)
+                out[table].append(line)
+    return out
+
+
+def write_card(path: Path, cfg: dict, results: dict, baselines: dict | None = None, groups: dict | None = None,
+               carried: dict | None = None) -> None:
     data = cfg["data"]
     syn = data.get("synth_config", {})
     tc = cfg["train_config"]
@@ -356,6 +393,7 @@ def write_card(path: Path, cfg: dict, results: dict, baselines: dict | None = No
             lines.append(f"| {model_name} | {ds} | {_fmt(m, 'note_f1')} | {_fmt(m, 'note_p')} | {_fmt(m, 'note_r')} | "
                          f"{_fmt(m, 'note_off_f1')} | {_fmt(m, 'frame_f1')} | {_fmt(m, 'pedal_frame_f1')} | "
                          f"{_fmt(m, 'pedal_onset_f1')} |")
+    lines += (carried or {}).get("metrics", [])
     if groups:
         lines += ["", "Note-onset recall by register and by velocity band (all notes of the set pooled):", ""]
         from pianonotes.training.metrics import REGISTERS, VELOCITY_BANDS
@@ -368,6 +406,7 @@ def write_card(path: Path, cfg: dict, results: dict, baselines: dict | None = No
             for ds, m in per.items():
                 lines.append(f"| {model_name} | {ds} | " + " | ".join(
                     f"{m[g]['recall']:.3f}" if g in m else "-" for g in names) + " |")
+        lines += (carried or {}).get("recall", [])
     for name, bc in (baselines or {}).items():
         if bc.get("arch") not in ("seed-mlp", "linear"):
             continue
@@ -398,6 +437,8 @@ def write_card(path: Path, cfg: dict, results: dict, baselines: dict | None = No
         "- Real recordings with labels are only used for validation; real training recordings (MAESTRO) are not",
         "  available to this project's machines.",
     ]
+    fixed = set(lines[lines.index("## Limits and what would improve it") + 1:])
+    lines += [ln for ln in (carried or {}).get("limits", []) if ln not in fixed]
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -158,3 +158,18 @@ def test_it_is_a_stream():
     assert isinstance(m, Stream)
     assert m.push(np.zeros((0, len(FC)), np.float32)).shape == (0, len(FC))
     assert m.flush().shape == (0, len(FC))
+
+
+def test_a_reship_carries_the_earlier_cards_rows_and_limits():
+    """devtools.ship --carry-from: rows of models not measured again, and the hand-written Limits bullets."""
+    from devtools.ship import carried_card
+
+    card = (Path(__file__).resolve().parents[1] / "models" / "MODEL_CARD.md").read_text()
+    kept = carried_card(card, {"audionet"})
+    assert kept["metrics"] and kept["recall"]
+    assert not [r for r in kept["metrics"] + kept["recall"] if r.startswith("| audionet |")]
+    assert any(r.startswith("| audionet-v1 (measured earlier) | real-dev |") for r in kept["metrics"])
+    assert any(r.startswith("| audionet, without input matching (measured earlier) |") for r in kept["recall"])
+    assert any("Input spectrum matching" in ln for ln in kept["limits"])
+    again = carried_card(card.replace("| audionet-v1 |", "| audionet-v1 (measured earlier) |"), {"audionet"})
+    assert not [r for r in again["metrics"] if "(measured earlier) (measured earlier)" in r]
