@@ -77,7 +77,7 @@ class ModelConfig:
     arch_config: Mapping[str, Any]
     onnx: OnnxExport | None
     path: Path | None = None
-    input_match: Mapping[str, Any] | None = None  # the spectrum matching of the input (pianonotes.features.match)
+    input_match: Any = None  # MatchSettings: the spectrum matching of the input (pianonotes.features.match), or None
     raw: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -92,12 +92,17 @@ class ModelConfig:
             opt = lambda key: int(cfg[key]) if cfg.get(key) is not None else None  # noqa: E731
             fps = float(cfg.get("fps") or cfg["frontend"]["sample_rate"] / cfg["frontend"]["hop"])
             look = cfg.get("lookahead_seconds")
+            match = None
+            if cfg.get("input_match"):  # parsed and checked here, once, so a malformed block fails at load
+                from pianonotes.features.match import MatchSettings
+
+                match = MatchSettings.from_dict(cfg["input_match"])
             return cls(arch=str(cfg["arch"]), n_features=int(cfg["n_features"]), frontend=dict(cfg["frontend"]),
                        fps=fps, past_frames=opt("past_frames"), future_frames=opt("future_frames"),
                        lookahead_seconds=float(look) if look is not None else None,
                        decode=dict(cfg.get("decode") or {}), arch_config=dict(cfg.get("arch_config") or {}),
                        onnx=onnx, path=Path(path) if path else None,
-                       input_match=dict(cfg["input_match"]) if cfg.get("input_match") else None, raw=dict(cfg))
+                       input_match=match, raw=dict(cfg))
         except (KeyError, TypeError, ValueError) as exc:
             raise PianonotesError(f"{where} is malformed ({exc}); retrain or re-download it") from exc
 
@@ -109,7 +114,7 @@ class ModelConfig:
     def make_matcher(self, frontend=None):
         """A fresh :class:`~pianonotes.features.match.SpectrumMatch` for one recording, or None when the
         checkpoint has no ``input_match``."""
-        if not self.input_match:
+        if self.input_match is None:
             return None
         from pianonotes.features.match import matcher
 

@@ -12,6 +12,7 @@ import pytest
 from pianonotes.errors import PianonotesError
 from pianonotes.features import frontend_from_config
 from pianonotes.features.match import MatchSettings, SpectrumMatch, reference_spectrum
+from pianonotes.inference import ModelConfig
 from pianonotes.transcribe import Transcriber
 
 FE = Transcriber.from_checkpoint(None).frontend
@@ -98,6 +99,12 @@ def test_malformed_settings_are_one_clear_error():
     with pytest.raises(PianonotesError, match="bands"):
         _matcher(_reference()[:10])
     s = MatchSettings(tuple(_reference()), source="test")
+    # a checkpoint's malformed block is reported when it loads, not when the first recording starts
+    cfg = json.loads(Path(Transcriber.from_checkpoint(None).config.path.with_suffix(".json")).read_text())
+    assert isinstance(ModelConfig.from_dict(cfg).input_match, MatchSettings)
+    cfg["input_match"] = {"reference": [1.0, 0.0]}
+    with pytest.raises(PianonotesError, match="input_match reference"):
+        ModelConfig.from_dict(cfg)
     assert MatchSettings.from_dict(json.loads(json.dumps(s.to_dict()))).reference == pytest.approx(s.reference, rel=1e-5)
 
 

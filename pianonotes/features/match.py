@@ -120,19 +120,19 @@ class SpectrumMatch:
         scale = np.exp(c[:, :1] + c[:, 1:] * self._octaves[None, :])
         return np.log1p(self._gain * mags * scale).astype(np.float32)
 
-
     def flush(self) -> np.ndarray:
         """Nothing is held back (a frame's correction uses frames up to it only): no frames."""
         return np.zeros((0, len(self._ref)), np.float32)
 
 
-def matcher(config_input_match: Mapping[str, Any] | None, frontend) -> SpectrumMatch | None:
-    """The matcher of a checkpoint's ``input_match`` for its front end; None when it has none (older
-    checkpoints, or a front end without log-frequency bands)."""
-    if not config_input_match or not hasattr(frontend, "band_centres"):
+def matcher(settings: MatchSettings | Mapping[str, Any] | None, frontend) -> SpectrumMatch | None:
+    """The matcher of a checkpoint's ``input_match`` (parsed settings, or the JSON block) for its front
+    end; None when it has none (older checkpoints, or a front end without log-frequency bands)."""
+    if not settings or not hasattr(frontend, "band_centres"):
         return None
-    return SpectrumMatch(MatchSettings.from_dict(config_input_match), frontend.band_centres(),
-                         gain=frontend.gain, fps=frontend.fps)
+    if not isinstance(settings, MatchSettings):
+        settings = MatchSettings.from_dict(settings)
+    return SpectrumMatch(settings, frontend.band_centres(), gain=frontend.gain, fps=frontend.fps)
 
 
 def reference_spectrum(audio_windows, frontend) -> np.ndarray:
