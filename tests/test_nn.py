@@ -219,6 +219,24 @@ def test_max_minutes_stops_training_and_saves_like_the_last_step(tiny_dataset, t
     assert conf["train_config"]["max_minutes"] == 0.05
 
 
+@needs_fluidsynth
+def test_stop_at_step_keeps_the_schedule_and_a_resume_may_change_it(tiny_dataset, tmp_path):
+    from pianonotes.training.train import _lr_at
+
+    lrs = {}
+    res = train(_cfg(tiny_dataset, tmp_path / "run", max_steps=40, stop_at_step=20),
+                on_event=lambda k, i: lrs.__setitem__(i["step"], i["lr"]) if k == "step" else None)
+    assert res["step"] == 20 and max(lrs) == 20
+    assert lrs[20] == pytest.approx(_lr_at(19, 40, 1e-3, 5, True))  # the 40-step schedule, cut at 20
+    conf = ckpt.read_config(tmp_path / "run" / "last")
+    assert conf["step"] == 20 and "note_f1" in conf["metrics"]
+    # resumed with a shorter schedule: the rest of the run anneals over 30 steps instead of 40
+    res = train(_cfg(tiny_dataset, tmp_path / "run", max_steps=30), resume=str(tmp_path / "run" / "last"),
+                on_event=lambda k, i: lrs.__setitem__(i["step"], i["lr"]) if k == "step" else None)
+    assert res["step"] == 30 and lrs[30] == pytest.approx(_lr_at(29, 30, 1e-3, 5, True))
+    assert ckpt.read_config(tmp_path / "run" / "last")["resumed_at"] == [20]
+
+
 def test_the_cosine_decay_follows_the_clock_when_it_runs_out_first():
     from pianonotes.training.train import _lr_at
 

@@ -457,6 +457,8 @@ def train(
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many steps (overrides --epochs)."),
     max_minutes: Optional[float] = typer.Option(None, help="Also stop after this many minutes of training (validated "
                                                 "and saved as at the last step)."),
+    stop_at_step: Optional[int] = typer.Option(None, help="Stop (validated and saved) at this step, the learning-rate "
+                                               "schedule still that of --max-steps; continue later with --resume."),
     batch_size: int = typer.Option(16, help="Windows per step (per process)."),
     window: int = typer.Option(200, help="Frames per training window."),
     lr: Optional[float] = typer.Option(None, help="Learning rate (default 1e-3 AdamW; 0.01 SGD for the seed's models)."),
@@ -500,6 +502,8 @@ def train(
             raise fail(f"{name} {value}: give a whole number, 1 or more")
     if max_steps is not None and max_steps < 0:  # 0: only write the initial checkpoint
         raise fail(f"--max-steps {max_steps}: give 0 or more")
+    if stop_at_step is not None and stop_at_step < 1:
+        raise fail(f"--stop-at-step {stop_at_step}: give a step of 1 or more")
     for name, value in (("--epochs", epochs), ("--lr", 1.0 if lr is None else lr),
                         ("--limit-hours", 1.0 if limit_hours is None else limit_hours),
                         ("--max-minutes", 1.0 if max_minutes is None else max_minutes)):
@@ -523,7 +527,7 @@ def train(
         if msmd == "download":
             msmd_opts = dataclasses.replace(msmd_opts, root=_download_msmd(yes))
     cfg = TrainConfig(data=str(data) if data else None, out=str(out), arch=arch, epochs=epochs, max_steps=max_steps,
-                      max_minutes=max_minutes, batch_size=batch_size, window=window, lr=lr, device=device, seed=seed,
+                      max_minutes=max_minutes, stop_at_step=stop_at_step, batch_size=batch_size, window=window, lr=lr, device=device, seed=seed,
                       save_every=save_every, workers=workers, limit_hours=limit_hours, msmd=msmd_opts,
                       online_augment=online_augment, rooms=str(rooms) if rooms else None,
                       init_from=str(init_from) if init_from else None, val_real=str(val_real) if val_real else None,

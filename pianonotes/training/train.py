@@ -40,6 +40,9 @@ class TrainConfig:
     epochs: float = 10.0  # passes over the training windows (fractions allowed); max_steps overrides it
     max_steps: int | None = None  # stop after this many steps (0: only the initial checkpoint)
     max_minutes: float | None = None  # also stop (validated and saved) after this much wall time of training
+    # stop (validated and saved) at this step while the schedule stays that of max_steps: a run cut into
+    # pieces, or one a resume with another --max-steps re-schedules (an earlier anneal), made reproducible
+    stop_at_step: int | None = None
     batch_size: int = 16  # windows per step, per process
     window: int = 200  # output frames per training window
     lr: float | None = None  # default: 1e-3 AdamW (audionet), 0.01 SGD (seed-mlp, linear)
@@ -471,7 +474,8 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
     deadline = t_last + cfg.max_minutes * 60 if cfg.max_minutes else None
 
     def out_of_time() -> bool:
-        return deadline is not None and time.time() >= deadline
+        return (deadline is not None and time.time() >= deadline) or (
+            cfg.stop_at_step is not None and step >= cfg.stop_at_step)
 
     try:
         while step < total_steps:
