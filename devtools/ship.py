@@ -59,7 +59,7 @@ def calibrate(transcriber, recs, fps: float, real_recs=()) -> tuple[dict, float]
 
     best, best_f = None, -1.0
     for on in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
-        for fr in (0.2, 0.3, 0.4, 0.5, 0.6):
+        for fr in (0.3, 0.4, 0.5, 0.6):
             opt = DecodeOptions(on, fr)
             f = objective(opt)
             if f > best_f:
@@ -73,7 +73,7 @@ def calibrate(transcriber, recs, fps: float, real_recs=()) -> tuple[dict, float]
     if "key" in probs[0][0] and keyed:  # v2: where a note's key goes up, by key-release note-with-offset F1
         best_k = -1.0
         chosen = best
-        for key_t in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
+        for key_t in (0.3, 0.4, 0.5, 0.6, 0.7):
             opt = dataclasses.replace(best, key_threshold=key_t)
             rows = [{"f": note_scores(released(r.notes), released(decode(
                 p["frame"], p["onset"], p["velocity"], fps=fps, options=opt, key=p["key"])))["note_off_f1"]}
