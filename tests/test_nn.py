@@ -278,7 +278,12 @@ def test_ddp_two_cpu_processes_match_single_process(tiny_dataset, tmp_path):
     common = ["--data", str(tiny_dataset), "--arch", "linear", "--window", "16", "--device", "cpu",
               "--save-every", "1000", "--lr", "0.5"]
     cli = [sys.executable, "-m", "pianonotes", "train"]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+    import socket
+
+    with socket.socket() as sock:  # a free port, not a fixed one another run may hold (or leave in TIME_WAIT)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
                 "-m", "pianonotes", "train"]
     runs = {"init": cli + common + ["--max-steps", "0", "--out", str(tmp_path / "init")],
             "ddp": torchrun + common + ["--max-steps", "5", "--batch-size", "2", "--out", str(tmp_path / "ddp")],
