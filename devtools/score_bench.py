@@ -332,17 +332,20 @@ SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
 
 
 def transcribed(notes, transcriber) -> list:
-    """The notes rendered with FluidSynth (FluidR3 piano) and transcribed by ``transcriber``."""
+    """The notes rendered with FluidSynth (FluidR3 piano) and transcribed by ``transcriber``, with the
+    key releases a score writes (:func:`pianonotes.notes.score_releases`, as ``transcribe`` does)."""
     import numpy as np
 
     from pianonotes.datasets.synth.render import render
+    from pianonotes.notes import score_releases
 
     sr = transcriber.frontend.sample_rate
     total = max(n.offset for n in notes) + 1.5
     audio = render([(n.onset, n.offset, n.pitch, n.velocity) for n in notes], [], total, SOUNDFONT, 0, sr)
     block = int(30 * sr)
     blocks = (np.asarray(audio[i: i + block], dtype=np.float32) for i in range(0, len(audio), block))
-    return transcriber.transcribe_blocks(blocks).notes
+    res = transcriber.transcribe_blocks(blocks)
+    return score_releases(res.notes, res.pedals)
 
 
 def score_piece(truth: Truth, qpm: float, performed: bool, seed: int, transcriber=None,

@@ -163,6 +163,34 @@ def with_note_length(notes: Iterable[Note], pedals: Sequence[PedalEvent] | None,
             for n, end in zip(notes, ends)]
 
 
+SCORE_RELEASE_GAP = 0.15  # s: how much later the sounding end must be to replace the key-down head's release
+
+
+def score_releases(notes: Iterable[Note], pedals: Sequence[PedalEvent] | None) -> list[Note]:
+    """The notes with the key releases a score writes, one for one, in the same order.
+
+    Where the decoded sustain pedal (``pedals``) is up when a note's key-down head says the key went up,
+    the damper stops the string with the key, so the note's sounding end (``offset``, the frame head)
+    is a second estimate of the same release. When it is later by more than :data:`SCORE_RELEASE_GAP`
+    it is the one kept: the key-down head lets a long, decaying note go early (through audio, half
+    notes at about half their value), while the few frames the two heads differ by on short notes are
+    noise. Under the pedal the key-down head's release stands. ``pedals=None`` (notes read from a MIDI
+    file, or a model without a pedal head): unchanged.
+    """
+    notes = list(notes)
+    if pedals is None:
+        return notes
+    spans = sorted((p.start, p.end) for p in pedals)
+
+    def pedal_down(t: float) -> bool:
+        return any(a <= t < b for a, b in spans)
+
+    return [dataclasses.replace(n, key_offset=max(n.offset, n.key_offset))
+            if n.key_offset is not None and n.offset - n.key_offset > SCORE_RELEASE_GAP
+            and not pedal_down(n.key_offset) else n
+            for n in notes]
+
+
 def _midi_events(path: str | os.PathLike):
     import mido
 

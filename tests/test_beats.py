@@ -18,7 +18,7 @@ import pytest
 from pianonotes.errors import PianonotesError
 from pianonotes.export import estimate_beats, notes_to_score, parse_meter, plan_score, write_notes
 from pianonotes.export.beats import Meter, track_beats
-from pianonotes.notes import Note, read_midi_with_pedal
+from pianonotes.notes import Note, PedalEvent, read_midi_with_pedal
 
 from conftest import four_then_three
 
@@ -422,6 +422,30 @@ def test_note_values_follow_key_releases_not_the_pedal():
     sc = notes_to_score(pedalled, title="pedal", bpm=100, time_signature="4/4")
     upper = sc.parts[0].getElementsByClass(stream.Measure)
     assert all([x.quarterLength for x in m.notes] == [1.0] * 4 for m in upper)
+
+
+def test_half_notes_whose_key_head_lets_go_early_are_written_as_halves(tmp_path):
+    """Without the pedal the score takes a note's sounding end when the key-down head releases it early
+    (a decaying half note), so half notes are not written as quarters and rests; under the pedal (or
+    with no pedal information) the key-down head's release stands."""
+    from music21 import converter
+
+    beat = 0.6
+    ev = [(2 * k, 60 + (k % 3) * 4) for k in range(16)] + [(4 * k, 36) for k in range(8)]
+    notes = []
+    for q, pitch in ev:
+        length = 4 if pitch == 36 else 2
+        on = 0.5 + q * beat
+        notes.append(Note(on, on + 0.95 * length * beat, pitch, 80, key_offset=on + 0.5 * length * beat))
+
+    def values(pedals, name):
+        out = tmp_path / f"{name}.musicxml"
+        write_notes(out, notes, title=name, bpm=100, time_signature="4/4", pedals=pedals)
+        return [float(n.quarterLength) for n in converter.parse(out).parts[0].flatten().notes]
+
+    assert values([], "no-pedal") == [2.0] * 16
+    assert 1.0 in values(None, "unknown")  # the key-down head alone: quarters
+    assert 1.0 in values([PedalEvent(0.0, 60.0)], "pedal-down")
 
 
 # ------------------------------------------------------------------------------------- meter changes

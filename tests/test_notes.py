@@ -2,7 +2,8 @@ import mido
 import pytest
 
 from pianonotes.errors import PianonotesError
-from pianonotes.notes import Note, PedalEvent, apply_sustain, midi_bytes, pitch_name, read_midi, read_midi_with_pedal
+from pianonotes.notes import (Note, PedalEvent, apply_sustain, midi_bytes, pitch_name, read_midi, read_midi_with_pedal,
+                              score_releases)
 
 
 def _write(tmp_path, msgs, tpb=480):
@@ -117,6 +118,20 @@ def test_note_length_key_and_sounding_ends():
     assert with_note_length(v1, [], "key") == with_note_length(v1, [], "sounding") == v1
     with pytest.raises(PianonotesError, match="key or sounding"):
         with_note_length(notes, PEDALS, "pedal")
+
+
+def test_score_releases_take_the_sounding_end_where_the_pedal_is_up():
+    notes = [Note(0.0, 1.9, 60, 80, key_offset=0.5),  # pedal up at the key release: the sounding end
+             Note(0.5, 1.45, 64, 80, key_offset=0.6),  # key up under the pedal: its release stands
+             Note(2.0, 2.4, 67, 80, key_offset=2.45),  # key head later than the sound: kept
+             Note(3.0, 3.5, 72, 80),  # no key head (v1): kept
+             Note(4.0, 4.4, 74, 80, key_offset=4.3)]  # the heads a few frames apart: the key head's
+    pedals = [PedalEvent(0.55, 1.5)]
+    got = score_releases(notes, pedals)
+    assert [n.release for n in got] == [1.9, 0.6, 2.45, 3.5, 4.3]
+    assert [(n.onset, n.offset, n.pitch) for n in got] == [(n.onset, n.offset, n.pitch) for n in notes]
+    assert [n.release for n in score_releases(notes, [])] == [1.9, 1.45, 2.45, 3.5, 4.3]  # no pedal at all
+    assert score_releases(notes, None) == notes  # notes from a MIDI file: nothing to compare with
 
 
 def test_sounding_ends_are_what_a_synthesizer_plays_from_key_releases_and_cc64(tmp_path):

@@ -19,7 +19,7 @@ from pianonotes.export.hands import split_hands
 from pianonotes.export.score import (DEFAULT_GRID, ScorePlan, notes_to_score, plan_score, score_to_musicxml,
                                      write_musicxml)
 from pianonotes.export.tempo import estimate_tempo
-from pianonotes.notes import Note, PedalEvent, check_note_length, rhythm_grid, with_note_length
+from pianonotes.notes import Note, PedalEvent, check_note_length, rhythm_grid, score_releases, with_note_length
 
 # File extension -> writer kind. ".png" is the engraved score; the piano roll is write_piano_roll.
 FORMATS: dict[str, str] = {
@@ -103,7 +103,8 @@ def write_notes(
     the key releases, with ``pedals`` (the decoded sustain pedal) as CC64 in the MIDI; ``"sounding"``
     the key releases extended by ``pedals`` (:func:`pianonotes.notes.with_note_length`), no CC64. CSV
     and JSON say which. ``pedals=None``: the notes' own offsets are the sounding ends and the MIDI's CC64
-    is implied by them. Scores always use the key releases. ``progress(stage, fraction)``, if given,
+    is implied by them. Scores always use the key releases, where the pedal is up the later of the
+    key-down head's and the sounding end (:func:`pianonotes.notes.score_releases`). ``progress(stage, fraction)``, if given,
     hears how far the writing has got, each stage from 0.0 to 1.0: "plan", "score" and "musicxml"
     (:func:`notes_to_score`, :func:`write_musicxml`), "midi", and for engraved scores "engrave" (the
     layout and each page rendered) and "pages" (each page file written; :func:`engrave`).
@@ -124,8 +125,9 @@ def write_notes(
             meta["bpm"] = float(bpm)
         return [write_json(path, with_note_length(notes, pedals, note_length), meta=meta, overwrite=overwrite,
                            note_length=note_length)]
+    scored = score_releases(notes, pedals)
     if plan is None:
-        plan = plan_score(notes, bpm=bpm, time_signature=time_signature, grid=grid)
+        plan = plan_score(scored, bpm=bpm, time_signature=time_signature, grid=grid)
     if kind == "midi":
         from pianonotes.export.midi import score_midi_bytes
         from pianonotes.fileio import write_bytes_atomic
@@ -138,11 +140,11 @@ def write_notes(
             progress("midi", 1.0)
         return [path]
     if kind == "musicxml":
-        write_musicxml(path, notes, title=title, compressed=(ext == ".mxl"), overwrite=overwrite, plan=plan,
+        write_musicxml(path, scored, title=title, compressed=(ext == ".mxl"), overwrite=overwrite, plan=plan,
                        progress=progress)
         return [path]
     # engraved
-    sc = notes_to_score(notes, title=title, plan=plan, progress=progress)
+    sc = notes_to_score(scored, title=title, plan=plan, progress=progress)
     return engrave(score_to_musicxml(sc), path, overwrite=overwrite, fmt=ext, progress=progress).paths
 
 
@@ -170,7 +172,7 @@ def write_all(
     if any(FORMATS[_extension(p, None)] not in ("csv", "json") for p in paths):
         if progress is not None:
             progress("plan", 0.0)
-        plan = plan_score(notes, bpm=bpm, time_signature=time_signature, grid=grid)
+        plan = plan_score(score_releases(notes, pedals), bpm=bpm, time_signature=time_signature, grid=grid)
         if progress is not None:
             progress("plan", 1.0)
     written: list[Path] = []
