@@ -177,15 +177,24 @@ def score_releases(notes: Iterable[Note], pedals: Sequence[PedalEvent] | None) -
     noise. Under the pedal the key-down head's release stands. ``pedals=None`` (notes read from a MIDI
     file, or a model without a pedal head): unchanged.
     """
+    import bisect
+
     notes = list(notes)
     if pedals is None:
         return notes
-    spans = sorted((p.start, p.end) for p in pedals)
+    starts, ends = [], []  # the pedal's down intervals, merged where they overlap, in order
+    for p in sorted(pedals, key=lambda p: p.start):
+        if ends and p.start <= ends[-1]:
+            ends[-1] = max(ends[-1], p.end)
+        else:
+            starts.append(p.start)
+            ends.append(p.end)
 
     def pedal_down(t: float) -> bool:
-        return any(a <= t < b for a, b in spans)
+        i = bisect.bisect_right(starts, t) - 1
+        return i >= 0 and t < ends[i]
 
-    return [dataclasses.replace(n, key_offset=max(n.offset, n.key_offset))
+    return [dataclasses.replace(n, key_offset=n.offset)
             if n.key_offset is not None and n.offset - n.key_offset > SCORE_RELEASE_GAP
             and not pedal_down(n.key_offset) else n
             for n in notes]

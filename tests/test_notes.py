@@ -132,6 +132,8 @@ def test_score_releases_take_the_sounding_end_where_the_pedal_is_up():
     assert [(n.onset, n.offset, n.pitch) for n in got] == [(n.onset, n.offset, n.pitch) for n in notes]
     assert [n.release for n in score_releases(notes, [])] == [1.9, 1.45, 2.45, 3.5, 4.3]  # no pedal at all
     assert score_releases(notes, None) == notes  # notes from a MIDI file: nothing to compare with
+    # overlapping or unsorted intervals are one pedal press
+    assert score_releases(notes, [PedalEvent(0.9, 1.5), PedalEvent(0.55, 1.0)]) == got
 
 
 def test_sounding_ends_are_what_a_synthesizer_plays_from_key_releases_and_cc64(tmp_path):

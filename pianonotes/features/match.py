@@ -125,13 +125,12 @@ class SpectrumMatch:
         return np.zeros((0, len(self._ref)), np.float32)
 
 
-def matcher(settings: MatchSettings | Mapping[str, Any] | None, frontend) -> SpectrumMatch | None:
-    """The matcher of a checkpoint's ``input_match`` (parsed settings, or the JSON block) for its front
-    end; None when it has none (older checkpoints, or a front end without log-frequency bands)."""
-    if not settings or not hasattr(frontend, "band_centres"):
+def matcher(settings: MatchSettings | None, frontend) -> SpectrumMatch | None:
+    """The matcher of a checkpoint's ``input_match`` (parsed when the checkpoint loads,
+    :class:`pianonotes.inference.ModelConfig`) for its front end; None when it has none (older
+    checkpoints, or a front end without log-frequency bands)."""
+    if settings is None or not hasattr(frontend, "band_centres"):
         return None
-    if not isinstance(settings, MatchSettings):
-        settings = MatchSettings.from_dict(settings)
     return SpectrumMatch(settings, frontend.band_centres(), gain=frontend.gain, fps=frontend.fps)
 
 
