@@ -109,13 +109,20 @@ def write_notes(
     (:func:`notes_to_score`, :func:`write_musicxml`), "midi", and for engraved scores "engrave" (the
     layout and each page rendered) and "pages" (each page file written; :func:`engrave`).
     """
-    path = Path(path)
     check_note_length(note_length)
+    return _write_one(Path(path), list(notes), None, title=title, bpm=bpm, time_signature=time_signature,
+                      overwrite=overwrite, fmt=fmt, grid=grid, plan=plan, pedals=pedals, note_length=note_length,
+                      progress=progress)
+
+
+def _write_one(path: Path, notes: list[Note], scored: list[Note] | None, *, title, bpm, time_signature, overwrite,
+               fmt, grid, plan, pedals, note_length, progress) -> list[Path]:
+    """:func:`write_notes` with the score's notes (:func:`score_releases`) made once by the caller (None:
+    made here when a score needs them)."""
     ext = _extension(path, fmt)
     kind = FORMATS[ext]
     if not overwrite and path.exists():
         raise PianonotesError(f"{path} exists; pass --overwrite to replace it")
-    notes = list(notes)
     if kind == "csv":
         return [write_csv(path, with_note_length(notes, pedals, note_length), overwrite=overwrite,
                           note_length=note_length)]
@@ -125,7 +132,8 @@ def write_notes(
             meta["bpm"] = float(bpm)
         return [write_json(path, with_note_length(notes, pedals, note_length), meta=meta, overwrite=overwrite,
                            note_length=note_length)]
-    scored = score_releases(notes, pedals)
+    if scored is None and (plan is None or kind != "midi"):
+        scored = score_releases(notes, pedals)
     if plan is None:
         plan = plan_score(scored, bpm=bpm, time_signature=time_signature, grid=grid)
     if kind == "midi":
@@ -168,16 +176,17 @@ def write_all(
     paths = [Path(p) for p in paths]
     check_note_length(note_length)
     notes = list(notes)
-    plan = None
+    plan = scored = None
     if any(FORMATS[_extension(p, None)] not in ("csv", "json") for p in paths):
         if progress is not None:
             progress("plan", 0.0)
-        plan = plan_score(score_releases(notes, pedals), bpm=bpm, time_signature=time_signature, grid=grid)
+        scored = score_releases(notes, pedals)
+        plan = plan_score(scored, bpm=bpm, time_signature=time_signature, grid=grid)
         if progress is not None:
             progress("plan", 1.0)
     written: list[Path] = []
     for p in paths:
-        written += write_notes(p, notes, title=title, bpm=bpm, time_signature=time_signature,
-                               overwrite=overwrite, grid=grid, plan=plan, pedals=pedals, note_length=note_length,
-                               progress=progress)
+        written += _write_one(p, notes, scored, title=title, bpm=bpm, time_signature=time_signature,
+                              overwrite=overwrite, fmt=None, grid=grid, plan=plan, pedals=pedals,
+                              note_length=note_length, progress=progress)
     return written
