@@ -35,10 +35,18 @@ import numpy as np
 PEDAL_MIN_SECONDS = (0.1, 0.3, 0.5, 0.7, 1.0)
 
 
+#: Harmonic-ghost rule (DecodeOptions.ghost_onset, ghost_ratio), calibrated after frame-rise onsets: an onset
+#: less sure than this, an octave, a twelfth or two octaves above a struck key, whose frame probability stays
+#: below the ratio times that key's, starts no note (or the rule stays off where it does not pay).
+GHOST_ONSETS = (0.7, 0.8, 0.85, 0.9)
+GHOST_RATIOS = (0.6, 0.7, 0.8, 0.9)
+
+
 def calibrate(transcriber, recs, fps: float, real_recs=()) -> tuple[dict, float]:
     """Onset/frame thresholds maximising note F1 + 0.5 note-with-offset F1 (duration-weighted over
     ``recs``; with ``real_recs``, the mean of that and the same over the real recordings, each file once),
-    then frame-rise onsets (off, or the ``rise_onset`` that raises the same objective most), then, for a model with a key-down head, the key threshold by note-with-offset F1 with key-release offsets
+    then frame-rise onsets (off, or the ``rise_onset`` that raises the same objective most), then the
+    harmonic-ghost rule (off, or the :data:`GHOST_ONSETS` x :data:`GHOST_RATIOS` pair that raises it most), then, for a model with a key-down head, the key threshold by note-with-offset F1 with key-release offsets
     on the ``recs`` that have key releases, and the pedal thresholds and the shortest pedal interval kept
     (:data:`PEDAL_MIN_SECONDS`) by pedal frame F1 on ``recs`` when the model has a pedal head."""
     from pianonotes.decode import DecodeOptions, decode, decode_pedal
@@ -69,6 +77,13 @@ def calibrate(transcriber, recs, fps: float, real_recs=()) -> tuple[dict, float]
         f = objective(opt)
         if f > best_f:
             best, best_f = opt, f
+    start = best
+    for ghost in GHOST_ONSETS:  # harmonic ghosts (DecodeOptions.ghost_onset), by the same objective
+        for ratio in GHOST_RATIOS:
+            opt = dataclasses.replace(start, ghost_onset=ghost, ghost_ratio=ratio)
+            f = objective(opt)
+            if f > best_f:
+                best, best_f = opt, f
     keyed = [(r, p) for r, p in zip(recs, probs[0]) if any(n.key_offset is not None for n in r.notes)]
     if "key" in probs[0][0] and keyed:  # v2: where a note's key goes up, by key-release note-with-offset F1
         best_k = -1.0
@@ -156,6 +171,10 @@ def main(argv=None) -> None:
                          "Limits bullets")
     ap.add_argument("--no-input-match", action="store_true",
                     help="do not measure the training audio's spectrum for input matching (devtools.input_match)")
+    ap.add_argument("--keep-input-match", action="store_true",
+                    help="keep the checkpoint's own input_match block (re-shipping shipped weights with a new "
+                         "decoding calibration, when the training renders on this machine are not those it was "
+                         "measured on)")
     args = ap.parse_args(argv)
 
     from pianonotes.training.evaluate import evaluate
@@ -174,6 +193,9 @@ def main(argv=None) -> None:
         cfg["selection"] = args.selection
     if args.no_input_match:
         cfg.pop("input_match", None)
+    elif args.keep_input_match:
+        if "input_match" not in cfg:
+            raise SystemExit(f"{args.checkpoint} has no input_match block to keep; leave out --keep-input-match")
     else:  # measured before calibrating: the thresholds are chosen on matched inputs, as users run them
         from devtools.input_match import measure_input_match
 
@@ -188,7 +210,7 @@ def main(argv=None) -> None:
             cfg["calibration"] = {"split": "validation" + (" + real recordings" if real else ""),
                                   "real": str(args.real) if real else None, "score": round(f, 4),
                                   "objective": "note F1 + 0.5 note-with-offset F1 (mean of the sets), for the "
-                                               "onset, frame and frame-rise thresholds; key threshold by key-release note-with-offset F1 and "
+                                               "onset, frame, frame-rise and harmonic-ghost thresholds; key threshold by key-release note-with-offset F1 and "
                                                "pedal thresholds and shortest pedal by pedal frame F1 on validation"}
             ship(model, cfg, tmp)
             tr = Transcriber.from_checkpoint(tmp, device="cpu", backend="onnx")
@@ -322,7 +344,10 @@ def write_card(path: Path, cfg: dict, results: dict, baselines: dict | None = No
         + (f"frame-rise onsets from onset {dec['rise_onset']} (frame below {dec.get('rise_before')} over "
            f"{dec.get('rise_frames')} frames before, reaching {dec.get('rise_frame')} within {dec.get('rise_frames')} "
            f"after: {dec.get('rise_frames', 0) * 1000 / cfg['fps']:.0f} ms more decoding delay)."
-           if dec.get("rise_onset") else "no frame-rise onsets."),
+           if dec.get("rise_onset") else "no frame-rise onsets.")
+        + (f" Harmonic ghosts dropped: an onset below {dec['ghost_onset']} an octave, a twelfth or two octaves above "
+           f"a key struck as surely within 2 frames, whose frame probability stays below {dec.get('ghost_ratio')} times "
+           f"that key's, starts no note." if dec.get("ghost_onset") else ""),
         *([f"- Input spectrum matching (`pianonotes/features/match.py`): each frame's band magnitudes get the gain and "
            f"tilt that bring the recording's mean spectrum so far to the training audio's ({im.get('source')}; fitted "
            f"over {im.get('fmin'):g}-{im.get('fmax'):g} Hz, at most +-{im.get('max_gain_db'):g} dB and "

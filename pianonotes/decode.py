@@ -62,6 +62,14 @@ class DecodeOptions:
     rise_before: float = 0.2
     rise_frame: float = 0.6
     rise_frames: int = 3
+    #: Harmonic ghosts (0: off): an onset on a key whose onset probability peaks below ``ghost_onset``
+    #: (over the frame before to the frame after) starts no note where a key an octave, a twelfth or two
+    #: octaves below has an onset at least as probable within 2 frames and this key's frame probability,
+    #: over the onset frame and the ``rise_frames`` after, averages below ``ghost_ratio`` times that
+    #: lower key's: the upper partials of a struck note heard as a note of their own. It uses the same
+    #: look-ahead as frame-rise onsets (``rise_frames`` frames).
+    ghost_onset: float = 0.0
+    ghost_ratio: float = 0.7
 
     def __post_init__(self):
         if not self.pedal_off <= self.pedal_on:
@@ -79,13 +87,24 @@ class DecodeOptions:
                 raise PianonotesError(f"{name.replace('_', ' ')} must be between 0 and 1, got {getattr(self, name)}")
         if not (isinstance(self.rise_frames, int) and 1 <= self.rise_frames <= 25):
             raise PianonotesError(f"rise frames must be a whole number from 1 to 25, got {self.rise_frames}")
+        if not 0.0 <= self.ghost_onset <= 1.0:  # NaN too
+            raise PianonotesError(f"ghost onset must be 0 (off) or between 0 and 1, got {self.ghost_onset}")
+        if not 0.0 < self.ghost_ratio < float("inf"):
+            raise PianonotesError(f"ghost ratio must be above 0, got {self.ghost_ratio}")
+
+    @property
+    def lookahead_frames(self) -> int:
+        """Frames that decoding waits for before a frame's notes are final (frame-rise onsets and
+        harmonic ghosts look ahead; 0 without either)."""
+        return self.rise_frames if self.rise_onset > 0 or self.ghost_onset > 0 else 0
 
     @classmethod
     def for_model(cls, decode: Mapping[str, Any] | None, *, onset_threshold: float | None = None,
                   frame_threshold: float | None = None, min_note_seconds: float | None = None,
-                  rise_onset: float | None = None) -> "DecodeOptions":
+                  rise_onset: float | None = None, ghost_onset: float | None = None) -> "DecodeOptions":
         """A model's calibrated thresholds (library defaults where it has none), with overrides (None
-        keeps the model's; ``rise_onset=0`` turns frame-rise onsets off).
+        keeps the model's; ``rise_onset=0`` turns frame-rise onsets off, ``ghost_onset=0`` the harmonic-ghost
+        rule: both together, decoding's look-ahead).
 
         ``decode``: the model's ``decode`` mapping (field name to value): :attr:`ModelConfig.decode
         <pianonotes.inference.ModelConfig.decode>`, the checkpoint JSON's ``decode`` section as an
@@ -114,7 +133,8 @@ class DecodeOptions:
                    pick(None, "key_threshold", base.key_threshold), pick(None, "pedal_on", base.pedal_on),
                    pick(None, "pedal_off", base.pedal_off), pick(None, "min_pedal_seconds", base.min_pedal_seconds),
                    pick(rise_onset, "rise_onset", base.rise_onset), pick(None, "rise_before", base.rise_before),
-                   pick(None, "rise_frame", base.rise_frame), int(pick(None, "rise_frames", base.rise_frames)))
+                   pick(None, "rise_frame", base.rise_frame), int(pick(None, "rise_frames", base.rise_frames)),
+                   pick(ghost_onset, "ghost_onset", base.ghost_onset), pick(None, "ghost_ratio", base.ghost_ratio))
 
 
 class StreamingPedal:
@@ -182,6 +202,8 @@ class StreamingDecoder:
         self._held: dict[str, np.ndarray] | None = None  # frame-rise onsets: frames awaiting their look-ahead
         self._before = np.zeros((0, constants.N_KEYS), np.float32)  # frame probs of the frames before them
         self._prev_onset = np.zeros(constants.N_KEYS, np.float32)  # raw onset prob of the last frame decoded
+        self._before_on = np.zeros((0, constants.N_KEYS), np.float32)  # raw onset probs of the frames before
+        self._ghost_run = np.zeros(constants.N_KEYS, bool)  # keys whose onset run so far is a harmonic ghost
 
     @property
     def pedal_down(self) -> bool:
@@ -227,13 +249,13 @@ class StreamingDecoder:
             self.pedals += self._pedal.push(pedal)
         if n == 0:
             return []
-        if self.opt.rise_onset > 0:
+        if self.opt.lookahead_frames:
             return self._push_rise({"frame": frame, "onset": onset, "velocity": velocity, "key": key}, final=False)
         return self._decode_frames(frame, onset, velocity, key)
 
     def _push_rise(self, new: dict | None, *, final: bool) -> list[Note]:
-        """Frame-rise onsets: add the new frames to the held ones, decode those whose look-ahead is
-        complete (all of them when ``final``), hold the rest."""
+        """Decoding with look-ahead (frame-rise onsets, harmonic ghosts): add the new frames to the held
+        ones, decode those whose look-ahead is complete (all of them when ``final``), hold the rest."""
         D = self.opt.rise_frames
         held = self._held
         if new is not None:
@@ -250,26 +272,77 @@ class StreamingDecoder:
         ctx = np.concatenate([self._before, fr])  # frames before the held ones, then the held ones
         b0 = len(self._before)
         o = self.opt
-        before = np.zeros((n_ready, constants.N_KEYS), np.float32)
-        after = np.zeros((n_ready, constants.N_KEYS), np.float32)
-        for i in range(1, D + 1):
-            lo = b0 - i  # index in ctx of the frame i before held frame 0
-            if lo + n_ready > 0:  # (a negative end would wrap around)
-                src = ctx[max(lo, 0): lo + n_ready]
-                before[n_ready - len(src):] = np.maximum(before[n_ready - len(src):], src)
-            ahead = fr[i: i + n_ready]
-            after[: len(ahead)] = np.maximum(after[: len(ahead)], ahead)
-        prev_on = np.vstack([self._prev_onset[None], on[: n_ready - 1]])
         ready_on = on[:n_ready]
-        rise = ((ready_on >= o.rise_onset) & (ready_on < o.onset_threshold) & (ready_on >= prev_on)
-                & (before < o.rise_before) & (after >= o.rise_frame))
-        boosted = np.where(rise, np.float32(1.0), ready_on)
+        boosted = ready_on
+        if o.rise_onset > 0:
+            before = np.zeros((n_ready, constants.N_KEYS), np.float32)
+            after = np.zeros((n_ready, constants.N_KEYS), np.float32)
+            for i in range(1, D + 1):
+                lo = b0 - i  # index in ctx of the frame i before held frame 0
+                if lo + n_ready > 0:  # (a negative end would wrap around)
+                    src = ctx[max(lo, 0): lo + n_ready]
+                    before[n_ready - len(src):] = np.maximum(before[n_ready - len(src):], src)
+                ahead = fr[i: i + n_ready]
+                after[: len(ahead)] = np.maximum(after[: len(ahead)], ahead)
+            prev_on = np.vstack([self._prev_onset[None], on[: n_ready - 1]])
+            rise = ((ready_on >= o.rise_onset) & (ready_on < o.onset_threshold) & (ready_on >= prev_on)
+                    & (before < o.rise_before) & (after >= o.rise_frame))
+            boosted = np.where(rise, np.float32(1.0), ready_on)
+        if o.ghost_onset > 0:
+            boosted = self._drop_ghosts(boosted, on, fr, n_ready)
         self._prev_onset = ready_on[-1].copy()
         self._before = ctx[: b0 + n_ready][-D:]
+        self._before_on = np.concatenate([self._before_on, ready_on])[-2:]
         part = {k: (None if v is None else v[:n_ready]) for k, v in held.items()}
         rest = {k: (None if v is None else v[n_ready:]) for k, v in held.items()}
         self._held = rest if len(rest["frame"]) else None
         return self._decode_frames(part["frame"], boosted, part["velocity"], part["key"], conf=ready_on)
+
+    def _drop_ghosts(self, boosted: np.ndarray, on: np.ndarray, fr: np.ndarray, n_ready: int) -> np.ndarray:
+        """``boosted`` (the ready frames' onsets) with every harmonic ghost's onset run (see
+        :attr:`DecodeOptions.ghost_onset`) set to 0; ``on``/``fr``: the held raw onset and frame
+        probabilities, the ready frames first, then their look-ahead."""
+        o = self.opt
+        D = o.rise_frames
+        above = boosted >= o.onset_threshold
+        boosted = boosted.copy()
+        # an onset run carried over from the last call that was a ghost stays one until it ends
+        for k in np.nonzero(self._ghost_run)[0]:
+            stop = np.nonzero(~above[:, k])[0]
+            end = int(stop[0]) if len(stop) else n_ready
+            boosted[:end, k] = 0.0
+            above[:end, k] = False
+            self._ghost_run[k] = end == n_ready
+        prev = np.vstack([self.prev_on[None], above[:-1]])
+        ts, ks = np.nonzero(above & ~prev)
+        if len(ts) == 0:
+            return boosted
+        h = len(self._before_on)
+        raw = np.concatenate([self._before_on, on])  # raw onsets; ready frame t is row t + h
+        n_raw = len(raw)
+        for t, k in zip(ts.tolist(), ks.tolist()):
+            r = t + h
+            peak = float(raw[max(r - 1, 0): min(r + 2, n_raw), k].max())
+            if peak >= o.ghost_onset:
+                continue
+            mine = float(fr[t: t + D + 1, k].mean())
+            ghost = False
+            for iv in (12, 19, 24):
+                q = k - iv
+                if q < 0:
+                    break
+                if (raw[max(r - 2, 0): min(r + 1 + min(2, D), n_raw), q].max() >= peak
+                        and mine < o.ghost_ratio * float(fr[t: t + D + 1, q].mean())):
+                    ghost = True
+                    break
+            if ghost:
+                stop = np.nonzero(~above[t:, k])[0]
+                end = t + int(stop[0]) if len(stop) else n_ready
+                boosted[t:end, k] = 0.0
+                above[t:end, k] = False
+                if end == n_ready:
+                    self._ghost_run[k] = True
+        return boosted
 
     def _decode_frames(self, frame: np.ndarray, onset: np.ndarray, velocity: np.ndarray | None,
                        key: np.ndarray | None, conf: np.ndarray | None = None) -> list[Note]:
@@ -348,7 +421,7 @@ class StreamingDecoder:
     def flush(self) -> list[Note]:
         """End every sounding note (and the pedal, if down) at the last frame pushed."""
         self.pedals += self._pedal.flush()
-        out = self._push_rise(None, final=True) if self.opt.rise_onset > 0 else []
+        out = self._push_rise(None, final=True) if self.opt.lookahead_frames else []
         for k in np.nonzero(self.active_start >= 0)[0]:
             note = self._note(int(k), int(self.active_start[k]), self.n, float(self.active_conf[k]),
                               float(self.active_vel[k]))

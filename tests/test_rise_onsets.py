@@ -164,7 +164,8 @@ def test_ship_turns_frame_rise_onsets_on_only_where_they_pay():
 
 
 def test_listen_low_latency_turns_frame_rise_onsets_off_and_the_take_records_every_threshold(tmp_path):
-    """The shipped model decodes with frame-rise onsets; `listen --low-latency` without them, and the
+    """The shipped model decodes with frame-rise onsets; `listen --low-latency` without them (nor the
+    harmonic-ghost check, which waits for the same look-ahead), and the
     take's journal keeps the whole decoding (so `recover` decodes as the take did)."""
     import json
     import os
@@ -191,6 +192,6 @@ def test_listen_low_latency_turns_frame_rise_onsets_off_and_the_take_records_eve
         (meta_file,) = cache.rglob("take.json")
         decode_meta = json.loads(meta_file.read_text())["decode"]
         assert DecodeOptions.for_model(decode_meta) == (shipped if name == "default" else
-                                                        dataclasses.replace(shipped, rise_onset=0.0))
+                                                        dataclasses.replace(shipped, rise_onset=0.0, ghost_onset=0.0))
         got[name] = {(n.pitch, round(n.onset, 2)) for n in read_midi(out)}
-    assert got["default"] != got["low"] and len(got["default"]) >= len(got["low"])
+    assert got["default"] != got["low"]  # (frame-rise onsets add notes, the ghost check drops some)

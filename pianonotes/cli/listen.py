@@ -114,8 +114,8 @@ def listen(
     note_length: str = typer.Option("key", "--note-length", metavar="key|sounding", help=NOTE_LENGTH_HELP),
     rhythm: str = typer.Option("fine", "--rhythm", metavar="fine|16ths", help=constants.RHYTHM_HELP),
     low_latency: bool = typer.Option(False, "--low-latency", help="Show notes about 60 ms sooner: no frame-rise "
-                                     "onsets (the model's decoding waits 3 frames for them), so the take finds "
-                                     "fewer soft notes."),
+                                     "onsets and no harmonic-ghost check (the model's decoding waits 3 frames for "
+                                     "them), so the take finds fewer soft notes and more octave ghosts."),
 ) -> None:
     """Transcribe live from the microphone, with a keyboard, piano roll and level meter on screen.
 
@@ -123,7 +123,8 @@ def listen(
     as you play: `pianonotes recover` rebuilds a take after a crash.
     """
     thresholds = {"onset_threshold": onset_threshold, "frame_threshold": frame_threshold,
-                  "min_note_seconds": min_note, "rise_onset": 0.0 if low_latency else None}
+                  "min_note_seconds": min_note, "rise_onset": 0.0 if low_latency else None,
+                  "ghost_onset": 0.0 if low_latency else None}
     # a take folder is only for the old `listen --recover [TAKE]` (extra arguments: none in the usage line)
     if len(ctx.args) > 1 or (ctx.args and not recover_take):
         arg = " ".join(ctx.args)

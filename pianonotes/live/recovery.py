@@ -80,7 +80,8 @@ def journal_notes(folder: str | os.PathLike, *, end: float | None = None) -> lis
 
 def recover(folder: str | os.PathLike, *, model: str | os.PathLike | None = None, method: str = "auto",
             device: str = "cpu", onset_threshold: float | None = None, frame_threshold: float | None = None,
-            min_note_seconds: float | None = None, rise_onset: float | None = None) -> RecoveredTake:
+            min_note_seconds: float | None = None, rise_onset: float | None = None,
+            ghost_onset: float | None = None) -> RecoveredTake:
     """Rebuild a take's notes from its journal (the thresholds: None keeps the take's).
 
     ``method``: ``"audio"`` re-transcribes the journal audio (``audio.f32``, or an old take's ``audio.wav``)
@@ -105,11 +106,13 @@ def recover(folder: str | os.PathLike, *, model: str | os.PathLike | None = None
 
             options = DecodeOptions.for_model(
                 meta["decode"], onset_threshold=onset_threshold, frame_threshold=frame_threshold,
-                min_note_seconds=min_note_seconds, rise_onset=rise_onset) if meta.get("decode") else None
+                min_note_seconds=min_note_seconds, rise_onset=rise_onset, ghost_onset=ghost_onset
+            ) if meta.get("decode") else None
             tr = Transcriber.from_checkpoint(model if model is not None else meta.get("model"), device=device,
                                              options=options, overrides=dict(
                                                  onset_threshold=onset_threshold, frame_threshold=frame_threshold,
-                                                 min_note_seconds=min_note_seconds, rise_onset=rise_onset))
+                                                 min_note_seconds=min_note_seconds, rise_onset=rise_onset,
+                                                 ghost_onset=ghost_onset))
             eng = tr.engine()
             if eng.sample_rate != sr:
                 from pianonotes.audio import resample
