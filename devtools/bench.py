@@ -331,6 +331,8 @@ def main(argv=None) -> None:
     ap.add_argument("--install-size", action="store_true",
                     help="also install the package into a fresh venv and report its size (downloads from PyPI)")
     args = ap.parse_args(argv)
+    from pianonotes.decode import NO_LOOKAHEAD
+
     results = {"machine": {"cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2)}}
     with tempfile.TemporaryDirectory(prefix="pianonotes-bench-") as d:
         tmp = Path(d)
@@ -341,7 +343,7 @@ def main(argv=None) -> None:
                  ("cli", lambda: bench_cli(tmp, args.quick)),
                  ("jobs", lambda: bench_jobs(tmp, 8 if args.quick else 20)),
                  ("live", lambda: bench_live(tmp, 20.0 if args.quick else 60.0)),
-                 ("live_low_latency", lambda: bench_live(tmp, 20.0 if args.quick else 60.0, {"rise_onset": 0.0})),
+                 ("live_low_latency", lambda: bench_live(tmp, 20.0 if args.quick else 60.0, NO_LOOKAHEAD)),
                  ("live_memory", lambda: bench_live_memory(tmp, 600.0 if args.quick else 3600.0)),
                  ("install_size", lambda: bench_install_size(tmp)))
         for name, fn in parts:

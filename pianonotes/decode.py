@@ -29,6 +29,11 @@ from pianonotes.errors import PianonotesError
 from pianonotes.notes import Note, PedalEvent
 
 
+#: Threshold overrides (:meth:`DecodeOptions.for_model`) that turn off every rule that waits for look-ahead
+#: frames (frame-rise onsets, harmonic ghosts): ``listen --low-latency``.
+NO_LOOKAHEAD = {"rise_onset": 0.0, "ghost_onset": 0.0}
+
+
 @dataclasses.dataclass(frozen=True)
 class DecodeOptions:
     """How probabilities become notes and pedal intervals; checked when made (one PianonotesError).

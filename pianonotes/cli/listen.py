@@ -122,9 +122,10 @@ def listen(
     q, Ctrl-C or SIGTERM end the take and write it to every --output. The audio and notes are journaled
     as you play: `pianonotes recover` rebuilds a take after a crash.
     """
+    from pianonotes.decode import NO_LOOKAHEAD
+
     thresholds = {"onset_threshold": onset_threshold, "frame_threshold": frame_threshold,
-                  "min_note_seconds": min_note, "rise_onset": 0.0 if low_latency else None,
-                  "ghost_onset": 0.0 if low_latency else None}
+                  "min_note_seconds": min_note, **(NO_LOOKAHEAD if low_latency else {})}
     # a take folder is only for the old `listen --recover [TAKE]` (extra arguments: none in the usage line)
     if len(ctx.args) > 1 or (ctx.args and not recover_take):
         arg = " ".join(ctx.args)
