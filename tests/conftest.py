@@ -52,6 +52,48 @@ def sine(freq, seconds, sr=16000, amp=0.3):
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
+def smooth_random_probs(rng, T: int, *, frame_gain: float = 2.2, onset_gain: float = 1.0) -> dict:
+    """Random per-head activations (T, 88), smoothed over 6 frames so notes last a while, plus a pedal: the
+    material of the streaming-equals-offline tests."""
+    from pianonotes import constants
+
+    smooth = np.ones(6) / 6
+    probs = {h: np.clip(np.apply_along_axis(lambda c: np.convolve(c, smooth, "same"), 0,
+                                            rng.random((T, constants.N_KEYS)) ** 3), 0, 1).astype(np.float32)
+             for h in ("frame", "onset", "velocity", "key")}
+    probs["frame"] = np.clip(probs["frame"] * frame_gain, 0, 1)
+    probs["onset"] = np.clip(probs["onset"] * onset_gain, 0, 1)
+    probs["pedal"] = rng.random((T, 1)).astype(np.float32)
+    return probs
+
+
+def stream_in_chunks(decoder, probs: dict, chunk: int) -> list:
+    """Every note a StreamingDecoder gives for ``probs`` pushed ``chunk`` frames at a time, then flushed,
+    sorted."""
+    out = []
+    for i in range(0, len(probs["frame"]), chunk):
+        out += decoder.push({h: v[i:i + chunk] for h, v in probs.items()})
+    return sorted(out + decoder.flush())
+
+
+class CalibrationRecording:
+    """What devtools.ship.calibrate reads of a recording; ``features[0, 0]`` names its activations."""
+
+    def __init__(self, notes, n_frames: int, index: int = 0):
+        self.notes, self.n_frames, self.has_pedal_labels = notes, n_frames, False
+        self.features = np.full((n_frames, 2), index, np.float32)
+
+
+class ActivationsTranscriber:
+    """A transcriber whose network answers with given activations (by the recording's index)."""
+
+    def __init__(self, acts: dict):
+        self.acts = acts
+
+    def infer_features(self, feats):
+        return self.acts[int(feats[0, 0])]
+
+
 DECODE_HALF = {"onset_threshold": 0.5, "frame_threshold": 0.5, "min_note_seconds": 0.04}
 
 

@@ -14,6 +14,8 @@ from pianonotes import constants
 from pianonotes.decode import DecodeOptions, StreamingDecoder, decode
 from pianonotes.errors import PianonotesError
 
+from conftest import ActivationsTranscriber, CalibrationRecording, smooth_random_probs, stream_in_chunks
+
 FPS = 50.0
 GHOST = DecodeOptions(onset_threshold=0.6, frame_threshold=0.3, ghost_onset=0.8, ghost_ratio=0.7)
 PLAIN = dataclasses.replace(GHOST, ghost_onset=0.0)
@@ -76,29 +78,16 @@ def test_a_ghost_run_stays_dropped_for_all_its_frames():
 def test_streaming_equals_offline_with_ghosts(chunk, rise):
     rng = np.random.default_rng(chunk)
     T = 700
-    smooth = np.ones(6) / 6
-    probs = {h: np.clip(np.apply_along_axis(lambda c: np.convolve(c, smooth, "same"), 0,
-                                            rng.random((T, constants.N_KEYS)) ** 3), 0, 1).astype(np.float32)
-             for h in ("frame", "onset", "velocity", "key")}
-    probs["frame"] = np.clip(probs["frame"] * 2.2, 0, 1)
-    probs["onset"] = np.clip(probs["onset"] * 2.0, 0, 1)
-    probs["pedal"] = rng.random((T, 1)).astype(np.float32)
+    probs = smooth_random_probs(rng, T, onset_gain=2.0)
     opt = dataclasses.replace(GHOST, rise_onset=rise)
     offline = decode(probs["frame"], probs["onset"], probs["velocity"], fps=FPS, options=opt, key=probs["key"])
     without = decode(probs["frame"], probs["onset"], probs["velocity"], fps=FPS,
                      options=dataclasses.replace(opt, ghost_onset=0.0), key=probs["key"])
     assert len(offline) < len(without)  # the rule fires on this material
     dec = StreamingDecoder(FPS, opt)
-    out = []
-    for i in range(0, T, chunk):
-        out += dec.push({h: v[i:i + chunk] for h, v in probs.items()})
-    out += dec.flush()
-    assert sorted(out) == offline
+    assert stream_in_chunks(dec, probs, chunk) == offline
     dec.reset()  # a reset forgets the held frames and the ghost runs
-    again = []
-    for i in range(0, T, 13):
-        again += dec.push({h: v[i:i + 13] for h, v in probs.items()})
-    assert sorted(again + dec.flush()) == offline
+    assert stream_in_chunks(dec, probs, 13) == offline
 
 
 def test_the_rule_looks_ahead_rise_frames():
@@ -128,17 +117,6 @@ def test_ship_turns_the_ghost_rule_on_only_where_it_pays():
     from devtools import ship
     from pianonotes.notes import Note
 
-    class Rec:
-        def __init__(self, notes, n):
-            self.notes, self.n_frames, self.has_pedal_labels = notes, n, False
-
-    class Fake:
-        def __init__(self, acts):
-            self.acts = acts
-
-        def infer_features(self, feats):
-            return self.acts[int(feats[0, 0])]
-
     def make(ghosts_are_notes: bool):
         T = 440
         z = np.zeros((T, constants.N_KEYS), np.float32)
@@ -153,13 +131,12 @@ def test_ship_turns_the_ghost_rule_on_only_where_it_pays():
             notes.append(Note(t / FPS, (t + 30) / FPS, k + 40 + constants.MIN_PITCH, 50))  # frame threshold tells them
             if ghosts_are_notes:
                 notes.append(Note(t / FPS, (t + 30) / FPS, k + 12 + constants.MIN_PITCH, 40))
-        rec = Rec(sorted(notes), T)
-        rec.features = np.zeros((T, 2), np.float32)
+        rec = CalibrationRecording(sorted(notes), T)
         return rec, {"frame": frame, "onset": onset, "velocity": vel}
 
     for real_octaves, want_on in ((False, True), (True, False)):
         rec, acts = make(real_octaves)
-        dec, _ = ship.calibrate(Fake({0: acts}), [rec], FPS)
+        dec, _ = ship.calibrate(ActivationsTranscriber({0: acts}), [rec], FPS)
         assert (dec["ghost_onset"] > 0) is want_on, dec
         if want_on:
             assert dec["ghost_onset"] > 0.75 and dec["ghost_ratio"] >= 0.7

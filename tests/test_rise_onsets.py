@@ -13,6 +13,8 @@ from pianonotes import constants
 from pianonotes.decode import DecodeOptions, StreamingDecoder, decode
 from pianonotes.errors import PianonotesError
 
+from conftest import ActivationsTranscriber, CalibrationRecording, smooth_random_probs, stream_in_chunks
+
 FPS = 50.0
 RISE = DecodeOptions(onset_threshold=0.6, frame_threshold=0.3, rise_onset=0.1)
 K = 60 - constants.MIN_PITCH
@@ -76,26 +78,14 @@ def test_consecutive_rising_frames_make_one_note():
 def test_streaming_equals_offline_with_frame_rise_onsets(chunk):
     rng = np.random.default_rng(chunk)
     T = 700
-    smooth = np.ones(6) / 6
-    probs = {h: np.clip(np.apply_along_axis(lambda c: np.convolve(c, smooth, "same"), 0,
-                                            rng.random((T, constants.N_KEYS)) ** 3), 0, 1).astype(np.float32)
-             for h in ("frame", "onset", "velocity", "key")}
-    probs["frame"] = np.clip(probs["frame"] * 2.2, 0, 1)
-    probs["pedal"] = rng.random((T, 1)).astype(np.float32)
+    probs = smooth_random_probs(rng, T)
     offline = decode(probs["frame"], probs["onset"], probs["velocity"], fps=FPS, options=RISE, key=probs["key"])
     assert len(offline) > len(decode(probs["frame"], probs["onset"], probs["velocity"], fps=FPS,
                                      options=dataclasses.replace(RISE, rise_onset=0.0), key=probs["key"]))
     dec = StreamingDecoder(FPS, RISE)
-    out = []
-    for i in range(0, T, chunk):
-        out += dec.push({h: v[i:i + chunk] for h, v in probs.items()})
-    out += dec.flush()
-    assert sorted(out) == offline
+    assert stream_in_chunks(dec, probs, chunk) == offline
     dec.reset()  # a reset forgets the held frames too
-    again = []
-    for i in range(0, T, 13):
-        again += dec.push({h: v[i:i + 13] for h, v in probs.items()})
-    assert sorted(again + dec.flush()) == offline
+    assert stream_in_chunks(dec, probs, 13) == offline
 
 
 def test_the_decoder_waits_rise_frames_and_says_so_in_active():
@@ -133,17 +123,6 @@ def test_ship_turns_frame_rise_onsets_on_only_where_they_pay():
     from devtools import ship
     from pianonotes.notes import Note
 
-    class Rec:
-        def __init__(self, notes, n):
-            self.notes, self.n_frames, self.has_pedal_labels = notes, n, False
-
-    class Fake:
-        def __init__(self, acts):
-            self.acts = acts
-
-        def infer_features(self, feats):
-            return self.acts[int(feats[0, 0])]
-
     def make(unsure: bool, idx: int):
         frame, onset, vel = _acts(400)
         notes = []
@@ -153,13 +132,12 @@ def test_ship_turns_frame_rise_onsets_on_only_where_they_pay():
             frame[t + 1:t + 30, k] = 0.9
             vel[t, k] = 0.5
             notes.append(Note(t / FPS, (t + 30) / FPS, k + constants.MIN_PITCH, 64))
-        rec = Rec(notes, 400)
-        rec.features = np.full((400, 2), idx, np.float32)
+        rec = CalibrationRecording(notes, 400, idx)
         return rec, {"frame": frame, "onset": onset, "velocity": vel}
 
     for unsure, want_on in ((True, True), (False, False)):
         rec, acts = make(unsure, 0)
-        dec, _ = ship.calibrate(Fake({0: acts}), [rec], FPS)
+        dec, _ = ship.calibrate(ActivationsTranscriber({0: acts}), [rec], FPS)
         assert (dec["rise_onset"] > 0) is want_on, dec
 
 
