@@ -114,3 +114,40 @@ def test_room_bank_rejects_nonsense(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a bank")
     with pytest.raises(PianonotesError, match="damaged"):
         load_room_bank(tmp_path / "bad.npz")
+
+
+def test_string_resonance_rings_at_the_strings_partials():
+    from pianonotes.datasets.synth.acoustics import string_resonance_ir
+
+    h = string_resonance_ir(np.random.default_rng(0), SR, seconds=1.0)
+    assert h.shape == (SR,) and h.dtype == np.float32 and np.abs(h).max() == pytest.approx(1.0)
+    spec = np.abs(np.fft.rfft(h.astype(np.float64)))
+    hz = np.fft.rfftfreq(len(h), 1 / SR)
+    at = lambda f: spec[np.abs(hz - f) < 2].max()  # noqa: E731
+    between = lambda f: spec[np.abs(hz - f) < 4].min()  # noqa: E731 - a quarter tone off every string
+    for key in (45, 57, 69, 81):  # A2..A5: a peak at the fundamental, none a quarter tone above
+        f = 440 * 2 ** ((key - 69) / 12)
+        assert at(f) > 5 * between(f * 2 ** (0.5 / 12)), key
+    assert spec[hz > 7600].max() < 0.01 * spec.max()  # partials stop at 7.5 kHz
+
+
+def test_string_resonance_adds_a_tail_in_tune_with_the_window():
+    t = np.arange(4 * SR) / SR
+    tone = np.where(t < 1.0, np.sin(2 * np.pi * 220.0 * t) * np.exp(-3 * t), 0.0).astype(np.float32) * 0.5
+    dry = OnlineAugment(room_p=0, eq_p=0, compress_p=0, noise_p=0, gain_db=(0, 0), clip_p=0, lossy_p=0, resample_p=0)
+    wet = OnlineAugment(**{**dry.to_dict(), "resonance_p": 1.0, "resonance_db": (-12.0, -12.0)})
+    y0, info0 = augment_window(tone, np.random.default_rng(0), dry, None)
+    y1, info1 = augment_window(tone, np.random.default_rng(0), wet, None)
+    assert "resonance" not in info0 and info1["resonance"][1] == -12.0
+    assert np.allclose(y0, tone) and y1.shape == tone.shape
+    after = t >= 1.2  # the tone has stopped; the strings ring on
+    assert np.abs(y0[after]).max() == 0 and np.sqrt(np.mean(y1[after] ** 2)) > 1e-3
+    again, _ = augment_window(tone, np.random.default_rng(0), wet, None)
+    assert np.array_equal(again, y1)  # seeded
+    sharp, _ = augment_window(tone, np.random.default_rng(0), wet, None, detune=2 ** (40 / 1200))
+    spec = lambda y: np.abs(np.fft.rfft(y[after].astype(np.float64)))  # noqa: E731
+    hz = np.fft.rfftfreq(int(after.sum()), 1 / SR)
+    band = lambda y, f: spec(y)[np.abs(hz - f) < 1.0].max()  # noqa: E731
+    a3_sharp = 220 * 2 ** (40 / 1200)  # the strings ring where they are tuned
+    assert band(y1, 220.0) > 4 * band(sharp, 220.0)  # in tune with the tone, the strings ring far longer
+    assert band(sharp, a3_sharp) / band(sharp, 220.0) > 5 * band(y1, a3_sharp) / band(y1, 220.0)

@@ -220,6 +220,21 @@ def test_max_minutes_stops_training_and_saves_like_the_last_step(tiny_dataset, t
 
 
 @needs_fluidsynth
+def test_string_resonance_trains_and_is_recorded(tiny_dataset, tmp_path):
+    """`train --online-augment --string-resonance 0.5`: the windows get the open strings' resonance and the
+    checkpoint says so (the recipe of a run is in its checkpoint)."""
+    from pianonotes.datasets.synth.acoustics import build_room_bank
+
+    rooms = build_room_bank(1, seed=0, path=tmp_path / "rooms.npz")
+    res = train(_cfg(tiny_dataset, tmp_path / "run", max_steps=3, online_augment=True, rooms=str(rooms),
+                     string_resonance=0.5))
+    assert res["step"] == 3
+    conf = ckpt.read_config(tmp_path / "run" / "last")
+    assert conf["data"]["online_augment"]["resonance_p"] == 0.5
+    assert conf["train_config"]["string_resonance"] == 0.5
+
+
+@needs_fluidsynth
 def test_stop_at_step_keeps_the_schedule_and_a_resume_may_change_it(tiny_dataset, tmp_path):
     from pianonotes.training.train import _lr_at
 

@@ -479,6 +479,9 @@ def train(
     yes: bool = typer.Option(False, "--yes", "-y", help="MSMD: download without asking."),
     online_augment: bool = typer.Option(False, "--online-augment", help="Real acoustics (rooms, microphones, noise, detune, codecs) drawn afresh per window."),
     rooms: Optional[Path] = typer.Option(None, help="Room bank for --online-augment (default: made by `pianonotes data rooms`)."),
+    string_resonance: float = typer.Option(0.0, "--string-resonance", min=0.0, max=1.0, metavar="SHARE",
+                                           help="With --online-augment: give this share of the windows the "
+                                                "sympathetic resonance of a piano's open strings (0: off)."),
     init_from: Optional[Path] = typer.Option(None, help="Warm start from this checkpoint (tensors whose name and shape fit)."),
     val_real: Optional[Path] = typer.Option(None, help="Folder of real recordings with same-named MIDI/TSV labels: picks the best checkpoint."),
     pedal_heads: bool = typer.Option(False, "--pedal-heads", help="AudioNet v2: add key-down and sustain-pedal outputs."),
@@ -530,6 +533,7 @@ def train(
                       max_minutes=max_minutes, stop_at_step=stop_at_step, batch_size=batch_size, window=window, lr=lr, device=device, seed=seed,
                       save_every=save_every, workers=workers, limit_hours=limit_hours, msmd=msmd_opts,
                       online_augment=online_augment, rooms=str(rooms) if rooms else None,
+                      string_resonance=string_resonance,
                       init_from=str(init_from) if init_from else None, val_real=str(val_real) if val_real else None,
                       arch_config=_arch_config(arch, pedal_heads, channels, hidden, dilations))
     rank = int(os.environ.get("RANK", "0"))

@@ -111,7 +111,7 @@ def audio_batch(recs: Sequence[Recording], positions: np.ndarray, length: int, p
         # output sample u is at output time (u - pre - head) / sr after frame g0's time
         start = g0 * fe.hop - (pre + head) * ratio
         wav = detuned(rec.audio, start, n_samples, ratio)
-        wav, _ = augment_window(wav, rng, augment, rooms, fe.sample_rate)
+        wav, _ = augment_window(wav, rng, augment, rooms, fe.sample_rate, detune=ratio)
         x = fe.frames_from_padded(wav[pre:], n_in)
         x[: max(0, -g0)] = 0  # frames before the recording and after its end are zeros, as in inference
         x[max(0, rec.n_frames - g0):] = 0

@@ -64,6 +64,7 @@ class TrainConfig:
     val_split: str = "validation"
     online_augment: bool = False  # real acoustics drawn afresh per window (pianonotes.datasets.synth.acoustics)
     rooms: str | None = None  # room bank file (default: the cache's, made by `pianonotes data rooms`)
+    string_resonance: float = 0.0  # with online_augment: share of windows given sympathetic string resonance
     init_from: str | None = None  # warm start: copy every tensor of this checkpoint whose name and shape fit
     val_real: str | None = None  # folder of real recordings with labels: chooses the best checkpoint
     val_real_seconds: float = 60.0  # of each real recording, during training
@@ -129,7 +130,7 @@ def load_data(cfg: TrainConfig, frontend=None, on_event: Callable | None = None)
     if cfg.online_augment:
         from pianonotes.datasets.synth.acoustics import OnlineAugment
 
-        desc["online_augment"] = OnlineAugment().to_dict()
+        desc["online_augment"] = OnlineAugment(resonance_p=cfg.string_resonance).to_dict()
     return train, val, fe.to_dict(), desc
 
 
@@ -369,7 +370,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
     if cfg.online_augment:
         from pianonotes.datasets.synth.acoustics import OnlineAugment, load_room_bank, room_bank_path
 
-        augment = OnlineAugment()
+        augment = OnlineAugment(resonance_p=cfg.string_resonance)
         rooms = load_room_bank(cfg.rooms)
         desc["rooms"] = {"file": str(room_bank_path() if cfg.rooms is None else cfg.rooms), "count": len(rooms)}
     real_recs = []

@@ -6,14 +6,19 @@ so a resumed training sees the same next batch):
 
 1. global detune up to +-30 cents (a piano tuned off A440); the caller maps the labels' times by the
    same ratio, pitches stay (a detuned A4 is still A4);
-2. a room: one of a bank of impulse responses simulated with pyroomacoustics (hybrid image source +
+2. (optional, ``resonance_p``) sympathetic string resonance: the window convolved with the ringing of
+   every undamped string (88 keys, two or three strings each, inharmonic partials up to 7.5 kHz, decaying
+   over 0.3-1.5 s, detuned with the window) and mixed in 12-30 dB down: the energy a real piano's open strings
+   add at the partials of what is played (under the pedal, and always above the dampers), which the
+   samplers lack and which sits exactly where the network's octave-above ghosts are;
+3. a room: one of a bank of impulse responses simulated with pyroomacoustics (hybrid image source +
    ray tracing, so the tails are real; rooms from a practice room to a hall, RT60 0.2-2 s, microphone
    0.3-8 m from the piano), built once with :func:`build_room_bank`;
-3. microphone and EQ colouring (pedalboard's peak and shelf filters, 30 Hz-7.5 kHz), band limits;
-4. compression (pedalboard's compressor);
-5. recorded-like noise: white, pink or brown hiss, mains hum with harmonics, room tone;
-6. gain, and sometimes clipping;
-7. a lossy round trip (MP3 through pedalboard's LAME encoder) and sample-rate round trips.
+4. microphone and EQ colouring (pedalboard's peak and shelf filters, 30 Hz-7.5 kHz), band limits;
+5. compression (pedalboard's compressor);
+6. recorded-like noise: white, pink or brown hiss, mains hum with harmonics, room tone;
+7. gain, and sometimes clipping;
+8. a lossy round trip (MP3 through pedalboard's LAME encoder) and sample-rate round trips.
 
 pedalboard (Spotify, GPL-3, C++ with JUCE) was chosen for filters, compression and MP3 because it is fast
 (~5 ms for a 6 s window), well kept, and does each of them correctly; hand-written DSP stays for the
@@ -52,6 +57,8 @@ class OnlineAugment:
     resample_p: float = 0.15
     resample_rates: tuple[int, ...] = (8000, 11025, 22050, 44100)
     pre_seconds: float = 1.0  # audio before the window that the room's tail and filters see
+    resonance_p: float = 0.0  # sympathetic string resonance (step 2; 0: off, as in the runs before it)
+    resonance_db: tuple[float, float] = (-30.0, -12.0)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -171,6 +178,46 @@ def _coloured_noise(rng: np.random.Generator, n: int, sample_rate: int, hum_p: f
     return x, kind
 
 
+# ------------------------------------------------------------------------------------- resonance
+RESONANCE_BANK_SIZE = 6
+_RESONANCE: dict[int, list[np.ndarray]] = {}
+
+
+def string_resonance_ir(rng: np.random.Generator, sample_rate: int = constants.SAMPLE_RATE,
+                        seconds: float = 1.5) -> np.ndarray:
+    """The impulse response of a piano's undamped strings (float32, peak 1): per key A0-C8 two or three
+    strings a few cents apart, each a sum of decaying sinusoids at its inharmonic partials (f * m *
+    sqrt(1 + B m^2), B rising from 1e-4 in the bass to 1e-3 in the treble) up to 7.5 kHz with amplitude 1/m,
+    decaying over 1.5 s (bass) to 0.3 s (treble), random phases."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    h = np.zeros(len(t))
+    for key in range(constants.MIN_PITCH, constants.MIN_PITCH + constants.N_KEYS):
+        pos = (key - constants.MIN_PITCH) / (constants.N_KEYS - 1)
+        f0 = 440.0 * 2.0 ** ((key - 69) / 12)
+        B = 1e-4 * 10.0 ** pos
+        tau = float(np.exp(np.log(1.5) + pos * (np.log(0.3) - np.log(1.5)))) * float(rng.uniform(0.7, 1.3))
+        env = np.exp(-t / tau)
+        for _ in range(3 if key >= 41 else 2):
+            f = f0 * 2.0 ** (float(rng.uniform(-3.0, 3.0)) / 1200)
+            m = np.arange(1, 41)
+            fm = f * m * np.sqrt(1.0 + B * m ** 2)
+            m, fm = m[fm < min(7500.0, 0.45 * sample_rate)], fm[fm < min(7500.0, 0.45 * sample_rate)]
+            if not len(m):
+                continue
+            phases = rng.uniform(0, 2 * np.pi, len(m))
+            h += env * (np.sin(2 * np.pi * fm[:, None] * t[None] + phases[:, None]) / m[:, None]).sum(0)
+    h /= np.abs(h).max() + 1e-12
+    return h.astype(np.float32)
+
+
+def _resonance_bank(sample_rate: int) -> list[np.ndarray]:
+    """A few string-resonance impulse responses, made once per process from a fixed seed."""
+    if sample_rate not in _RESONANCE:
+        rng = np.random.default_rng([sample_rate, 88])
+        _RESONANCE[sample_rate] = [string_resonance_ir(rng, sample_rate) for _ in range(RESONANCE_BANK_SIZE)]
+    return _RESONANCE[sample_rate]
+
+
 # ------------------------------------------------------------------------------------------ chain
 def detune_ratio(rng: np.random.Generator, cfg: OnlineAugment) -> float:
     """Playback-rate ratio of a global detune (1.0: none)."""
@@ -180,14 +227,26 @@ def detune_ratio(rng: np.random.Generator, cfg: OnlineAugment) -> float:
 
 
 def augment_window(x: np.ndarray, rng: np.random.Generator, cfg: OnlineAugment, rooms: list[np.ndarray] | None,
-                   sample_rate: int = constants.SAMPLE_RATE) -> tuple[np.ndarray, dict]:
-    """Apply the chain (steps 2-7 of the module docstring) to a mono float window; same length out."""
+                   sample_rate: int = constants.SAMPLE_RATE, *, detune: float = 1.0) -> tuple[np.ndarray, dict]:
+    """Apply the chain (steps 2-8 of the module docstring) to a mono float window; same length out.
+    ``detune``: the playback-rate ratio the window was read at (:func:`detune_ratio`), so the resonating
+    strings are tuned like the played ones."""
     import pedalboard as pb
     from scipy import signal
 
     y = np.asarray(x, np.float64)
     n = len(y)
     info: dict = {}
+    if cfg.resonance_p > 0 and rng.random() < cfg.resonance_p:  # no draw when off: older runs replay exactly
+        bank = _resonance_bank(sample_rate)
+        k = int(rng.integers(len(bank)))
+        ir = bank[k] if detune == 1.0 else detuned(bank[k], 0.0, len(bank[k]), detune)
+        wet = signal.oaconvolve(y, ir.astype(np.float64))[:n]
+        rms_dry, rms_wet = float(np.sqrt(np.mean(y ** 2))), float(np.sqrt(np.mean(wet ** 2)))
+        if rms_wet > 1e-9 and rms_dry > 1e-9:
+            db = float(rng.uniform(*cfg.resonance_db))
+            y = y + wet * (rms_dry / rms_wet) * 10 ** (db / 20)
+            info["resonance"] = [k, round(db, 1)]
     if rooms and rng.random() < cfg.room_p:
         k = int(rng.integers(len(rooms)))
         y = signal.oaconvolve(y, rooms[k].astype(np.float64))[:n]
