@@ -314,11 +314,43 @@ def carried_card(card: str, models: set[str]) -> dict:
     return out
 
 
+def recipe_lines(cfg: dict) -> list[str]:
+    """The card's recipe of the run that made ``cfg``'s weights: warm start, resumptions, the train
+    command and loss, how the shipped weights were chosen (or averaged), wall time."""
+    tc = cfg["train_config"]
+    warm = cfg.get("warm_start")
+    lines: list[str] = []
+    if warm:
+        lines.append(f"- Warm start from `{Path(warm['from']).name}` ({warm_source(warm)}): {warm['copied']} tensors "
+                     f"copied, new: {', '.join(warm['fresh']) or 'none'}.")
+    if cfg.get("resumed_at"):
+        lines.append("- Resumed (an exact continuation of the same run: weights, optimizer state and data order) at "
+                     f"step {', '.join(str(s) for s in cfg['resumed_at'])}.")
+    resonance = f" --string-resonance {tc['string_resonance']}" if tc.get("string_resonance") else ""
+    averaged = cfg.get("averaged_from") or []
+    shipped = (f"shipped: the mean of the weights at steps {' and '.join(str(a.get('step')) for a in averaged)}"
+               if averaged else f"shipped step {cfg.get('step')}")
+    lines += [
+        f"- `pianonotes train --arch {tc['arch']}{' --pedal-heads' if (cfg.get('arch_config') or {}).get('pedal') else ''}"
+        f"{' --online-augment' if tc.get('online_augment') else ''}{resonance} --max-steps {tc['max_steps']} --batch-size "
+        f"{tc['batch_size']} --window {tc['window']} --lr {tc.get('lr') or 1e-3}`: AdamW, cosine schedule with "
+        f"{tc['warmup_steps']} warm-up steps; loss = {tc.get('onset_weight')} x onset BCE (positives x"
+        f"{tc.get('onset_pos_weight')}) + sounding BCE + 0.5 x velocity MSE at onsets"
+        + (f" + {tc.get('key_weight')} x key-down BCE + {tc.get('pedal_weight')} x pedal BCE" if tc.get("online_augment")
+           or (cfg.get("arch_config") or {}).get("pedal") else "")
+        + f"; on the CPU (2 cores); {shipped}, "
+        + (cfg.get("selection") or f"chosen by note F1 on {'the real recordings' if tc.get('val_real') else 'the validation split'}")
+        + ".",
+    ]
+    if cfg.get("wall_minutes"):
+        lines.append(f"- Wall time of this training run: {cfg['wall_minutes']} min.")
+    return lines
+
+
 def write_card(path: Path, cfg: dict, results: dict, baselines: dict | None = None, groups: dict | None = None,
                carried: dict | None = None) -> None:
     data = cfg["data"]
     syn = data.get("synth_config", {})
-    tc = cfg["train_config"]
     dec = cfg["decode"]
     heads = "88 onset, 88 sounding (pedal-extended) key, 88 velocity"
     if (cfg.get("arch_config") or {}).get("pedal"):
@@ -382,26 +414,12 @@ def write_card(path: Path, cfg: dict, results: dict, baselines: dict | None = No
         "",
         "## Recipe",
     ]
-    if warm:
-        lines.append(f"- Warm start from `{Path(warm['from']).name}` ({warm_source(warm)}): {warm['copied']} tensors "
-                     f"copied, new: {', '.join(warm['fresh']) or 'none'}.")
-    if cfg.get("resumed_at"):
-        lines.append("- Resumed (an exact continuation of the same run: weights, optimizer state and data order) at "
-                     f"step {', '.join(str(s) for s in cfg['resumed_at'])}.")
-    lines += [
-        f"- `pianonotes train --arch {tc['arch']}{' --pedal-heads' if (cfg.get('arch_config') or {}).get('pedal') else ''}"
-        f"{' --online-augment' if tc.get('online_augment') else ''} --max-steps {tc['max_steps']} --batch-size "
-        f"{tc['batch_size']} --window {tc['window']} --lr {tc.get('lr') or 1e-3}`: AdamW, cosine schedule with "
-        f"{tc['warmup_steps']} warm-up steps; loss = {tc.get('onset_weight')} x onset BCE (positives x"
-        f"{tc.get('onset_pos_weight')}) + sounding BCE + 0.5 x velocity MSE at onsets"
-        + (f" + {tc.get('key_weight')} x key-down BCE + {tc.get('pedal_weight')} x pedal BCE" if tc.get("online_augment")
-           or (cfg.get("arch_config") or {}).get("pedal") else "")
-        + f"; on the CPU (2 cores); shipped step {cfg.get('step')}, "
-        + (cfg.get("selection") or f"chosen by note F1 on {'the real recordings' if tc.get('val_real') else 'the validation split'}")
-        + ".",
-    ]
-    if cfg.get("wall_minutes"):
-        lines.append(f"- Wall time of this training run: {cfg['wall_minutes']} min.")
+    lines += recipe_lines(cfg)
+    parent = next((name for name, bc in (baselines or {}).items()
+                   if warm and bc.get("weights_sha256") == warm.get("weights_sha256")), None)
+    if parent:  # the warm start is a model measured below: its own recipe too
+        lines.append(f"- The warm start is `{parent}` (measured below), itself trained so:")
+        lines += ["  " + line for line in recipe_lines(baselines[parent])]
     lines += [
         "",
         "## Metrics",
@@ -456,9 +474,11 @@ def write_card(path: Path, cfg: dict, results: dict, baselines: dict | None = No
         " (`make data-ab`): `data_ab.md`.",
         "",
         "## Limits and what would improve it",
-        "- Trained on CPU for under two hours: longer training (a GPU run of the same recipe) is the cheapest gain.",
-        "- The samplers model a piano simply (no sympathetic resonance, one microphone downmix per render); the",
-        "  Iowa piano's soft dynamics are derived from its ff layer.",
+        "- Trained on 2 CPU cores only, a few hours in all (v1, then v2, then its fine-tune): longer training (a GPU",
+        "  run of the same recipe) is the cheapest gain.",
+        "- The samplers model a piano simply (one microphone downmix per render; sympathetic string resonance only",
+        "  as the synthetic approximation `train --string-resonance` adds); the Iowa piano's soft dynamics are",
+        "  derived from its ff layer.",
         "- Real recordings with labels are only used for validation; real training recordings (MAESTRO) are not",
         "  available to this project's machines.",
     ]

@@ -659,3 +659,32 @@ def test_chorale_with_a_one_beat_pickup_and_a_short_last_bar():
         notes, sec = play(ev, qpm=84, seed=seed)
         g = estimate_beats(notes)
         assert str(g.meter) == "4/4" and g.pickup_ql == 1, seed
+
+
+def test_tonic_contrast_favours_the_phase_that_lands_on_the_tonic_chord():
+    """A lone G major line of even 16ths (2/4, four beats a bar) whose beats 0 and 2 start on the tonic
+    chord (G, B, D) and beats 1 and 3 on other notes: "tonic contrast" is positive for the phase from
+    beat 0 and negative for the phase from beat 1; a held tonic weighs more than a short one."""
+    from pianonotes.export import beats
+    from pianonotes.export.beats import BAR_FEATURES, onset_events
+
+    strong = [[67, 69, 71, 72], [71, 72, 74, 76], [74, 72, 71, 69], [67, 66, 64, 66]]
+    weak = [[69, 71, 72, 74], [72, 74, 76, 78], [76, 74, 72, 71], [69, 67, 66, 64]]
+    line = [strong[k % 4] if k % 2 == 0 else weak[k % 4] for k in range(16)]
+    notes = _running_line(line)
+    ev = onset_events(notes)
+    grid = np.arange(16, dtype=float) * 0.5 + 1.0
+    T = beats._tonic_strength(ev, grid, 7, "major")  # G major
+    assert T[0::2].mean() > T[1::2].mean() + 1.0
+    Z = beats.beat_features(ev, grid)
+    acc = Z @ np.asarray(beats.ACCENT_WEIGHTS)
+    hyps, H = beats.bar_hypotheses(Z, acc, beats._beat_descriptors(ev, grid), subdivision=2,
+                                   onsets_per_beat=np.full(15, 4.0), beats_per_bar=2, tonic=T)
+    col = BAR_FEATURES.index("tonic contrast")
+    assert H[hyps.index((2, 0)), col] > 1.0 > 0 > -1.0 > H[hyps.index((2, 1)), col]
+    hyps, H = beats.bar_hypotheses(Z, acc, beats._beat_descriptors(ev, grid), subdivision=2,
+                                   onsets_per_beat=np.full(15, 4.0), beats_per_bar=2)
+    assert not H[:, col].any()  # no tonic given: the feature is left out
+    held = [Note(1.0, 1.9, 67, 80), Note(2.0, 2.1, 67, 80), Note(2.5, 2.6, 69, 80), Note(3.0, 3.1, 69, 80)]
+    T = beats._tonic_strength(onset_events(held), np.asarray([1.0, 1.5, 2.0, 2.5, 3.0]), 7, "major")
+    assert T[0] > T[2] > T[3]  # a held tonic, a short tonic, another note

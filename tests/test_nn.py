@@ -220,6 +220,24 @@ def test_max_minutes_stops_training_and_saves_like_the_last_step(tiny_dataset, t
 
 
 @needs_fluidsynth
+def test_keep_from_keeps_each_save_for_averaging(tiny_dataset, tmp_path):
+    """`train --keep-from 10 --save-every 5`: the weights of steps 10, 15 and 20 are kept beside last and
+    best, and devtools.average makes one checkpoint of them."""
+    from devtools.average import average_checkpoints
+
+    train(_cfg(tiny_dataset, tmp_path / "run", max_steps=20, save_every=5, keep_from=10))
+    kept = sorted(p.name for p in (tmp_path / "run").glob("step-*.json"))
+    assert kept == ["step-000010.json", "step-000015.json", "step-000020.json"]
+    assert not list((tmp_path / "run").glob("step-*-state*"))  # weights only, not resumable states
+    conf = ckpt.read_config(tmp_path / "run" / "step-000015")
+    assert conf["step"] == 15 and conf["train_config"]["keep_from"] == 10
+    last = ckpt.read_config(tmp_path / "run" / "last")
+    assert last["weights_sha256"] == ckpt.read_config(tmp_path / "run" / "step-000020")["weights_sha256"]
+    avg = average_checkpoints(tmp_path / "avg", [tmp_path / "run" / k.removesuffix(".json") for k in kept])
+    assert [a["step"] for a in ckpt.read_config(avg)["averaged_from"]] == [10, 15, 20]
+
+
+@needs_fluidsynth
 def test_string_resonance_trains_and_is_recorded(tiny_dataset, tmp_path):
     """`train --online-augment --string-resonance 0.5`: the windows get the open strings' resonance and the
     checkpoint says so (the recipe of a run is in its checkpoint)."""

@@ -467,6 +467,9 @@ def train(
     out: Path = typer.Option(Path("runs/audionet"), help="Output folder for checkpoints and metrics.jsonl."),
     seed: int = typer.Option(0),
     save_every: int = typer.Option(500, help="Save a resumable checkpoint every N steps."),
+    keep_from: int = typer.Option(0, "--keep-from", min=0, metavar="STEP",
+                                  help="From this step on, also keep each save's weights as step-NNNNNN "
+                                       "(to average them: python -m devtools.average); 0: off."),
     workers: int = typer.Option(0, help="DataLoader worker processes."),
     limit_hours: Optional[float] = typer.Option(None, help="Use only this much training audio."),
     msmd_split: Optional[Path] = typer.Option(None, "--split", help="MSMD split YAML of piece names: train, "
@@ -531,7 +534,7 @@ def train(
             msmd_opts = dataclasses.replace(msmd_opts, root=_download_msmd(yes))
     cfg = TrainConfig(data=str(data) if data else None, out=str(out), arch=arch, epochs=epochs, max_steps=max_steps,
                       max_minutes=max_minutes, stop_at_step=stop_at_step, batch_size=batch_size, window=window, lr=lr, device=device, seed=seed,
-                      save_every=save_every, workers=workers, limit_hours=limit_hours, msmd=msmd_opts,
+                      save_every=save_every, keep_from=keep_from, workers=workers, limit_hours=limit_hours, msmd=msmd_opts,
                       online_augment=online_augment, rooms=str(rooms) if rooms else None,
                       string_resonance=string_resonance,
                       init_from=str(init_from) if init_from else None, val_real=str(val_real) if val_real else None,

@@ -603,19 +603,21 @@ def _repeat_starts(desc: "np.ndarray", beats_per_bar: int) -> "np.ndarray":
 
 BAR_FEATURES = tuple(f"{f} contrast" for f in FEATURES) + (
     "half bar", "no half bar", "repetition", "no pickup", "long pickup", "duple density", "on the beat", "ends a bar",
-    "duple density, chords", "harmonic half bar", "no harmonic half bar", "repeats start", "last bar completes the pickup")
+    "duple density, chords", "harmonic half bar", "no harmonic half bar", "repeats start", "last bar completes the pickup",
+    "tonic contrast")
 # Weights of the bar hypotheses' features (conditional logit over meter and phase), and one bias per
 # (subdivision, beats per bar); fitted by ``python -m devtools.score_bench --fit-bars`` on music21
 # corpus pieces outside the benchmark.
-BAR_WEIGHTS = (0.481, 1.41, 1.273, 0.95, 1.367, 0.75, 0.935, 0.828, 0.135, -0.499, 1.456, 1.384, -0.655, 4.203,
-               -0.34, -3.231, 6.697, 7.106, 2.458, 2.047, -1.16, -0.168, 1.464, 1.102)
-BAR_BIAS = {(2, 2): -3.257, (2, 3): 1.286, (2, 4): 1.972, (3, 2): 1.477, (3, 3): -1.158, (3, 4): -0.319}
+BAR_WEIGHTS = (0.427, 1.128, 1.072, 0.922, 1.388, 1.163, 0.933, 0.886, 0.139, -0.53, 1.466, 1.514, -0.867, 3.975,
+               -0.344, -3.253, 6.783, 7.022, 2.483, 2.094, -1.189, -0.148, 1.446, 1.142, 0.613)
+BAR_BIAS = {(2, 2): -3.314, (2, 3): 1.333, (2, 4): 1.981, (3, 2): 1.43, (3, 3): -1.115, (3, 4): -0.314}
 
 
 def bar_hypotheses(Z: "np.ndarray", acc: "np.ndarray", desc: "np.ndarray", *, subdivision: int,
                    first_beat: int = 0, lead: float = 0.0, onsets_per_beat: "np.ndarray | None" = None,
                    end_beat: int | None = None, polyphonic: bool = False,
-                   beats_per_bar: int | None = None) -> tuple[list[tuple[int, int]], "np.ndarray"]:
+                   beats_per_bar: int | None = None,
+                   tonic: "np.ndarray | None" = None) -> tuple[list[tuple[int, int]], "np.ndarray"]:
     """Every (beats per bar, phase) hypothesis and its BAR_FEATURES: for each beat feature (``Z``,
     from :func:`beat_features`) the mean on the phase's beats minus the mean on the others; in 4-beat
     bars how much more accented (``acc``) beat 1 is than beat 3, and in 2-beat bars the opposite of the
@@ -636,10 +638,12 @@ def bar_hypotheses(Z: "np.ndarray", acc: "np.ndarray", desc: "np.ndarray", *, su
     2-beat bars minus the difference between alternate bars (a chord per two bars of 2/4 is 4/4).
     "repeats start" is the share of :func:`_repeat_starts` (where music repeated one, two or four bars
     later begins) on the phase's beats, minus its share by chance (1 / beats per bar); in a lone line
-    only."""
+    only. "tonic contrast" is the mean of ``tonic`` (:func:`_tonic_strength`, per beat) on the phase's
+    beats minus that on the others (0 without it)."""
     import numpy as np
 
     Z, acc, desc = Z[first_beat:], acc[first_beat:], desc[first_beat:]
+    ton = tonic[first_beat:] if tonic is not None else np.zeros(len(Z))
     chg = Z[:, FEATURES.index("harmony")] + Z[:, FEATURES.index("bass")]  # a new chord, a bass note
     rep = _repetition(desc)
     density = math.log2(max(float(np.mean(onsets_per_beat)), 0.25)) if onsets_per_beat is not None else 0.0
@@ -668,7 +672,8 @@ def bar_hypotheses(Z: "np.ndarray", acc: "np.ndarray", desc: "np.ndarray", *, su
                                               float(end_beat is not None and (end_beat - first_beat - ph) % b == 0),
                                               density if b == 2 and polyphonic else 0.0, h_half, h_no_half,
                                               float(starts[ph::b].sum()) / total - 1.0 / b if total > 0 else 0.0,
-                                              float(end_beat is not None and ph > 0 and (end_beat - first_beat) % b == 0)]]))
+                                              float(end_beat is not None and ph > 0 and (end_beat - first_beat) % b == 0),
+                                              float(ton[mask].mean() - ton[~mask].mean())]]))
             hyps.append((b, ph))
     return hyps, np.asarray(rows).reshape(len(rows), len(BAR_FEATURES))
 
@@ -693,6 +698,33 @@ class BarEvidence:
     H: "np.ndarray"  # their BAR_FEATURES
     first: float  # first onset (s)
     last_onset: float
+
+
+def _tonic_strength(ev: _Events, beats: "np.ndarray", tonic: int, mode: str) -> "np.ndarray":
+    """Per beat how much its onsets (within 15 % of a beat) dwell on the key's tonic chord: 1 for the
+    tonic, 0.5 for its third or fifth only, 0 otherwise, times 1 plus the note's length in beats (up to
+    2): melodies land on the tonic chord on strong beats and hold it at cadences, which tells the bar's
+    phase in a lone line of even notes. Beats without an onset get the piece's mean; z-scored like
+    :func:`beat_features`."""
+    import numpy as np
+
+    nb = len(beats)
+    period = np.append(np.diff(beats), beats[-1] - beats[-2])
+    k = np.clip(np.searchsorted(beats, ev.times - 0.15 * np.interp(ev.times, beats, period)), 0, nb - 1)
+    near = np.abs(ev.times - beats[k]) <= 0.15 * period[k]
+    third = (tonic + (4 if mode == "major" else 3)) % 12
+    fifth = (tonic + 7) % 12
+    T = np.full(nb, np.nan)
+    for i in np.flatnonzero(near):
+        pcs = ev.pcs[i]
+        v = 1.0 if tonic in pcs else (0.5 if (third in pcs or fifth in pcs) else 0.0)
+        v *= 1.0 + min(ev.length[i] / period[k[i]], 2.0)
+        T[k[i]] = v if np.isnan(T[k[i]]) else max(T[k[i]], v)
+    if np.all(np.isnan(T)):
+        return np.zeros(nb)
+    T[np.isnan(T)] = np.nanmean(T)
+    sd = float(T.std())
+    return np.clip((T - T.mean()) / sd, -2.5, 2.5) if sd > 1e-9 else np.zeros(nb)
 
 
 def _on_beat_share(ev: _Events, beats: "np.ndarray", sub: int) -> float:
@@ -751,6 +783,10 @@ def bar_evidence(notes: Sequence[Note], *, bpm: float | None = None,
         shifts = (0.0, 0.5) if sub == 2 else (0.0, 1 / 3, 2 / 3)
     beats = _extend(beats, first, last)
     poly = _polyphony(notes) >= 0.3
+    from pianonotes.export.keys import estimate_key
+
+    by_onset = sorted(notes, key=lambda n: n.onset)
+    key = estimate_key([n.pitch for n in by_onset], [min(n.release - n.onset, 2.0) for n in by_onset])
     grids, accents, features, first_beats, hyps, rows = [], [], [], [], [], []
     for gi, frac in enumerate(shifts):
         g = _shifted(beats, frac, first, last)
@@ -768,7 +804,8 @@ def bar_evidence(notes: Sequence[Note], *, bpm: float | None = None,
         hs, H = bar_hypotheses(Z, acc, features[-1][1], subdivision=sub, first_beat=fb, lead=lead,
                                onsets_per_beat=_onsets_per_beat(ev, g[fb:]), end_beat=math.ceil(end - 0.15),
                                polyphonic=poly,
-                               beats_per_bar=fixed.beats_per_bar if fixed is not None else None)
+                               beats_per_bar=fixed.beats_per_bar if fixed is not None else None,
+                               tonic=_tonic_strength(ev, g, key.tonic, key.mode))
         share = _on_beat_share(ev, g, sub) if len(shifts) > 1 else 0.0
         H[:, BAR_FEATURES.index("on the beat")] = share
         hyps += [(b, ph, gi) for b, ph in hs]

@@ -51,6 +51,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0  # seeds the weights, the window order and the online acoustics
     save_every: int = 500  # steps between resumable checkpoints (last, and best after validation)
+    keep_from: int = 0  # from this step on, also keep every save's weights as step-NNNNNN (for averaging); 0: off
     val_every: int = 0  # steps; 0: at each save
     val_seconds: float = 600.0  # seconds of validation audio scored during training
     limit_hours: float | None = None  # use only this many hours of training audio
@@ -457,6 +458,8 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
                 best = score
                 save("best", metrics)
         save("last", metrics)
+        if cfg.keep_from and step >= cfg.keep_from and rank == 0:  # weights only: for devtools.average
+            ckpt.save(out / f"step-{step:06d}", model, dict(config_base, step=step, metrics=metrics or {}))
 
     def log(row: dict) -> None:
         if rank == 0:
