@@ -191,6 +191,8 @@ def string_resonance_ir(rng: np.random.Generator, sample_rate: int = constants.S
     decaying over 1.5 s (bass) to 0.3 s (treble), random phases."""
     t = np.arange(int(seconds * sample_rate)) / sample_rate
     h = np.zeros(len(t))
+    top = min(7500.0, 0.45 * sample_rate)  # highest partial: 7.5 kHz, below the Nyquist frequency
+    m_all = np.arange(1, 41)
     for key in range(constants.MIN_PITCH, constants.MIN_PITCH + constants.N_KEYS):
         pos = (key - constants.MIN_PITCH) / (constants.N_KEYS - 1)
         f0 = 440.0 * 2.0 ** ((key - 69) / 12)
@@ -199,9 +201,9 @@ def string_resonance_ir(rng: np.random.Generator, sample_rate: int = constants.S
         env = np.exp(-t / tau)
         for _ in range(3 if key >= 41 else 2):
             f = f0 * 2.0 ** (float(rng.uniform(-3.0, 3.0)) / 1200)
-            m = np.arange(1, 41)
-            fm = f * m * np.sqrt(1.0 + B * m ** 2)
-            m, fm = m[fm < min(7500.0, 0.45 * sample_rate)], fm[fm < min(7500.0, 0.45 * sample_rate)]
+            fm = f * m_all * np.sqrt(1.0 + B * m_all ** 2)
+            keep = fm < top
+            m, fm = m_all[keep], fm[keep]
             if not len(m):
                 continue
             phases = rng.uniform(0, 2 * np.pi, len(m))
