@@ -176,7 +176,8 @@ def test_a_reship_carries_the_earlier_cards_rows_and_limits():
     assert kept["metrics"] and kept["recall"]
     assert not [r for r in kept["metrics"] + kept["recall"] if r.startswith("| audionet |")]
     assert any(r.startswith("| audionet-v1 (measured earlier) | real-dev |") for r in kept["metrics"])
-    assert any(r.startswith("| audionet, without harmonic ghosts (measured earlier) |") for r in kept["recall"])
+    assert any(r.startswith("| audionet-v2, without harmonic ghosts (measured earlier) |") for r in kept["recall"])
+    assert any(r.startswith("| audionet-v2 (measured earlier) | real-dev |") for r in kept["metrics"])
     assert any("Harmonic ghosts" in ln for ln in kept["limits"])
     assert any("Input spectrum matching" in ln for ln in kept["limits"])
     again = carried_card(card.replace("| audionet-v1 |", "| audionet-v1 (measured earlier) |"), {"audionet"})
