@@ -476,6 +476,17 @@ FEATURES = ("bass", "length", "size", "velocity", "harmony", "onset", "low", "hi
 ACCENT_WEIGHTS = (0.106, 0.296, 0.329, 0.074, 0.229, -0.603, 0.02, 0.069, 0.029, 0.123, 0.136)
 
 
+def _near_beat(ev: _Events, beats: "np.ndarray"):
+    """For each onset event the index of the nearest beat at or after 15 % of a beat before it, whether it
+    lies within 15 % of a beat of that beat, and each beat's period (the last one repeated)."""
+    import numpy as np
+
+    period = np.diff(beats)
+    period = np.append(period, period[-1])
+    k = np.clip(np.searchsorted(beats, ev.times - 0.15 * np.interp(ev.times, beats, period)), 0, len(beats) - 1)
+    return k, np.abs(ev.times - beats[k]) <= 0.15 * period[k], period
+
+
 def beat_features(ev: _Events, beats: "np.ndarray") -> "np.ndarray":
     """Per beat (rows) the FEATURES of the onsets within 15 % of a beat of it, each z-scored over the
     piece and clipped to +-2.5: a bass note, note length (the longest note or the time to the next
@@ -485,11 +496,7 @@ def beat_features(ev: _Events, beats: "np.ndarray") -> "np.ndarray":
     import numpy as np
 
     nb = len(beats)
-    period = np.diff(beats)
-    period = np.append(period, period[-1])
-    k = np.searchsorted(beats, ev.times - 0.15 * np.interp(ev.times, beats, period))
-    k = np.clip(k, 0, nb - 1)
-    near = np.abs(ev.times - beats[k]) <= 0.15 * period[k]
+    k, near, period = _near_beat(ev, beats)
     F = np.zeros((nb, len(FEATURES)))
     has = np.zeros(nb, bool)
     pcs: list[set] = [set() for _ in range(nb)]
@@ -709,9 +716,7 @@ def _tonic_strength(ev: _Events, beats: "np.ndarray", tonic: int, mode: str) -> 
     import numpy as np
 
     nb = len(beats)
-    period = np.append(np.diff(beats), beats[-1] - beats[-2])
-    k = np.clip(np.searchsorted(beats, ev.times - 0.15 * np.interp(ev.times, beats, period)), 0, nb - 1)
-    near = np.abs(ev.times - beats[k]) <= 0.15 * period[k]
+    k, near, period = _near_beat(ev, beats)
     third = (tonic + (4 if mode == "major" else 3)) % 12
     fifth = (tonic + 7) % 12
     T = np.full(nb, np.nan)

@@ -431,11 +431,13 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
     if resume:
         config_base["resumed_at"] = resumed_at  # steps where this run was continued (e.g. in a later session)
 
-    def save(name: str, metrics: dict | None = None) -> None:
+    def save(name: str, metrics: dict | None = None, *, state: bool = True) -> None:
         if rank != 0:
             return
         conf = dict(config_base, step=step, metrics=metrics or {})
         ckpt.save(out / name, model, conf)
+        if not state:  # weights only (kept for devtools.average, not resumable)
+            return
         _save_state(out / f"{name}-state", model, opt, {"step": step, "best": best, "arch": cfg.arch,
                                                          "batch_size": batch, "world": world, "window": cfg.window})
         emit("save", {"path": str(out / name), "step": step})
@@ -458,8 +460,8 @@ def train(cfg: TrainConfig, *, resume: str | None = None, on_event: Callable[[st
                 best = score
                 save("best", metrics)
         save("last", metrics)
-        if cfg.keep_from and step >= cfg.keep_from and rank == 0:  # weights only: for devtools.average
-            ckpt.save(out / f"step-{step:06d}", model, dict(config_base, step=step, metrics=metrics or {}))
+        if cfg.keep_from and step >= cfg.keep_from:
+            save(f"step-{step:06d}", metrics, state=False)
 
     def log(row: dict) -> None:
         if rank == 0:
