@@ -6,6 +6,8 @@ Everything here works on the notes alone (onset times, velocities, durations, pi
    their loudness and length, and four times more when the event has a bass note.
 2. **Pulse period.** The onset train is autocorrelated; each candidate period P (0.3-1.2 s) scores
    ``A(P) + max(A(2P), A(3P))/2 + A(4P)/4``, times a broad preference around 100 beats per minute.
+   The beats are then tracked (step 3) at P, 4P/3 and 3P/4, and the level whose beats fall most on
+   the accents is kept (:func:`choose_level`): under rubato the autocorrelation favours short lags.
 3. **Beat tracking** (:func:`track_beats`): dynamic programming over (time, beat period) with 10 ms
    frames. A beat collects the onset strength at its frame; each beat may change the period of the
    previous one by a few frames at a small cost (log-ratio squared), so a ritardando or rubato is
@@ -362,6 +364,58 @@ def pulse_period(ev: _Events) -> float:
 
 
 # ------------------------------------------------------------------------------------- beat tracking
+# the other readings of a beat: four or three of the chosen beat's quarters or thirds (a tracker may
+# count running sixteenths in threes, or eighths of a jig in twos)
+LEVEL_ALTERNATIVES = (4 / 3, 3 / 4)
+
+
+def beat_salience(ev: _Events, beats: "np.ndarray", period: float) -> float:
+    """Mean onset weight at the beats (0 where no onset is within 4 % of a period and 15 ms), relative
+    to the mean weight of all onset events: above 1 when the beats fall on the accents."""
+    import numpy as np
+
+    idx = np.clip(np.searchsorted(ev.times, beats), 1, len(ev.times) - 1)
+    near = np.where(np.abs(ev.times[idx - 1] - beats) < np.abs(ev.times[idx] - beats), idx - 1, idx)
+    hit = np.abs(ev.times[near] - beats) <= 0.04 * period + 0.015
+    return float(np.where(hit, ev.weights[near], 0.0).mean() / max(float(ev.weights.mean()), 1e-9))
+
+
+def _prior(period: float) -> float:
+    """The broad tempo preference of :func:`pulse_period`, around 100 beats per minute."""
+    return math.exp(-0.5 * math.log2(60.0 / period / 100.0) ** 2)
+
+
+def choose_level(ev: _Events, period: float, *, fps: float = FPS):
+    """The beat period and tracked beats among ``period`` and its :data:`LEVEL_ALTERNATIVES`: the one
+    whose tracked beats fall most on the accents (:func:`beat_salience`, times the tempo preference).
+
+    The autocorrelation of :func:`pulse_period` decays with the lag when the tempo drifts, so under
+    rubato it can prefer three sixteenths to four (a reel read as 6/8); tracking follows the drift, so
+    the tracked beats judge the level. An alternative counts only when the tracker keeps its period
+    (within 10 %). Pieces of 15 minutes or more keep ``period`` (tracking is their cost).
+    """
+    import numpy as np
+
+    beats = track_beats(ev.times, ev.weights, period, fps=fps)
+    if len(beats) < 4 or ev.times[-1] - ev.times[0] >= 900:
+        return period, beats
+    best = (beat_salience(ev, beats, period) * _prior(period), period, beats)
+    for f in LEVEL_ALTERNATIVES:
+        p = period * f
+        if not MIN_PERIOD <= p <= MAX_PERIOD:
+            continue
+        b = track_beats(ev.times, ev.weights, p, fps=fps)
+        if len(b) < 4:
+            continue
+        q = float(np.median(np.diff(b)))
+        if abs(q / p - 1) > 0.1:
+            continue
+        s = beat_salience(ev, b, q) * _prior(q)
+        if s > best[0]:
+            best = (s, p, b)
+    return best[1], best[2]
+
+
 def track_beats(times: "np.ndarray", weights: "np.ndarray", period: float, *, fps: float = FPS,
                 change_cost: float = 100.0, prior_cost: float = 1.5, slow_cost: float = 0.3,
                 max_change: int = 6) -> "np.ndarray":
@@ -776,9 +830,8 @@ def bar_evidence(notes: Sequence[Note], *, bpm: float | None = None,
         sub = 3 if (fixed and fixed.compound) else 2  # without a meter the beat is a quarter note
         shifts: tuple[float, ...] = (0.0,)
     else:
-        period = pulse_period(ev)
         fps = FPS if (last - first) < 900 else FPS / 2
-        beats = track_beats(ev.times, ev.weights, period, fps=fps)
+        period, beats = choose_level(ev, pulse_period(ev), fps=fps)
         if len(beats) < 2:
             beats = np.asarray([ev.times[0], ev.times[0] + period])
         beats = _extend(beats, first, last)
