@@ -59,7 +59,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
 CLUSTER_SECONDS = 0.03  # onsets closer than this are one onset event
-FPS = 100.0  # frames per second of the beat tracker (50 for pieces over 15 minutes)
+FPS = 100.0  # frames per second of the beat tracker (50 for pieces over LONG_PIECE seconds)
+LONG_PIECE = 900.0  # seconds: longer pieces are tracked at FPS / 2 and at one beat level only
 DEFAULT_BPM = 120.0  # beat tempo when there are too few notes to track
 MIN_PERIOD, MAX_PERIOD = 0.3, 1.2  # seconds: the range of the tracked beat (200-50 bpm)
 MIN_EVENTS = 4  # fewer distinct onsets than this: a constant grid, 4/4, no pickup
@@ -325,6 +326,14 @@ def _autocorrelation(ev: _Events, fps: float, max_lag_s: float):
     return ac / ac[0] if ac[0] > 0 else ac
 
 
+def _prior(period):
+    """The broad tempo preference of :func:`pulse_period` and :func:`choose_level`, around 100 beats
+    per minute (one octave of tempo: a factor e^-1/2); ``period`` in seconds, a number or an array."""
+    import numpy as np
+
+    return np.exp(-0.5 * np.log2(60.0 / np.asarray(period, dtype=float) / 100.0) ** 2)
+
+
 def pulse_period(ev: _Events) -> float:
     """The global beat period in seconds (see the module docstring, step 2)."""
     import numpy as np
@@ -340,7 +349,7 @@ def pulse_period(ev: _Events) -> float:
 
     periods = np.arange(MIN_PERIOD, MAX_PERIOD + 1e-9, 0.002)
     score = a(periods) + 0.5 * np.maximum(a(2 * periods), a(3 * periods)) + 0.25 * a(4 * periods)
-    score = score * np.exp(-0.5 * (np.log2(60.0 / periods / 100.0) / 1.0) ** 2)
+    score = score * _prior(periods)
     period = float(periods[int(np.argmax(score))])
     # refine from inter-onset intervals of up to two beats, counted in quarters or thirds of the beat
     # (whichever fits the intervals better: simple or compound time)
@@ -369,20 +378,27 @@ def pulse_period(ev: _Events) -> float:
 LEVEL_ALTERNATIVES = (4 / 3, 3 / 4)
 
 
+def _nearest(times: "np.ndarray", x: "np.ndarray") -> "np.ndarray":
+    """For each of ``x`` the index of the nearest of the sorted ``times`` (the earlier one on a tie)."""
+    import numpy as np
+
+    if len(times) < 2:
+        return np.zeros(len(x), dtype=int)
+    idx = np.clip(np.searchsorted(times, x), 1, len(times) - 1)
+    lo = idx - 1
+    return np.where(np.abs(times[lo] - x) <= np.abs(times[idx] - x), lo, idx)
+
+
 def beat_salience(ev: _Events, beats: "np.ndarray", period: float) -> float:
     """Mean onset weight at the beats (0 where no onset is within 4 % of a period and 15 ms), relative
     to the mean weight of all onset events: above 1 when the beats fall on the accents."""
     import numpy as np
 
-    idx = np.clip(np.searchsorted(ev.times, beats), 1, len(ev.times) - 1)
-    near = np.where(np.abs(ev.times[idx - 1] - beats) < np.abs(ev.times[idx] - beats), idx - 1, idx)
+    near = _nearest(ev.times, beats)
     hit = np.abs(ev.times[near] - beats) <= 0.04 * period + 0.015
     return float(np.where(hit, ev.weights[near], 0.0).mean() / max(float(ev.weights.mean()), 1e-9))
 
 
-def _prior(period: float) -> float:
-    """The broad tempo preference of :func:`pulse_period`, around 100 beats per minute."""
-    return math.exp(-0.5 * math.log2(60.0 / period / 100.0) ** 2)
 
 
 def choose_level(ev: _Events, period: float, *, fps: float = FPS):
@@ -397,9 +413,9 @@ def choose_level(ev: _Events, period: float, *, fps: float = FPS):
     import numpy as np
 
     beats = track_beats(ev.times, ev.weights, period, fps=fps)
-    if len(beats) < 4 or ev.times[-1] - ev.times[0] >= 900:
+    if len(beats) < 4 or ev.times[-1] - ev.times[0] >= LONG_PIECE:
         return period, beats
-    best = (beat_salience(ev, beats, period) * _prior(period), period, beats)
+    best = (beat_salience(ev, beats, period) * float(_prior(period)), period, beats)
     for f in LEVEL_ALTERNATIVES:
         p = period * f
         if not MIN_PERIOD <= p <= MAX_PERIOD:
@@ -410,7 +426,7 @@ def choose_level(ev: _Events, period: float, *, fps: float = FPS):
         q = float(np.median(np.diff(b)))
         if abs(q / p - 1) > 0.1:
             continue
-        s = beat_salience(ev, b, q) * _prior(q)
+        s = beat_salience(ev, b, q) * float(_prior(q))
         if s > best[0]:
             best = (s, p, b)
     return best[1], best[2]
@@ -479,12 +495,8 @@ def track_beats(times: "np.ndarray", weights: "np.ndarray", period: float, *, fp
         beats.append(t)
     beats_s = t0 + np.asarray(beats[::-1], dtype=float) / fps
     # onto the onsets
-    idx = np.searchsorted(times, beats_s)
-    for k, b in enumerate(beats_s):
-        cands = [i for i in (idx[k] - 1, idx[k]) if 0 <= i < len(times)]
-        i = min(cands, key=lambda i: abs(times[i] - b))
-        if abs(times[i] - b) <= 0.04 * period + 1.5 / fps:
-            beats_s[k] = times[i]
+    near = times[_nearest(times, beats_s)]
+    beats_s = np.where(np.abs(near - beats_s) <= 0.04 * period + 1.5 / fps, near, beats_s)
     return np.maximum.accumulate(beats_s)
 
 
@@ -830,7 +842,7 @@ def bar_evidence(notes: Sequence[Note], *, bpm: float | None = None,
         sub = 3 if (fixed and fixed.compound) else 2  # without a meter the beat is a quarter note
         shifts: tuple[float, ...] = (0.0,)
     else:
-        fps = FPS if (last - first) < 900 else FPS / 2
+        fps = FPS if (last - first) < LONG_PIECE else FPS / 2
         period, beats = choose_level(ev, pulse_period(ev), fps=fps)
         if len(beats) < 2:
             beats = np.asarray([ev.times[0], ev.times[0] + period])
