@@ -221,5 +221,10 @@ def test_a_lone_melody_stays_in_one_staff():
     assert split_hands(line) == [0] * 200
     low = [[c[0] - 24] for c in line]  # the same line two octaves down: the left hand
     assert split_hands(low) == [1] * 200
+    # a fiddle tune's occasional double stops (one cluster in 15 of two notes, as in the score bench's
+    # Belle of Claremont Hornpipe) keep it in one staff: split, each staff filled its notes out to eighths
+    stops = [c + [c[0] - 5] if i % 15 == 7 else c for i, c in enumerate(line)]
+    assert sum(len(c) == 2 for c in stops) / len(stops) > 0.05
+    assert split_hands(stops) == [0] * 200
     # chords are still split between the hands
     assert split_hands([[43, 67, 71, 74]] * 4) == [1] * 4

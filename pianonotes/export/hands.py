@@ -13,7 +13,7 @@ _HAND_SPAN = 12  # semitones one hand may cover without penalty (an octave)
 _BEAM = 8
 _BALANCE = 12.0  # cost per note the right hand holds beyond one more than the left, in chords of 4+
 _LEFT_HOME, _RIGHT_HOME = 45.0, 71.0  # A2 and B4: a lone first note above ~58 goes to the right hand
-_LINE_SHARE = 0.95  # clusters of one note at least this share: a lone line ...
+_LINE_SHARE = 0.9  # clusters of one note at least this share (a fiddle tune's double stops stay under 10 %): a lone line ...
 _LINE_RANGE = 24  # ... within two octaves (5th-95th percentile of its pitches) is one hand
 
 
